@@ -1,0 +1,54 @@
+"""The library functions behind the CLI, callable from Python."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import artifact, examples
+from .data import load_data
+from .errors import NupesError
+from .evaluate import EvalReport, evaluate
+from .importers import import_module, import_pt2
+from .ir import Graph
+from .qmodel import QuantModel
+from .quant import quantize_graph
+
+
+def load_graph(spec: str, progress: bool = True) -> tuple[Graph, str]:
+    """A model spec → (graph, name): a bundled example name or a torch.export .pt2 file."""
+    if spec in examples.NAMES:
+        net = examples.model(spec, progress=progress)
+        return import_module(net, examples.models.example_input(spec), spec), spec
+    name = os.path.splitext(os.path.basename(spec))[0]
+    if spec.endswith(".pt2"):
+        return import_pt2(spec), name
+    if spec.endswith(".tflite"):
+        raise NupesError(f"{spec}: .tflite import is not implemented yet")
+    if not os.path.exists(spec):
+        raise NupesError(f"{spec}: no such file, and not a bundled example ({', '.join(examples.NAMES)})")
+    raise NupesError(f"{spec}: unsupported model format (expected a torch.export .pt2 file or a bundled example name)")
+
+
+def quantize(model: str, data: str, method: str = "nupes", wbits: int = 4, out: str | None = None,
+             overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = True) -> tuple[QuantModel, str]:
+    """Quantize ``model`` calibrating on ``data`` (the calib split of a bundled name, or a whole .npz).
+
+    Writes ``out`` atomically when given; returns the model and its hash.
+    """
+    torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
+    graph, name = load_graph(model, progress)
+    x, _ = load_data(data, "calib", graph.input_shape)
+    qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name)
+    qm.meta["calibration"]["data"] = data
+    h = artifact.save(qm, out) if out else artifact.hash_of(qm)
+    qm.meta["hash"] = h
+    return qm, h
+
+
+def eval_model(path_or_model, data: str) -> EvalReport:
+    """Evaluate a model.nq (or QuantModel) on ``data`` (the test split of a bundled name, or a whole .npz)."""
+    torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
+    qm = artifact.load(path_or_model) if isinstance(path_or_model, str) else path_or_model
+    x, y = load_data(data, "test", qm.graph.input_shape)
+    return evaluate(qm, x, y)

@@ -1,0 +1,44 @@
+"""Evaluation and calibration data: a bundled example name or an .npz with ``x`` and ``y``."""
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+
+from . import examples
+from .errors import NupesError
+
+
+def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` from a bundled name (its ``split``) or an .npz file (all of it).
+
+    x must be float32 exactly as the model takes it (N × input_shape), y integer labels.
+    """
+    if spec in examples.NAMES:
+        x, y = examples.load(spec, split)
+    else:
+        if not os.path.isfile(spec):
+            raise NupesError(f"{spec}: no such file, and not a bundled data set ({', '.join(examples.NAMES)})")
+        try:
+            with np.load(spec, allow_pickle=False) as z:
+                if "x" not in z.files or "y" not in z.files:
+                    raise NupesError(f"{spec}: the .npz must hold arrays 'x' and 'y' (found: {', '.join(z.files) or 'none'})")
+                x, y = z["x"], z["y"]
+        except NupesError:
+            raise
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise NupesError(f"{spec}: not a readable .npz file ({e})") from None
+        if x.dtype != np.float32:
+            raise NupesError(f"{spec}: 'x' must be float32 (got {x.dtype}); store it exactly as the model takes it")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise NupesError(f"{spec}: 'y' must hold integer labels (got {y.dtype})")
+        if y.ndim != 1 or len(y) != len(x):
+            raise NupesError(f"{spec}: 'y' must be a vector with one label per row of 'x' ({len(x)}), got shape {list(y.shape)}")
+        if len(x) == 0:
+            raise NupesError(f"{spec}: 'x' is empty")
+        if not np.isfinite(x).all():
+            raise NupesError(f"{spec}: 'x' contains NaN or infinite values")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise NupesError(f"{spec}: 'x' has shape {list(x.shape)}, the model takes N×{list(input_shape)}")
+    return np.ascontiguousarray(x, np.float32), np.asarray(y, np.int64)

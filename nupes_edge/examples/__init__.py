@@ -1,0 +1,10 @@
+"""Bundled examples on real data shipped inside packages (no downloads).
+
+``load(name, split)`` returns ``(x, y)`` as float32 N×C×H×W and int64 labels;
+``model(name)`` returns the example's reference CNN, trained deterministically on the
+train split (one thread, seconds) and cached on disk.
+"""
+from .datasets import NAMES, SPLITS, load
+from .models import build, model
+
+__all__ = ["NAMES", "SPLITS", "load", "model", "build"]

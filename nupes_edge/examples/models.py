@@ -1,0 +1,126 @@
+"""The reference CNNs of the bundled examples: BN, a residual add and a depthwise conv each."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import NupesError
+from ..fileio import atomic_write_bytes, cache_dir
+from .datasets import NAMES, load
+
+
+def _cbr(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, relu: bool = True) -> list[nn.Module]:
+    layers = [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return layers + [nn.ReLU()] if relu else layers
+
+
+class ResidualDW(nn.Module):
+    """Depthwise 3×3 → pointwise 1×1, added to the input (MobileNet-style residual)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(*_cbr(c, c, 3, groups=c), *_cbr(c, c, 1, relu=False))
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(x + self.body(x))
+
+
+class DigitsCNN(nn.Module):
+    """8×8 digits: 16-ch conv, residual depthwise block, strided conv, avg-pool, dense."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(*_cbr(1, 16), ResidualDW(16), *_cbr(16, 32, stride=2), nn.AvgPool2d(2))
+        self.classifier = nn.Linear(32 * 2 * 2, 10)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class Mnist5kCNN(nn.Module):
+    """28×28 MNIST: conv, max-pool, residual depthwise block, two convs, global pool, dense."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(*_cbr(1, 16), nn.MaxPool2d(2), ResidualDW(16),
+                                      *_cbr(16, 32, stride=2), *_cbr(32, 32), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+_ARCH = {"digits": DigitsCNN, "mnist5k": Mnist5kCNN}
+_TRAIN = {"digits": dict(epochs=40, lr=3e-3, batch=64), "mnist5k": dict(epochs=12, lr=3e-3, batch=64)}
+
+
+def build(name: str) -> nn.Module:
+    if name not in _ARCH:
+        raise NupesError(f"unknown example '{name}' (bundled: {', '.join(NAMES)})")
+    return _ARCH[name]()
+
+
+def _cache_key(name: str) -> str:
+    src = inspect.getsource(sys.modules[__name__]) + inspect.getsource(load)
+    h = hashlib.sha256(f"{name}|{src}|{torch.__version__}".encode()).hexdigest()
+    return h[:16]
+
+
+def train(name: str, progress: bool = True) -> nn.Module:
+    """Train the example's CNN deterministically on one thread (seconds)."""
+    from tqdm import tqdm
+
+    cfg = _TRAIN[name]
+    x, y = load(name, "train")
+    torch.manual_seed(0)
+    net = build(name)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    steps = cfg["epochs"] * ((len(x) + cfg["batch"] - 1) // cfg["batch"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(0)
+    net.train()
+    bar = tqdm(total=steps, desc=f"training {name}", unit="step", file=sys.stderr, disable=not progress, leave=False)
+    for _ in range(cfg["epochs"]):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), cfg["batch"]):
+            idx = perm[i:i + cfg["batch"]]
+            loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+    bar.close()
+    return net.eval()
+
+
+def model(name: str, progress: bool = True) -> nn.Module:
+    """The trained reference CNN of a bundled example (trained once, then loaded from cache)."""
+    net = build(name)
+    path = os.path.join(cache_dir(), f"{name}-{_cache_key(name)}.pt")
+    if os.path.exists(path):
+        try:
+            net.load_state_dict(torch.load(path, weights_only=True))
+            return net.eval()
+        except Exception:
+            pass  # a corrupt cache entry is retrained and rewritten below
+    net = train(name, progress)
+    import io
+
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return net
+
+
+def example_input(name: str) -> torch.Tensor:
+    x, _ = load(name, "calib")
+    return torch.from_numpy(np.ascontiguousarray(x[:1]))

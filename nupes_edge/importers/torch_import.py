@@ -1,0 +1,366 @@
+"""Import a PyTorch model (nn.Module + example input, or a torch.export .pt2 file) into the IR.
+
+Works on torch.export's ATen graph, both the default (training) op set and the decomposed core
+op set, so a .pt2 saved either way imports. BatchNorm is folded into the producing conv/linear,
+ReLU/ReLU6 are fused into their producer, a final Softmax is recorded and left to the caller.
+"""
+from __future__ import annotations
+
+import operator
+import os
+import re
+import warnings
+
+import numpy as np
+import torch
+
+from ..errors import NupesError
+from ..ir import Graph, Node, infer_shapes
+
+aten = torch.ops.aten
+
+
+def import_module(module: torch.nn.Module, example_input: torch.Tensor, name: str = "model") -> Graph:
+    """Export ``module`` (eval mode) with ``example_input`` (batch first) and import it."""
+    module = module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.export(module, (example_input,))
+    except Exception as e:  # torch raises many types; the user needs the reason in one line
+        raise NupesError(f"{name}: torch.export failed: {str(e).splitlines()[0]}") from None
+    return import_exported(ep, origin=name)
+
+
+def import_pt2(path: str) -> Graph:
+    """Import a program saved with ``torch.export.save``."""
+    if not os.path.isfile(path):
+        raise NupesError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.load(path)
+    except Exception as e:
+        raise NupesError(f"{path}: not a readable torch.export (.pt2) file: {str(e).splitlines()[0]}") from None
+    return import_exported(ep, origin=os.path.basename(path))
+
+
+def _source(fx_node, origin: str) -> str:
+    parts = []
+    stack = fx_node.meta.get("nn_module_stack") or {}
+    if stack:
+        path, cls = list(stack.values())[-1]
+        cls = getattr(cls, "__name__", str(cls)).split(".")[-1]
+        parts.append(f"module '{path}' ({cls})" if path else f"module {cls}")
+    trace = fx_node.meta.get("stack_trace") or ""
+    m = re.findall(r'File "([^"]+)", line (\d+)', trace)
+    if m:
+        f, line = m[-1]
+        parts.append(f"{os.path.basename(f)}:{line}")
+    parts.append(f"in {origin}")
+    return ", ".join(parts)
+
+
+def _pair(v, default=None) -> tuple[int, int]:
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        v = default
+    if isinstance(v, int):
+        return (v, v)
+    v = list(v)
+    return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else tuple(v)  # type: ignore[return-value]
+
+
+class _Importer:
+    def __init__(self, ep, origin: str):
+        self.ep = ep
+        self.origin = origin
+        self.nodes: list[Node] = []
+        self.env: dict = {}  # fx node -> ("t", tensor name) | ("p", np.ndarray) | python value
+        self.producer: dict[str, Node] = {}  # IR tensor -> node producing it
+        self.softmax_tensor: str | None = None
+
+    # -- helpers -------------------------------------------------------------------------------
+    def err(self, fx_node, msg: str) -> NupesError:
+        return NupesError(f"node '{fx_node.name}' ({fx_node.target}), {_source(fx_node, self.origin)}: {msg}")
+
+    def tensor(self, fx_node, arg) -> str:
+        v = self.env.get(arg) if isinstance(arg, torch.fx.Node) else None
+        if not (isinstance(v, tuple) and v[0] == "t"):
+            raise self.err(fx_node, f"expected an activation tensor as input, got {arg!r}")
+        return v[1]
+
+    def param(self, fx_node, arg) -> np.ndarray | None:
+        if arg is None:
+            return None
+        v = self.env.get(arg) if isinstance(arg, torch.fx.Node) else None
+        if not (isinstance(v, tuple) and v[0] == "p"):
+            raise self.err(fx_node, f"expected a constant weight tensor, got {arg!r}")
+        return v[1]
+
+    def emit(self, fx_node, op: str, inputs: list[str], attrs=None, weight=None, bias=None) -> str:
+        out = fx_node.name
+        node = Node(name=fx_node.name, op=op, inputs=inputs, output=out, attrs=attrs or {},
+                    weight=weight, bias=bias, source=_source(fx_node, self.origin))
+        self.nodes.append(node)
+        self.producer[out] = node
+        self.env[fx_node] = ("t", out)
+        return out
+
+    def alias(self, fx_node, tensor: str) -> None:
+        self.env[fx_node] = ("t", tensor)
+
+    def fusible(self, fx_node, tensor: str, ops: tuple[str, ...]) -> Node | None:
+        """The producer of ``tensor`` if it is one of ``ops`` and fx_node's input has no other user."""
+        prod = self.producer.get(tensor)
+        src = fx_node.args[0]
+        if prod is None or prod.op not in ops or prod.act != "none" or len(src.users) != 1:
+            return None
+        return prod
+
+    # -- ops -----------------------------------------------------------------------------------
+    def conv(self, n, x, w, b, stride, padding, dilation, groups):
+        w = self.param(n, w)
+        if w.ndim != 4:
+            raise self.err(n, f"only 2-D convolution is supported (weight shape {w.shape})")
+        if _pair(dilation, 1) != (1, 1):
+            raise self.err(n, f"dilation {list(_pair(dilation, 1))} is not supported")
+        if isinstance(padding, str):
+            if padding == "valid":
+                pads = (0, 0, 0, 0)
+            elif padding == "same":
+                kh, kw = w.shape[2:]
+                if _pair(stride, 1) != (1, 1):
+                    raise self.err(n, "padding='same' with stride > 1 is not supported")
+                pads = ((kh - 1) // 2, (kw - 1) // 2, kh // 2, kw // 2)
+            else:
+                raise self.err(n, f"unsupported padding mode {padding!r}")
+        else:
+            ph, pw = _pair(padding, 0)
+            pads = (ph, pw, ph, pw)
+        bias = self.param(n, b)
+        if bias is None:
+            bias = np.zeros(w.shape[0], np.float32)
+        attrs = {"stride": list(_pair(stride, 1)), "pads": list(pads), "groups": int(groups), "act": "none"}
+        self.emit(n, "conv2d", [self.tensor(n, x)], attrs, w.astype(np.float32), bias.astype(np.float32))
+
+    def linear(self, n, x, w, b):
+        w = self.param(n, w)
+        bias = self.param(n, b)
+        if bias is None:
+            bias = np.zeros(w.shape[0], np.float32)
+        self.emit(n, "linear", [self.tensor(n, x)], {"act": "none"}, w.astype(np.float32), bias.astype(np.float32))
+
+    def batchnorm(self, n, x, gamma, beta, mean, var, eps):
+        t = self.tensor(n, x)
+        prod = self.fusible(n, t, ("conv2d", "linear"))
+        if prod is None:
+            raise self.err(n, "BatchNorm must directly follow a Conv2d or Linear (with no other user) to be folded")
+        mean, var = self.param(n, mean), self.param(n, var)
+        gamma = self.param(n, gamma)
+        beta = self.param(n, beta)
+        c = mean.shape[0]
+        gamma = np.ones(c) if gamma is None else gamma.astype(np.float64)
+        beta = np.zeros(c) if beta is None else beta.astype(np.float64)
+        scale = gamma / np.sqrt(var.astype(np.float64) + float(eps))
+        w = prod.weight.astype(np.float64)
+        prod.weight = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        prod.bias = ((prod.bias - mean) * scale + beta).astype(np.float32)
+        self.alias(n, t)
+
+    def activation(self, n, x, kind: str):
+        t = self.tensor(n, x)
+        prod = self.fusible(n, t, ("conv2d", "linear", "add"))
+        if prod is not None:
+            prod.attrs["act"] = kind
+            self.alias(n, t)
+        else:
+            self.emit(n, kind, [t])
+
+    def pool(self, n, op, x, kernel, stride, padding, ceil_mode, extra_ok=True):
+        if ceil_mode:
+            raise self.err(n, "ceil_mode=True is not supported")
+        if not extra_ok:
+            raise self.err(n, "count_include_pad=False / divisor_override are not supported")
+        kh, kw = _pair(kernel)
+        sh, sw = _pair(stride, (kh, kw))
+        ph, pw = _pair(padding, 0)
+        attrs = {"kernel": [kh, kw], "stride": [sh, sw], "pads": [ph, pw, ph, pw]}
+        self.emit(n, op, [self.tensor(n, x)], attrs)
+
+    def reshape(self, n, x, shape_out):
+        t = self.tensor(n, x)
+        if len(shape_out) == 2:
+            self.emit(n, "flatten", [t])
+        elif tuple(shape_out[1:]) == tuple(self.shape_of(n.args[0])):
+            self.alias(n, t)
+        else:
+            raise self.err(n, f"reshape to {list(shape_out)} is not supported (only flattening to N×F)")
+
+    def shape_of(self, fx_node) -> tuple[int, ...]:
+        return tuple(fx_node.meta["val"].shape[1:])
+
+    def call(self, n) -> None:
+        t, a, kw = n.target, list(n.args), dict(n.kwargs)
+
+        def arg(i, key, default=None):
+            return a[i] if len(a) > i else kw.get(key, default)
+
+        if t is operator.getitem:
+            src = self.env.get(a[0])
+            if isinstance(src, list):
+                self.env[n] = src[a[1]]
+                return
+            if a[1] == 0 and isinstance(src, tuple) and src[0] == "t":
+                self.env[n] = src
+                return
+            if a[1] != 0:
+                self.env[n] = None  # unused secondary outputs (BN statistics, pool indices)
+                return
+            raise self.err(n, "unsupported tuple access")
+        if t in (aten.conv2d.default, aten.conv2d.padding):
+            self.conv(n, arg(0, "input"), arg(1, "weight"), arg(2, "bias"), arg(3, "stride", 1),
+                      arg(4, "padding", 0), arg(5, "dilation", 1), arg(6, "groups", 1))
+        elif t is aten.convolution.default:
+            if a[6]:
+                raise self.err(n, "transposed convolution is not supported")
+            self.conv(n, a[0], a[1], a[2], a[3], a[4], a[5], a[8])
+        elif t is aten.linear.default:
+            self.linear(n, a[0], a[1], arg(2, "bias"))
+        elif t is aten.permute.default and isinstance(self.env.get(a[0]), tuple) and self.env[a[0]][0] == "p":
+            self.env[n] = ("p", np.transpose(self.env[a[0]][1], a[1]))
+        elif t in (aten.t.default, aten.numpy_T.default) and self.env.get(a[0], (None,))[0] == "p":
+            self.env[n] = ("p", self.env[a[0]][1].T)
+        elif t is aten.addmm.default:
+            # decomposed Linear: addmm(bias, x, weight.T)
+            weight_t = self.param(n, a[2])
+            bias = self.param(n, a[0])
+            self.emit(n, "linear", [self.tensor(n, a[1])], {"act": "none"},
+                      np.ascontiguousarray(weight_t.T, np.float32), bias.astype(np.float32))
+        elif t is aten.batch_norm.default:
+            if arg(5, "training", False):
+                raise self.err(n, "BatchNorm in training mode; call model.eval() before export")
+            self.batchnorm(n, a[0], a[1], a[2], a[3], a[4], arg(7, "eps", 1e-5))
+        elif t is aten._native_batch_norm_legit_no_training.default:
+            self.batchnorm(n, a[0], a[1], a[2], a[3], a[4], arg(6, "eps", 1e-5))
+            self.env[n] = [self.env[n], None, None]
+        elif t in (aten.relu.default, aten.relu_.default):
+            self.activation(n, a[0], "relu")
+        elif t in (aten.hardtanh.default, aten.hardtanh_.default, aten.clamp.default):
+            lo, hi = arg(1, "min_val", -1.0), arg(2, "max_val", 1.0)
+            if (float(lo), float(hi)) != (0.0, 6.0):
+                raise self.err(n, f"clamp/hardtanh to [{lo}, {hi}] is not supported (only ReLU6 = [0, 6])")
+            self.activation(n, a[0], "relu6")
+        elif t in (aten.max_pool2d.default, aten.max_pool2d_with_indices.default):
+            if _pair(arg(4, "dilation", 1), 1) != (1, 1):
+                raise self.err(n, "max pooling with dilation is not supported")
+            self.pool(n, "maxpool2d", a[0], a[1], arg(2, "stride"), arg(3, "padding", 0), arg(5, "ceil_mode", False))
+            if t is aten.max_pool2d_with_indices.default:
+                self.env[n] = [self.env[n], None]
+        elif t is aten.avg_pool2d.default:
+            extra_ok = arg(5, "count_include_pad", True) and arg(6, "divisor_override") is None
+            if not any(_pair(arg(3, "padding", 0), 0)):
+                extra_ok = arg(6, "divisor_override") is None
+            self.pool(n, "avgpool2d", a[0], a[1], arg(2, "stride"), arg(3, "padding", 0), arg(4, "ceil_mode", False), extra_ok)
+        elif t in (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default):
+            if _pair(a[1]) != (1, 1):
+                raise self.err(n, f"adaptive average pooling to {list(a[1])} is not supported (only 1×1)")
+            self.emit(n, "global_avgpool", [self.tensor(n, a[0])])
+        elif t is aten.mean.dim:
+            dims = sorted(d % 4 for d in a[1])
+            if dims != [2, 3]:
+                raise self.err(n, f"mean over dims {list(a[1])} is not supported (only spatial H, W)")
+            out = self.emit(n, "global_avgpool", [self.tensor(n, a[0])])
+            if not arg(2, "keepdim", False):
+                node = Node(name=n.name + "_flat", op="flatten", inputs=[out], output=n.name + "_flat",
+                            source=_source(n, self.origin))
+                self.nodes.append(node)
+                self.producer[node.output] = node
+                self.alias(n, node.output)
+        elif t in (aten.add.Tensor, aten.add_.Tensor):
+            if arg(2, "alpha", 1) != 1:
+                raise self.err(n, "add with alpha != 1 is not supported")
+            if not all(isinstance(v, torch.fx.Node) for v in a[:2]):
+                raise self.err(n, "adding a constant is not supported (only residual tensor + tensor)")
+            self.emit(n, "add", [self.tensor(n, a[0]), self.tensor(n, a[1])], {"act": "none"})
+        elif t is aten.flatten.using_ints:
+            start = arg(1, "start_dim", 0)
+            end = arg(2, "end_dim", -1)
+            if start != 1 or end not in (-1, len(n.args[0].meta["val"].shape) - 1):
+                raise self.err(n, f"flatten(start_dim={start}, end_dim={end}) is not supported (only start_dim=1)")
+            self.emit(n, "flatten", [self.tensor(n, a[0])])
+        elif t in (aten.view.default, aten.reshape.default, aten._unsafe_view.default):
+            self.reshape(n, a[0], list(n.meta["val"].shape))
+        elif t in (aten.softmax.int, aten._softmax.default):
+            dim = a[1] % len(n.meta["val"].shape)
+            if dim != len(n.meta["val"].shape) - 1:
+                raise self.err(n, "softmax is only supported over the last dimension")
+            self.softmax_tensor = self.tensor(n, a[0])
+            self.env[n] = ("softmax", self.softmax_tensor)
+        elif t in (aten.dropout.default, aten.clone.default, aten.contiguous.default, aten.alias.default,
+                   aten.detach.default, aten.feature_dropout.default):
+            self.alias(n, self.tensor(n, a[0]))
+        else:
+            raise self.err(n, f"unsupported op {t}")
+
+    def run(self) -> Graph:
+        ep = self.ep
+        sig = ep.graph_signature
+        state = ep.state_dict
+        consts = getattr(ep, "constants", {}) or {}
+        params = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+        lifted = getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {}
+        user_inputs = []
+        for n in ep.graph.nodes:
+            if n.op == "placeholder":
+                if n.name in params:
+                    src = params[n.name]
+                    v = state[src] if src in state else consts[src]
+                    self.env[n] = ("p", v.detach().float().numpy().copy())
+                elif n.name in lifted:
+                    self.env[n] = ("p", consts[lifted[n.name]].detach().float().numpy().copy())
+                else:
+                    user_inputs.append(n)
+                    self.env[n] = ("t", n.name)
+            elif n.op == "call_function":
+                if self.softmax_tensor is not None and n.target is not operator.getitem:
+                    raise self.err(n, "Softmax is only supported as the final op")
+                self.call(n)
+            elif n.op == "output":
+                outs = n.args[0]
+                outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+                if len(outs) != 1:
+                    raise NupesError(f"{self.origin}: the model has {len(outs)} outputs; only one is supported")
+                out = self.env.get(outs[0])
+                if not isinstance(out, tuple) or out[0] not in ("t", "softmax"):
+                    raise NupesError(f"{self.origin}: the model output is not a tensor computed by supported ops")
+                output_name = out[1]
+            else:
+                raise self.err(n, f"unsupported graph node kind '{n.op}'")
+        if len(user_inputs) != 1:
+            raise NupesError(f"{self.origin}: the model takes {len(user_inputs)} inputs; only one is supported")
+        inp = user_inputs[0]
+        shape = tuple(inp.meta["val"].shape)
+        if len(shape) not in (2, 4):
+            raise NupesError(f"{self.origin}: input shape {list(shape)} is not N×C×H×W or N×F")
+        graph = Graph(input_name=inp.name, input_shape=shape[1:], output_name=output_name,
+                      nodes=self.nodes, output_softmax=self.softmax_tensor is not None)
+        if not graph.nodes:
+            raise NupesError(f"{self.origin}: the model has no supported layers")
+        infer_shapes(graph)
+        self.check_shapes(graph)
+        return graph
+
+    def check_shapes(self, graph: Graph) -> None:
+        """Our shape inference must agree with torch's for every tensor it produced."""
+        for n in self.ep.graph.nodes:
+            v = self.env.get(n)
+            if isinstance(v, tuple) and v[0] == "t" and v[1] in graph.shapes and "val" in n.meta:
+                want = tuple(n.meta["val"].shape[1:])
+                got = graph.shapes[v[1]]
+                if int(np.prod(want)) != int(np.prod(got)) or (len(want) == len(got) and want != got):
+                    raise self.err(n, f"shape check failed: torch says {list(want)}, IR says {list(got)}")
+
+
+def import_exported(ep, origin: str = "model") -> Graph:
+    """Import a ``torch.export.ExportedProgram``."""
+    return _Importer(ep, origin).run()

@@ -1,0 +1,57 @@
+"""Integer parameters of each node: what the integer reference and the C runtime compute with."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class IntLayer:
+    """conv2d / linear: acc = Σ sign(q)·L[|q|]·(x - in_zp) + bias;
+    out = clamp(out_zp + MBQM(acc, mult, shift), act_min, act_max)."""
+
+    bits: int
+    a: float
+    G: int  # table shift: L[Qmax] = Qmax · 2^G
+    lut: np.ndarray  # int16, Qmax + 1 levels
+    codes: np.ndarray  # int8 codes in [-Qmax, Qmax], weight layout (OIHW / OI)
+    bias: np.ndarray  # int32 per output channel
+    mult: np.ndarray  # int32 per output channel
+    shift: np.ndarray  # int32 per output channel
+    in_zp: int
+    out_zp: int
+    act_min: int
+    act_max: int
+    acc_bound: np.ndarray  # int64 per channel: Σ|L[q]|·max|x - in_zp| + |bias| (< 2^31, proven)
+
+    def levels(self) -> np.ndarray:
+        """The signed int16 weight levels sign(q)·L[|q|], weight-shaped."""
+        c = self.codes.astype(np.int32)
+        return np.sign(c) * self.lut.astype(np.int32)[np.abs(c)]
+
+
+@dataclass
+class IntAdd:
+    """TFLite's int8 ADD: both inputs rescaled to a common 2^-20 grid, summed, requantized."""
+
+    in1_zp: int
+    in2_zp: int
+    in1_mult: int
+    in1_shift: int
+    in2_mult: int
+    in2_shift: int
+    out_mult: int
+    out_shift: int
+    left_shift: int
+    out_zp: int
+    act_min: int
+    act_max: int
+
+
+@dataclass
+class IntClamp:
+    """An op whose output keeps the input's quantization, clamped to [lo, hi] (pools, ReLU)."""
+
+    lo: int
+    hi: int

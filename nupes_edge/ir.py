@@ -1,0 +1,164 @@
+"""The graph IR: a typed, shape-checked list of nodes in execution order.
+
+Semantics follow PyTorch: activations are NCHW (shapes exclude the batch dimension),
+conv weights are OIHW (I = in_channels / groups), linear weights are (out, in),
+Flatten flattens in C, H, W order. BatchNorm is already folded, ReLU/ReLU6 are fused
+into the producing conv/linear/add where possible (attribute ``act``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import NupesError
+
+ACTIVATIONS = ("none", "relu", "relu6")
+OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu", "relu6", "flatten")
+WEIGHT_OPS = ("conv2d", "linear")
+
+
+@dataclass
+class Node:
+    name: str
+    op: str
+    inputs: list[str]
+    output: str
+    attrs: dict = field(default_factory=dict)
+    weight: np.ndarray | None = None  # float32
+    bias: np.ndarray | None = None  # float32, always present for weight ops
+    source: str = ""  # where the node came from (module path / file:line), for error messages
+
+    @property
+    def act(self) -> str:
+        return self.attrs.get("act", "none")
+
+
+@dataclass
+class Graph:
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    nodes: list[Node]
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # True when the source model ended in Softmax: the quantized graph outputs the logits and
+    # the softmax is applied by the caller (argmax is unchanged by it).
+    output_softmax: bool = False
+
+    def weight_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.op in WEIGHT_OPS]
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.shapes[self.output_name]
+
+
+def conv_out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int) -> int:
+    return (size + pad_lo + pad_hi - k) // stride + 1
+
+
+def _fail(node: Node, msg: str) -> NupesError:
+    where = f" ({node.source})" if node.source else ""
+    return NupesError(f"layer '{node.name}' [{node.op}]{where}: {msg}")
+
+
+def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """Output shape of one node; raises NupesError on inconsistent shapes or attributes."""
+    a = node.attrs
+    if node.op not in OPS:
+        raise _fail(node, f"unknown op '{node.op}'")
+    if node.op in WEIGHT_OPS or node.op == "add":
+        if a.get("act", "none") not in ACTIVATIONS:
+            raise _fail(node, f"unknown fused activation {a.get('act')!r}")
+    if node.op == "conv2d":
+        (s,) = in_shapes
+        if len(s) != 3:
+            raise _fail(node, f"expects a C×H×W input, got shape {s}")
+        c, h, w = s
+        o, ig, kh, kw = node.weight.shape
+        g = a["groups"]
+        if c % g or o % g or ig * g != c:
+            raise _fail(node, f"weight {node.weight.shape} with groups={g} does not fit {c} input channels")
+        if g not in (1, c):
+            raise _fail(node, f"grouped convolution with groups={g} (only 1 or depthwise) is not supported")
+        pt, pl, pb, pr = a["pads"]
+        sh, sw = a["stride"]
+        if min(pt, pl, pb, pr) < 0 or min(sh, sw) < 1:
+            raise _fail(node, f"invalid pads {a['pads']} or stride {a['stride']}")
+        oh, ow = conv_out_size(h, kh, sh, pt, pb), conv_out_size(w, kw, sw, pl, pr)
+        if oh < 1 or ow < 1:
+            raise _fail(node, f"kernel {kh}×{kw} does not fit input {h}×{w}")
+        return (o, oh, ow)
+    if node.op == "linear":
+        (s,) = in_shapes
+        if len(s) != 1 or s[0] != node.weight.shape[1]:
+            raise _fail(node, f"weight {node.weight.shape} does not fit input shape {s}")
+        return (node.weight.shape[0],)
+    if node.op in ("maxpool2d", "avgpool2d"):
+        (s,) = in_shapes
+        if len(s) != 3:
+            raise _fail(node, f"expects a C×H×W input, got shape {s}")
+        c, h, w = s
+        kh, kw = a["kernel"]
+        sh, sw = a["stride"]
+        pt, pl, pb, pr = a["pads"]
+        if node.op == "avgpool2d" and any(a["pads"]):
+            raise _fail(node, "average pooling with padding is not supported (use padding=0)")
+        if max(pt, pb) > kh // 2 or max(pl, pr) > kw // 2:
+            raise _fail(node, f"padding {a['pads']} exceeds half the kernel {kh}×{kw}")
+        oh, ow = conv_out_size(h, kh, sh, pt, pb), conv_out_size(w, kw, sw, pl, pr)
+        if oh < 1 or ow < 1:
+            raise _fail(node, f"kernel {kh}×{kw} does not fit input {h}×{w}")
+        return (c, oh, ow)
+    if node.op == "global_avgpool":
+        (s,) = in_shapes
+        if len(s) != 3:
+            raise _fail(node, f"expects a C×H×W input, got shape {s}")
+        return (s[0], 1, 1)
+    if node.op == "add":
+        s1, s2 = in_shapes
+        if s1 != s2:
+            raise _fail(node, f"operand shapes differ: {s1} vs {s2} (broadcasting is not supported)")
+        return s1
+    if node.op in ("relu", "relu6"):
+        return in_shapes[0]
+    if node.op == "flatten":
+        return (int(np.prod(in_shapes[0])),)
+    raise _fail(node, "no shape rule")  # pragma: no cover
+
+
+def infer_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """Recompute every tensor's shape, checking each node; stores and returns graph.shapes."""
+    shapes = {graph.input_name: tuple(graph.input_shape)}
+    for node in graph.nodes:
+        for t in node.inputs:
+            if t not in shapes:
+                raise _fail(node, f"input tensor '{t}' is not produced before this node")
+        if node.output in shapes:
+            raise _fail(node, f"tensor '{node.output}' is produced twice")
+        if node.op in WEIGHT_OPS and (node.weight is None or node.bias is None):
+            raise _fail(node, "missing weight or bias")
+        shapes[node.output] = infer_node_shape(node, [shapes[t] for t in node.inputs])
+    if graph.output_name not in shapes:
+        raise NupesError(f"graph output '{graph.output_name}' is never produced")
+    graph.shapes = shapes
+    return shapes
+
+
+def macs(graph: Graph) -> int:
+    """Multiply-accumulates of one inference (conv and linear only)."""
+    total = 0
+    for n in graph.weight_nodes():
+        out = graph.shapes[n.output]
+        per_out = int(np.prod(n.weight.shape[1:]))
+        total += int(np.prod(out)) * per_out
+    return total

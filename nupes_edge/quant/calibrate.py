@@ -1,0 +1,53 @@
+"""Activation calibration: per-tensor min/max on the float model → int8 asymmetric (scale, zp)."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+from .. import torch_exec
+from ..ir import Graph
+from .power import round_half_away
+from .types import ActQuant
+
+# Ops whose int8 output must reuse the input's quantization (as in TFLite): they only move,
+# select or average values, never change their range.
+SAME_QUANT_OPS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "relu", "relu6")
+
+
+def act_quant_from_range(lo: float, hi: float) -> ActQuant:
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0:
+        return ActQuant(1.0, 0)
+    scale = (hi - lo) / 255.0
+    zp = int(np.clip(round_half_away(-128 - lo / scale), -128, 127))
+    return ActQuant(scale, zp)
+
+
+def calibrate(graph: Graph, x: np.ndarray, batch: int = 256, progress: bool = False) -> dict[str, ActQuant]:
+    """Run the float model on calibration data and derive every tensor's quantization."""
+    from tqdm import tqdm
+
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+
+    def record(name: str, t: torch.Tensor) -> None:
+        lo[name] = min(lo.get(name, np.inf), float(t.min()))
+        hi[name] = max(hi.get(name, -np.inf), float(t.max()))
+
+    with torch.no_grad():
+        for i in tqdm(range(0, len(x), batch), desc="calibrating", file=sys.stderr, disable=not progress, leave=False):
+            torch_exec.run(graph, torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)), record=record)
+    act = {graph.input_name: act_quant_from_range(lo[graph.input_name], hi[graph.input_name])}
+    for node in graph.nodes:
+        if node.op in SAME_QUANT_OPS:
+            act[node.output] = act[node.inputs[0]]
+        else:
+            act[node.output] = act_quant_from_range(lo[node.output], hi[node.output])
+    return act
+
+
+def act_q_torch(act: dict[str, ActQuant]) -> dict[str, tuple[float, int]]:
+    """The (scale, zero_point) map torch_exec.run takes for fake quantization."""
+    return {k: (v.scale, v.zero_point) for k, v in act.items()}

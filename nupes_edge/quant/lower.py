@@ -1,0 +1,93 @@
+"""Lowering: float graph + activation quantization + quantized weights → integer parameters.
+
+Decisions made here (and stated in docs/numerics.md):
+  * table shift G: 0 when a = 1 (identity table: TFLite's int8 arithmetic); otherwise the largest
+    G with L[Qmax] ≤ 32767 for which every channel's worst-case accumulator
+    Σ_k |L[q_ck]| · max|x - in_zp| + |bias_c| stays ≤ 2^31 - 1 (proven here, asserted in the reference);
+  * bias = round(b / (s_in · s_w,c)) with s_w,c = alpha_c / (Qmax · 2^G);
+  * per-channel requantization multiplier M_c = s_in · s_w,c / s_out → (mult, shift), TFLite style.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NupesError
+from ..intparams import IntAdd, IntClamp, IntLayer
+from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
+from ..ir import Graph, Node
+from .power import make_lut, max_table_shift, qmax, round_half_away
+from .types import ActQuant, LayerWeights
+
+ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD
+
+
+def act_range(act: str, q: ActQuant) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized for int8."""
+    lo, hi = -128, 127
+    if act in ("relu", "relu6"):
+        lo = max(lo, q.zero_point)
+    if act == "relu6":
+        hi = min(hi, q.zero_point + int(round_half_away(6.0 / q.scale)))
+    return lo, hi
+
+
+def layer_bias(node: Node, lw: LayerWeights) -> np.ndarray:
+    return (node.bias if lw.bias is None else lw.bias).astype(np.float64)
+
+
+def weight_scale(lw: LayerWeights, G: int) -> np.ndarray:
+    return lw.alpha / (qmax(lw.bits) * 2.0 ** G)
+
+
+def _channel_bound(levels_abs_sum: np.ndarray, x_max: int, bias: np.ndarray) -> np.ndarray:
+    return levels_abs_sum.astype(np.int64) * x_max + np.abs(bias.astype(np.int64))
+
+
+def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant) -> IntLayer:
+    x_max = max(128 + a_in.zero_point, 127 - a_in.zero_point)  # max |x - in_zp| over int8 x
+    g_candidates = [0] if lw.a == 1.0 else range(max_table_shift(lw.bits), -1, -1)
+    mags = np.abs(lw.codes.reshape(lw.codes.shape[0], -1).astype(np.int64))
+    for G in g_candidates:
+        lut = make_lut(lw.a, lw.bits, G)
+        s_w = weight_scale(lw, G)
+        bias_real = layer_bias(node, lw) / (a_in.scale * s_w)
+        if np.abs(bias_real).max(initial=0) > INT32_MAX:
+            continue
+        bias = round_half_away(bias_real).astype(np.int64)
+        bound = _channel_bound(lut.astype(np.int64)[mags].sum(axis=1), x_max, bias)
+        if bound.max(initial=0) <= INT32_MAX:
+            break
+    else:
+        raise NupesError(f"layer '{node.name}': the int32 accumulator can overflow even with G = 0 "
+                         f"(worst case {int(bound.max())} > 2^31 - 1); the layer's fan-in or bias is too large")
+    mult, shift = zip(*(quantize_multiplier(a_in.scale * s / a_out.scale) for s in s_w))
+    lo, hi = act_range(node.act, a_out)
+    return IntLayer(bits=lw.bits, a=float(lw.a), G=int(G), lut=lut, codes=lw.codes.astype(np.int8),
+                    bias=bias.astype(np.int32), mult=np.array(mult, np.int32), shift=np.array(shift, np.int32),
+                    in_zp=a_in.zero_point, out_zp=a_out.zero_point, act_min=lo, act_max=hi, acc_bound=bound)
+
+
+def lower_add(node: Node, a1: ActQuant, a2: ActQuant, ao: ActQuant) -> IntAdd:
+    twice_max = 2 * max(a1.scale, a2.scale)
+    m1, s1 = quantize_multiplier(a1.scale / twice_max)
+    m2, s2 = quantize_multiplier(a2.scale / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * ao.scale))
+    lo, hi = act_range(node.act, ao)
+    return IntAdd(in1_zp=a1.zero_point, in2_zp=a2.zero_point, in1_mult=m1, in1_shift=s1, in2_mult=m2,
+                  in2_shift=s2, out_mult=mo, out_shift=so, left_shift=ADD_LEFT_SHIFT, out_zp=ao.zero_point,
+                  act_min=lo, act_max=hi)
+
+
+def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights]) -> dict:
+    """Integer parameters of every node, by node name."""
+    params: dict = {}
+    for node in graph.nodes:
+        if node.op in ("conv2d", "linear"):
+            params[node.name] = lower_layer(node, weights[node.name], act[node.inputs[0]], act[node.output])
+        elif node.op == "add":
+            params[node.name] = lower_add(node, act[node.inputs[0]], act[node.inputs[1]], act[node.output])
+        elif node.op in ("relu", "relu6"):
+            params[node.name] = IntClamp(*act_range(node.op, act[node.output]))
+        elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+            params[node.name] = IntClamp(-128, 127)
+    return params

@@ -1,0 +1,105 @@
+"""Run the IR in PyTorch: the float model, the fake-quant model, and activation recording.
+
+One interpreter serves three uses: float evaluation (no options), fake quantization (``act_q``
+maps tensor names to (scale, zero_point) and every listed tensor is rounded to int8 and back,
+``weights`` replaces layer weights), and calibration (``record`` receives every tensor).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .ir import Graph, Node
+
+
+def fake_quant(t: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
+    """Round to int8 with (scale, zero_point) and back; straight-through gradient."""
+    q = torch.clamp(torch.round(t / scale) + zp, -128, 127)
+    return t + ((q - zp) * scale - t).detach()
+
+
+def apply_act(y: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "relu":
+        return F.relu(y)
+    if act == "relu6":
+        return torch.clamp(y, 0.0, 6.0)
+    return y
+
+
+def conv2d(node: Node, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    pt, pl, pb, pr = node.attrs["pads"]
+    if pt == pb and pl == pr:
+        return F.conv2d(x, w, b, stride=node.attrs["stride"], padding=(pt, pl), groups=node.attrs["groups"])
+    x = F.pad(x, (pl, pr, pt, pb))
+    return F.conv2d(x, w, b, stride=node.attrs["stride"], groups=node.attrs["groups"])
+
+
+def layer_forward(node: Node, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A weight layer (conv2d or linear) with its fused activation."""
+    y = conv2d(node, x, w, b) if node.op == "conv2d" else F.linear(x, w, b)
+    return apply_act(y, node.act)
+
+
+def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Tensor:
+    a = node.attrs
+    if node.op in ("conv2d", "linear"):
+        return layer_forward(node, xs[0], w, b)
+    if node.op == "maxpool2d":
+        pt, pl, pb, pr = a["pads"]
+        x = F.pad(xs[0], (pl, pr, pt, pb), value=float("-inf")) if any(a["pads"]) else xs[0]
+        return F.max_pool2d(x, a["kernel"], a["stride"])
+    if node.op == "avgpool2d":
+        return F.avg_pool2d(xs[0], a["kernel"], a["stride"])
+    if node.op == "global_avgpool":
+        return xs[0].mean(dim=(2, 3), keepdim=True)
+    if node.op == "add":
+        return apply_act(xs[0] + xs[1], node.act)
+    if node.op in ("relu", "relu6"):
+        return apply_act(xs[0], node.op)
+    if node.op == "flatten":
+        return xs[0].reshape(xs[0].shape[0], -1)
+    raise ValueError(node.op)  # pragma: no cover
+
+
+def run(graph: Graph, x: torch.Tensor, *, weights: dict | None = None, act_q: dict | None = None,
+        record: Callable[[str, torch.Tensor], None] | None = None, stop_after: str | None = None,
+        softmax: bool = False) -> torch.Tensor:
+    """Run the graph on a batch; returns the output tensor (logits unless ``softmax``).
+
+    ``weights``: node name -> (weight, bias) tensors replacing the float ones.
+    ``act_q``: tensor name -> (scale, zero_point) for fake quantization.
+    ``stop_after``: return that tensor instead of the graph output.
+    """
+    weights = weights or {}
+    env: dict[str, torch.Tensor] = {}
+
+    def put(name: str, t: torch.Tensor) -> None:
+        if act_q is not None and name in act_q:
+            t = fake_quant(t, *act_q[name])
+        env[name] = t
+        if record is not None:
+            record(name, t)
+
+    put(graph.input_name, x)
+    for node in graph.nodes:
+        xs = [env[i] for i in node.inputs]
+        w = b = None
+        if node.op in ("conv2d", "linear"):
+            w, b = weights.get(node.name) or (torch.from_numpy(node.weight), torch.from_numpy(node.bias))
+        put(node.output, node_forward(node, xs, w, b))
+        if node.output == stop_after:
+            return env[node.output]
+    out = env[graph.output_name]
+    return torch.softmax(out, dim=-1) if softmax and graph.output_softmax else out
+
+
+def run_numpy(graph: Graph, x: np.ndarray, batch: int = 256, **kw) -> np.ndarray:
+    """``run`` over a NumPy array in batches, without gradients; returns a NumPy array."""
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            outs.append(run(graph, torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)), **kw).numpy())
+    return np.concatenate(outs) if outs else np.zeros((0,) + graph.output_shape, np.float32)

@@ -1,0 +1,61 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nupes_edge.quant.power import decode, encode, make_lut, max_table_shift, minmax_alpha, qmax
+
+weights = st.builds(lambda seed, o, k: np.random.default_rng(seed).standard_normal((o, k)).astype(np.float32),
+                    st.integers(0, 10_000), st.integers(1, 8), st.integers(1, 40))
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=weights, bits=st.integers(2, 8), a=st.floats(0.2, 2.0))
+def test_codes_stay_in_the_signed_grid(w, bits, a):
+    codes = encode(w, minmax_alpha(w), a, bits)
+    assert codes.dtype == np.int8
+    assert np.abs(codes).max() <= qmax(bits)
+    assert np.all(np.sign(codes)[codes != 0] == np.sign(w)[codes != 0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=weights, bits=st.integers(2, 8))
+def test_exponent_one_is_uniform_quantization(w, bits):
+    alpha = minmax_alpha(w)
+    q = qmax(bits)
+    scaled = q * w.astype(np.float64) / alpha[:, None]
+    uniform = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    np.testing.assert_array_equal(encode(w, alpha, 1.0, bits), uniform)
+    np.testing.assert_allclose(decode(encode(w, alpha, 1.0, bits), alpha, 1.0, bits), uniform * alpha[:, None] / q)
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=weights, bits=st.integers(2, 8), a=st.floats(0.2, 2.0))
+def test_error_is_half_a_step_in_the_power_domain(w, bits, a):
+    # encode rounds in the power domain u^a, so there the error is at most half a grid step
+    alpha = minmax_alpha(w)
+    u = np.abs(w) / alpha[:, None]
+    codes = encode(w, alpha, a, bits)
+    err = np.abs(u ** a - np.abs(codes) / qmax(bits))
+    assert err.max() <= 0.5 / qmax(bits) + 1e-9
+    # and decoding maps the codes back exactly onto that grid
+    back = np.abs(decode(codes, alpha, a, bits)) / alpha[:, None]
+    np.testing.assert_allclose(back ** a, np.abs(codes) / qmax(bits), atol=1e-12)
+
+
+def test_lut_is_identity_for_uniform_and_monotone_otherwise():
+    for bits in range(2, 9):
+        np.testing.assert_array_equal(make_lut(1.0, bits, 0), np.arange(qmax(bits) + 1))
+        for a in (0.3, 0.7, 1.4):
+            g = max_table_shift(bits)
+            lut = make_lut(a, bits, g).astype(np.int64)
+            assert lut[0] == 0 and lut[-1] == qmax(bits) << g
+            assert np.all(np.diff(lut) >= 0)
+            assert lut.max() <= 32767
+
+
+def test_all_zero_channel_gets_a_finite_scale():
+    w = np.zeros((2, 3), np.float32)
+    w[1] = [0.5, -1.0, 0.25]
+    alpha = minmax_alpha(w)
+    assert alpha[0] == 1.0 and alpha[1] == 1.0
+    assert np.all(encode(w, alpha, 0.5, 4)[0] == 0)
