@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .quant.packing import unpack_rows
+
 
 @dataclass
 class IntLayer:
@@ -15,7 +17,8 @@ class IntLayer:
     a: float
     G: int  # table shift: L[Qmax] = Qmax · 2^G
     lut: np.ndarray  # int16, Qmax + 1 levels
-    codes: np.ndarray  # int8 codes in [-Qmax, Qmax], weight layout (OIHW / OI)
+    packed: np.ndarray  # uint8 (O, row_bytes): b-bit sign-magnitude codes, rows in OIHW / OI order
+    weight_shape: list  # the float weight's shape (OIHW / OI)
     bias: np.ndarray  # int32 per output channel
     mult: np.ndarray  # int32 per output channel
     shift: np.ndarray  # int32 per output channel
@@ -25,8 +28,14 @@ class IntLayer:
     act_max: int
     acc_bound: np.ndarray  # int64 per channel: Σ|L[q]|·max|x - in_zp| + |bias| (< 2^31, proven)
 
+    @property
+    def codes(self) -> np.ndarray:
+        """The int8 codes, unpacked from flash format, weight-shaped."""
+        k = int(np.prod(self.weight_shape[1:]))
+        return unpack_rows(self.packed, self.bits, k).reshape(self.weight_shape)
+
     def levels(self) -> np.ndarray:
-        """The signed int16 weight levels sign(q)·L[|q|], weight-shaped."""
+        """The signed int16 weight levels sign(q)·L[|q|], decoded from the packed codes, weight-shaped."""
         c = self.codes.astype(np.int32)
         return np.sign(c) * self.lut.astype(np.int32)[np.abs(c)]
 

@@ -59,3 +59,24 @@ def test_all_zero_channel_gets_a_finite_scale():
     alpha = minmax_alpha(w)
     assert alpha[0] == 1.0 and alpha[1] == 1.0
     assert np.all(encode(w, alpha, 0.5, 4)[0] == 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), bits=st.integers(2, 8), o=st.integers(1, 5), k=st.integers(1, 37))
+def test_packing_round_trips_at_the_storage_bound(seed, bits, o, k):
+    from nupes_edge.quant.packing import pack_rows, row_bytes, unpack_rows
+
+    q = qmax(bits)
+    codes = np.random.default_rng(seed).integers(-q, q + 1, (o, k)).astype(np.int8)
+    packed = pack_rows(codes, bits)
+    assert packed.shape == (o, row_bytes(k, bits)) and packed.dtype == np.uint8
+    assert packed.size <= (o * k * bits + 7) // 8 + o  # ceil(params·b/8) plus < 1 byte per channel
+    np.testing.assert_array_equal(unpack_rows(packed, bits, k), codes)
+
+
+def test_packing_layout_is_lsb_first_sign_magnitude():
+    from nupes_edge.quant.packing import pack_rows
+
+    # 4-bit: codes 1, -2 → fields 0b0001, 0b1010 → byte 0xA1; 3-bit: 3, -1, 2 → 011, 101, 010 → 0b010_101_011
+    assert pack_rows(np.array([[1, -2]], np.int8), 4).tolist() == [[0xA1]]
+    assert pack_rows(np.array([[3, -1, 2]], np.int8), 3).tolist() == [[0b10101011, 0b0]]

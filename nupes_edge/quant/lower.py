@@ -15,6 +15,7 @@ from ..errors import NupesError
 from ..intparams import IntAdd, IntClamp, IntLayer
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..ir import Graph, Node
+from .packing import pack_rows
 from .power import make_lut, max_table_shift, qmax, round_half_away
 from .types import ActQuant, LayerWeights
 
@@ -62,7 +63,8 @@ def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant) -
                          f"(worst case {int(bound.max())} > 2^31 - 1); the layer's fan-in or bias is too large")
     mult, shift = zip(*(quantize_multiplier(a_in.scale * s / a_out.scale) for s in s_w))
     lo, hi = act_range(node.act, a_out)
-    return IntLayer(bits=lw.bits, a=float(lw.a), G=int(G), lut=lut, codes=lw.codes.astype(np.int8),
+    return IntLayer(bits=lw.bits, a=float(lw.a), G=int(G), lut=lut, packed=pack_rows(lw.codes, lw.bits),
+                    weight_shape=list(lw.codes.shape),
                     bias=bias.astype(np.int32), mult=np.array(mult, np.int32), shift=np.array(shift, np.int32),
                     in_zp=a_in.zero_point, out_zp=a_out.zero_point, act_min=lo, act_max=hi, acc_bound=bound)
 

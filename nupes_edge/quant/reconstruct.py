@@ -8,7 +8,8 @@ layers correct the error of earlier ones.
 AdaRound (baseline): uniform grid (a = 1, MSE-clipped alpha); learns only floor-or-ceil per
 weight with the rectified sigmoid and the annealed rounding regularizer.
 
-NUPES: the power grid of PowerQuant (a, alpha initialized from it), and three learned things:
+NUPES: the power grid of PowerQuant (a from its search, alpha MSE-clipped for that a), and
+three learned things:
   * a continuous code t per weight, free over the whole grid [-Qmax, Qmax] (not only floor/ceil),
     pulled to integers by the same annealed regularizer applied to frac(t); final q = round(t);
   * the layer exponent a, by gradient through the decode w = alpha·sign(t)·(|t|/Qmax)^(1/a);
@@ -42,10 +43,10 @@ A_LO, A_HI = 0.2, 2.0
 
 @dataclass
 class ReconConfig:
-    iters: int = 400
+    iters: int = 800
     batch: int = 64
     warmup: float = 0.2  # fraction of iterations without the rounding regularizer
-    reg_weight: float = 0.01
+    reg_weight: float = 0.1
     beta: tuple[float, float] = (20.0, 2.0)
     lr_round: float = 1e-2  # AdaRound V / NUPES codes t
     lr_a: float = 1e-3
@@ -110,6 +111,7 @@ class _Nupes:
         self.q = qmax(bits)
         self.bits = bits
         init = powerquant.quantize(w.numpy(), bits)
+        init.alpha = mse_alpha(w.numpy(), bits, init.a)  # clipped scale: far better start at 2-3 bits
         w64 = w.double()
         alpha = torch.from_numpy(init.alpha)
         u = (w64.abs() / torch.from_numpy(channel_view(init.alpha, w.ndim))).clamp(max=1.0)

@@ -1,0 +1,68 @@
+"""The command line as a user runs it: real processes, exit codes, JSON on stdout."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nupes_edge", *args], capture_output=True, text=True, env=ENV, cwd=cwd)
+
+
+def test_quantize_then_eval_json(tmp_path):
+    out = tmp_path / "m.nq"
+    r = cli("quantize", "digits", "--data", "digits", "--method", "powerquant", "--wbits", "4", "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    q = json.loads(r.stdout)
+    assert q["method"] == "powerquant" and len(q["hash"]) == 64 and out.exists()
+    r = cli("eval", str(out), "--data", "digits", "--json")
+    assert r.returncode == 0, r.stderr
+    e = json.loads(r.stdout)
+    assert set(e) >= {"float_top1", "fakequant_top1", "int_top1", "agreement", "sqnr_db"}
+    assert 0.9 <= e["int_top1"] <= 1 and 0.9 <= e["agreement"] <= 1 and e["sqnr_db"] > 5
+
+
+def test_eval_on_a_user_npz(tmp_path):
+    from nupes_edge import examples
+
+    x, y = examples.load("digits", "test")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=x[:40], y=y[:40])
+    out = tmp_path / "m.nq"
+    assert cli("quantize", "digits", "--data", str(data), "--method", "uniform", "-o", str(out), "--quiet").returncode == 0
+    e = json.loads(cli("eval", str(out), "--data", str(data), "--json").stdout)
+    assert e["n"] == 40
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["quantize", "nosuchmodel", "--data", "digits", "-o", "x.nq"], "nosuchmodel: no such file"),
+    (["quantize", "digits", "--data", "nosuch.npz", "-o", "x.nq"], "nosuch.npz"),
+    (["quantize", "digits", "--data", "mnist5k", "-o", "x.nq"], "model takes"),
+    (["quantize", "digits", "--data", "digits", "--layer-wbits", "zz=4", "-o", "x.nq"], "no weight layer named 'zz'"),
+    (["quantize", "digits", "--data", "digits", "--wbits", "9", "-o", "x.nq"], "2..8"),
+    (["eval", "missing.nq", "--data", "digits"], "missing.nq: no such file"),
+])
+def test_user_mistakes_exit_2_with_a_message_and_write_nothing(tmp_path, args, needle):
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.nq").exists()
+
+
+def test_unsupported_op_in_a_pt2_file(tmp_path):
+    import torch
+    import torch.nn as nn
+
+    ep = torch.export.export(nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU()).eval(), (torch.randn(1, 1, 8, 8),))
+    torch.export.save(ep, str(tmp_path / "gelu.pt2"))
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    r = cli("quantize", "gelu.pt2", "--data", str(data), "-o", "x.nq", cwd=tmp_path)
+    assert r.returncode == 2 and "aten.gelu" in r.stderr and "gelu.pt2" in r.stderr
+    assert not (tmp_path / "x.nq").exists()

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from nupes_edge.data import load_data
+from nupes_edge.errors import NupesError
+
+
+def _npz(tmp_path, **arrays):
+    p = tmp_path / "d.npz"
+    np.savez(p, **arrays)
+    return str(p)
+
+
+def test_npz_round_trip(tmp_path):
+    x = np.zeros((3, 1, 8, 8), np.float32)
+    got_x, got_y = load_data(_npz(tmp_path, x=x, y=np.array([0, 1, 2])), input_shape=(1, 8, 8))
+    assert got_x.shape == (3, 1, 8, 8) and list(got_y) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("arrays,needle", [
+    ({"x": np.zeros((2, 4), np.float32)}, "'x' and 'y'"),
+    ({"x": np.zeros((2, 4), np.float64), "y": np.zeros(2, np.int64)}, "float32"),
+    ({"x": np.zeros((2, 4), np.float32), "y": np.zeros(2, np.float32)}, "integer labels"),
+    ({"x": np.zeros((2, 4), np.float32), "y": np.zeros(3, np.int64)}, "one label per row"),
+    ({"x": np.full((2, 4), np.nan, np.float32), "y": np.zeros(2, np.int64)}, "NaN"),
+    ({"x": np.zeros((2, 5), np.float32), "y": np.zeros(2, np.int64)}, "model takes"),
+])
+def test_bad_data_files_are_named(tmp_path, arrays, needle):
+    with pytest.raises(NupesError, match=needle):
+        load_data(_npz(tmp_path, **arrays), input_shape=(4,))
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(NupesError, match="no such file"):
+        load_data(str(tmp_path / "nope.npz"))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(NupesError, match="bad.npz"):
+        load_data(str(bad))

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from nupes_edge.errors import NupesError
+from nupes_edge.quant import METHODS, quantize_graph
+from nupes_edge.quant.power import qmax
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_produces_valid_codes_and_is_deterministic(digits_graph, digits_calib, fast_recon, method):
+    a = quantize_graph(digits_graph, digits_calib, method, 3, recon=fast_recon)
+    b = quantize_graph(digits_graph, digits_calib, method, 3, recon=fast_recon)
+    for name, lw in a.weights.items():
+        assert np.abs(lw.codes).max() <= qmax(3)
+        np.testing.assert_array_equal(lw.codes, b.weights[name].codes)
+        assert lw.a == b.weights[name].a
+        if method in ("uniform", "uniform-mse", "adaround"):
+            assert lw.a == 1.0
+
+
+def test_nupes_codes_move_over_the_whole_grid_where_adaround_cannot():
+    """A layer whose target needs the weights halved: AdaRound can only pick floor or ceil of the
+    initial codes, NUPES codes travel as far as needed."""
+    import torch
+
+    from nupes_edge.ir import Node
+    from nupes_edge.quant import reconstruct
+
+    rng = np.random.default_rng(0)
+    w0 = rng.uniform(-1, 1, (8, 32)).astype(np.float32)
+    w0[:, 0] = 1.0  # fixes alpha = 1 for both methods' initial grids
+    node = Node("fc", "linear", ["x"], "y", {"act": "none"}, w0, np.zeros(8, np.float32))
+    x = torch.from_numpy(rng.standard_normal((512, 32)).astype(np.float32))
+    y = x @ torch.from_numpy(0.5 * w0).T
+    cfg = reconstruct.ReconConfig(iters=600, batch=128, lr_alpha=0.0, lr_bias=0.0)
+    errors = {}
+    for method, cls in (("adaround", reconstruct._AdaRound), ("nupes", reconstruct._Nupes)):
+        learner = cls(torch.from_numpy(w0), torch.from_numpy(node.bias), 6)
+        reconstruct._fit_layer(node, learner, x, y, cfg)
+        lw = learner.result()
+        from nupes_edge.quant.power import decode
+
+        errors[method] = float(((decode(lw.codes, lw.alpha, lw.a, 6) - 0.5 * w0) ** 2).mean())
+        if method == "nupes":
+            init = reconstruct.powerquant.quantize(w0, 6).codes.astype(int)
+            assert (np.abs(lw.codes.astype(int) - init) >= 2).mean() > 0.5
+    assert errors["nupes"] < 0.1 * errors["adaround"]
+
+
+def test_per_layer_bits_override(digits_graph, digits_calib):
+    first = digits_graph.weight_nodes()[0].name
+    qm = quantize_graph(digits_graph, digits_calib, "uniform", 4, overrides={first: 8})
+    assert qm.params[first].bits == 8
+    assert all(p.bits == 4 for n, p in qm.params.items() if hasattr(p, "bits") and n != first)
+    with pytest.raises(NupesError, match="no weight layer named 'nope'"):
+        quantize_graph(digits_graph, digits_calib, "uniform", 4, overrides={"nope": 8})
+    with pytest.raises(NupesError, match="2..8"):
+        quantize_graph(digits_graph, digits_calib, "uniform", 9)
+
+
+def test_calibration_data_of_the_wrong_shape_is_refused(digits_graph):
+    with pytest.raises(NupesError, match="calibration data has shape"):
+        quantize_graph(digits_graph, np.zeros((4, 1, 9, 9), np.float32), "uniform", 4)
