@@ -25,7 +25,8 @@ from nupes_edge import examples  # noqa: E402
 from nupes_edge.evaluate import evaluate  # noqa: E402
 from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
 from nupes_edge.importers import import_module  # noqa: E402
-from nupes_edge.quant import METHODS, quantize_graph  # noqa: E402
+from nupes_edge.quant import METHODS  # noqa: E402
+from nupes_edge.quant.driver import quantize_graph  # noqa: E402
 from nupes_edge.report import ACCURACY_COLUMNS, table  # noqa: E402
 
 README = os.path.join(os.path.dirname(HERE), "README.md")

@@ -12,7 +12,7 @@ from .evaluate import EvalReport, evaluate
 from .importers import import_module, import_pt2
 from .ir import Graph
 from .qmodel import QuantModel
-from .quant import quantize_graph
+from .quant.driver import quantize_graph
 
 
 def load_graph(spec: str, progress: bool = True) -> tuple[Graph, str]:

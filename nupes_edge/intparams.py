@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .quant.packing import unpack_rows
+from .packing import unpack_rows
 
 
 @dataclass

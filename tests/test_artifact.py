@@ -6,7 +6,7 @@ import pytest
 from nupes_edge import artifact
 from nupes_edge.errors import NupesError
 from nupes_edge.intref import quantize_input, run_int
-from nupes_edge.quant import quantize_graph
+from nupes_edge.quant.driver import quantize_graph
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from nupes_edge.intparams import IntLayer
 from nupes_edge.intref import quantize_input, run_int
 from nupes_edge.intref.reference import linear as int_linear
 from nupes_edge.ir import Graph, Node, infer_shapes
-from nupes_edge.quant import quantize_graph
+from nupes_edge.quant.driver import quantize_graph
 from nupes_edge.quant.lower import lower_layer
 from nupes_edge.quant.power import round_half_away
 from nupes_edge.quant.types import ActQuant, LayerWeights

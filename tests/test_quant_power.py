@@ -64,7 +64,7 @@ def test_all_zero_channel_gets_a_finite_scale():
 @settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 10_000), bits=st.integers(2, 8), o=st.integers(1, 5), k=st.integers(1, 37))
 def test_packing_round_trips_at_the_storage_bound(seed, bits, o, k):
-    from nupes_edge.quant.packing import pack_rows, row_bytes, unpack_rows
+    from nupes_edge.packing import pack_rows, row_bytes, unpack_rows
 
     q = qmax(bits)
     codes = np.random.default_rng(seed).integers(-q, q + 1, (o, k)).astype(np.int8)
@@ -75,7 +75,7 @@ def test_packing_round_trips_at_the_storage_bound(seed, bits, o, k):
 
 
 def test_packing_layout_is_lsb_first_sign_magnitude():
-    from nupes_edge.quant.packing import pack_rows
+    from nupes_edge.packing import pack_rows
 
     # 4-bit: codes 1, -2 → fields 0b0001, 0b1010 → byte 0xA1; 3-bit: 3, -1, 2 → 011, 101, 010 → 0b010_101_011
     assert pack_rows(np.array([[1, -2]], np.int8), 4).tolist() == [[0xA1]]

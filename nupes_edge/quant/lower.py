@@ -15,7 +15,7 @@ from ..errors import NupesError
 from ..intparams import IntAdd, IntClamp, IntLayer
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..ir import Graph, Node
-from .packing import pack_rows
+from ..packing import pack_rows
 from .power import make_lut, max_table_shift, qmax, round_half_away
 from .types import ActQuant, LayerWeights
 

@@ -1,0 +1,72 @@
+"""The quantization driver: float graph + calibration data → QuantModel."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+
+from ..errors import NupesError
+from ..ir import Graph
+from ..qmodel import QuantModel
+from . import powerquant, reconstruct, uniform
+from .biascorr import correct_biases
+from .calibrate import calibrate
+from .lower import lower
+from .types import METHODS, ActQuant, LayerWeights
+
+__all__ = ["quantize_graph", "layer_bits"]
+
+
+def layer_bits(graph: Graph, wbits: int, overrides: dict[str, int] | None = None) -> dict[str, int]:
+    """Bits per weight layer: ``wbits`` everywhere, except the named ``overrides``."""
+    overrides = overrides or {}
+    names = {n.name for n in graph.weight_nodes()}
+    for name, b in list(overrides.items()) + [("--wbits", wbits)]:
+        if name != "--wbits" and name not in names:
+            raise NupesError(f"per-layer bits: no weight layer named '{name}' (layers: {', '.join(sorted(names))})")
+        if not 2 <= int(b) <= 8:
+            raise NupesError(f"{name}: weight bits must be 2..8, got {b}")
+    return {n: int(overrides.get(n, wbits)) for n in names}
+
+
+def quantize_graph(graph: Graph, x_calib: np.ndarray, method: str = "nupes", wbits: int = 4,
+                   overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = False,
+                   recon: reconstruct.ReconConfig | None = None, name: str = "model",
+                   bias_correction: bool = True) -> QuantModel:
+    """Calibrate activations, quantize weights with ``method``, derive the integer parameters.
+
+    The data-free methods (uniform, uniform-mse, powerquant) get empirical bias correction unless
+    ``bias_correction`` is False; the reconstruction methods fit their layers' outputs directly.
+    """
+    if method not in METHODS:
+        raise NupesError(f"unknown method '{method}' (one of {', '.join(METHODS)})")
+    want = (len(x_calib),) + tuple(graph.input_shape)
+    if x_calib.ndim != len(want) or tuple(x_calib.shape[1:]) != tuple(graph.input_shape):
+        raise NupesError(f"calibration data has shape {list(x_calib.shape)}, the model takes N×{list(graph.input_shape)}")
+    if len(x_calib) == 0:
+        raise NupesError("calibration data is empty")
+    bits = layer_bits(graph, wbits, overrides)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    t0 = time.perf_counter()
+    act = calibrate(graph, x_calib, progress=progress)
+    if method in ("adaround", "nupes"):
+        cfg = recon or reconstruct.ReconConfig(seed=seed)
+        weights = reconstruct.quantize(graph, x_calib, act, bits, method, cfg, progress=progress)
+    else:
+        fn = {"uniform": uniform.quantize_minmax, "uniform-mse": uniform.quantize_mse,
+              "powerquant": powerquant.quantize}[method]
+        weights = {n.name: fn(n.weight, bits[n.name]) for n in graph.weight_nodes()}
+        if bias_correction:
+            weights = correct_biases(graph, x_calib, act, weights)
+    params = lower(graph, act, weights)
+    seconds = time.perf_counter() - t0
+    if progress:
+        print(f"quantized {name} with {method} in {seconds:.1f} s", file=sys.stderr)
+    meta = {"name": name, "wbits": wbits, "layer_bits": bits, "seed": seed, "seconds": seconds,
+            "bias_correction": bool(bias_correction and method not in ("adaround", "nupes")),
+            "calibration": {"n": int(len(x_calib)),
+                            "input_range": [float(x_calib.min()), float(x_calib.max())]}}
+    return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta)
