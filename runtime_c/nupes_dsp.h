@@ -18,8 +18,9 @@
 #elif defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #include <arm_acle.h>
 #define NUPES_USE_DSP 1
-#define nupes_sxtb16(x) ((int32_t)__sxtb16((uint32_t)(x)))
-#define nupes_sxtb16_ror8(x) ((int32_t)__sxtb16(__ror((uint32_t)(x), 8)))
+#define nupes_sxtb16(x) ((int32_t)__sxtb16((int8x4_t)(x)))
+/* GCC's arm_acle.h has no __ror; it folds this rotate into "sxtb16 rd, rm, ror #8" */
+#define nupes_sxtb16_ror8(x) ((int32_t)__sxtb16((int8x4_t)((((uint32_t)(x)) >> 8) | (((uint32_t)(x)) << 24))))
 #define nupes_ssub16(a, b) ((int32_t)__ssub16((int16x2_t)(a), (int16x2_t)(b)))
 #define nupes_smlad(a, b, acc) ((int32_t)__smlad((int16x2_t)(a), (int16x2_t)(b), (acc)))
 #elif defined(NUPES_DSP_EMULATE)

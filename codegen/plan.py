@@ -1,0 +1,254 @@
+"""From a QuantModel to a C schedule: layouts, weight rows in kernel order, the arena plan.
+
+Decisions (docs/codegen.md): activations are HWC in C; conv weight rows are (kh, kw, c_in),
+depthwise rows (kh, kw), dense rows in the HWC order of their input (a Flatten of an H×W>1
+tensor is folded into the next Linear by permuting its columns, so Flatten costs nothing).
+The arena holds every intermediate tensor; offsets come from greedy first-fit by size over
+tensor lifetimes (TFLite Micro's idea), so tensors that are never alive together share bytes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import NupesError
+from ..intparams import IntAdd, IntClamp, IntLayer
+from ..intref.fixedpoint import INT32_MAX
+from ..ir import macs
+from ..packing import pack_rows
+from ..qmodel import QuantModel
+
+ALIGN = 4
+_ALLOWED_ATTRS = {
+    "conv2d": {"stride", "pads", "groups", "act"}, "linear": {"act"}, "add": {"act"},
+    "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
+    "global_avgpool": set(), "relu": set(), "relu6": set(), "flatten": set(),
+}
+
+
+@dataclass
+class LayerData:
+    """One weight layer's flash arrays, in C order."""
+
+    cname: str
+    packed: np.ndarray  # uint8, rows + one guard byte
+    row_bytes: int
+    bits: int
+    lut: np.ndarray
+    bias: np.ndarray
+    mult: np.ndarray
+    shift: np.ndarray
+    p: IntLayer
+
+
+@dataclass
+class Step:
+    index: int
+    node_name: str
+    op: str  # C kernel name
+    call: str  # the C statement
+    in_tensors: list[str]
+    out_tensor: str
+
+
+@dataclass
+class Plan:
+    name: str
+    input_shape: tuple
+    output_shape: tuple
+    input_size: int
+    output_size: int
+    layers: list[LayerData]
+    adds: dict[str, IntAdd]
+    steps: list[Step]
+    offsets: dict[str, int]  # arena tensors → byte offset
+    sizes: dict[str, int]
+    arena_bytes: int
+    arena_naive_bytes: int
+    scratch_entries: int
+    output_in_arena: bool
+    report: dict = field(default_factory=dict)
+
+
+def c_identifier(name: str) -> str:
+    s = re.sub(r"[^0-9a-zA-Z_]", "_", name).lower()
+    return ("m_" + s) if not s or s[0].isdigit() else s
+
+
+def _refuse(node, msg: str) -> NupesError:
+    return NupesError(f"codegen: layer '{node.name}' [{node.op}]: {msg}; the C runtime does not implement it")
+
+
+def _validate(qm: QuantModel) -> None:
+    g = qm.graph
+    for node in g.nodes:
+        extra = set(node.attrs) - _ALLOWED_ATTRS.get(node.op, set())
+        if node.op not in _ALLOWED_ATTRS:
+            raise _refuse(node, "unknown op")
+        if extra:
+            raise _refuse(node, f"attribute(s) {sorted(extra)} (e.g. dilation)")
+        if node.op == "conv2d" and node.attrs["groups"] not in (1, g.shapes[node.inputs[0]][0]):
+            raise _refuse(node, f"groups={node.attrs['groups']}")
+        if node.op == "avgpool2d" and any(node.attrs["pads"]):
+            raise _refuse(node, "average pooling with padding")
+        if node.op in ("maxpool2d", "avgpool2d", "conv2d"):
+            kh, kw = node.weight.shape[2:] if node.op == "conv2d" else node.attrs["kernel"]
+            pt, pl, pb, pr = node.attrs["pads"]
+            if max(pt, pb) >= kh or max(pl, pr) >= kw:
+                raise _refuse(node, f"padding {node.attrs['pads']} as large as the kernel")
+        p = qm.params.get(node.name)
+        if isinstance(p, IntLayer):
+            left = np.maximum(p.shift.astype(np.int64), 0)
+            if np.any(p.acc_bound.astype(np.int64) << left > INT32_MAX):
+                raise _refuse(node, "a requantization multiplier > 1 whose pre-shift could overflow int32")
+        if node.op == "flatten":
+            c, *hw = g.shapes[node.inputs[0]]
+            if int(np.prod(hw or [1])) > 1 and any(n.op != "linear" for n in g.consumers(node.output)) \
+                    or (int(np.prod(hw or [1])) > 1 and node.output == g.output_name):
+                raise _refuse(node, "Flatten of an H×W > 1 tensor that does not feed a Linear")
+
+
+def _hwc_size(shape) -> int:
+    return int(np.prod(shape))
+
+
+def _rows_in_c_order(qm: QuantModel, node, flatten_src_shape) -> np.ndarray:
+    codes = qm.params[node.name].codes
+    if node.op == "conv2d":
+        return np.ascontiguousarray(codes.transpose(0, 2, 3, 1)).reshape(codes.shape[0], -1)  # OIHW → O(HWI)
+    if flatten_src_shape is not None and len(flatten_src_shape) == 3:
+        c, h, w = flatten_src_shape
+        # column j = c·H·W + y·W + x (torch flatten) → HWC position (y·W + x)·C + c
+        return np.ascontiguousarray(codes.reshape(codes.shape[0], c, h, w).transpose(0, 2, 3, 1)).reshape(codes.shape[0], -1)
+    return codes.reshape(codes.shape[0], -1)
+
+
+def plan(qm: QuantModel, name: str | None = None) -> Plan:
+    _validate(qm)
+    g = qm.graph
+    cname = c_identifier(name or qm.name)
+    alias: dict[str, str] = {}  # tensor → the tensor whose bytes it is
+    flatten_src: dict[str, tuple] = {}  # flatten output → shape of its input
+    for node in g.nodes:
+        if node.op == "flatten":
+            alias[node.output] = alias.get(node.inputs[0], node.inputs[0])
+            flatten_src[node.output] = g.shapes[node.inputs[0]]
+
+    def storage(t: str) -> str:
+        return alias.get(t, t)
+
+    out_store = storage(g.output_name)
+    output_in_arena = out_store == g.input_name or out_store != g.output_name
+    # --- lifetimes of arena tensors
+    real = [n for n in g.nodes if n.op != "flatten"]
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for i, node in enumerate(real):
+        t = storage(node.output)
+        first.setdefault(t, i)
+        last[t] = max(last.get(t, i), i)
+        for src in node.inputs:
+            s = storage(src)
+            last[s] = max(last.get(s, i), i)
+    arena_tensors = [t for t in first if t != g.input_name and not (t == out_store and not output_in_arena)]
+    if output_in_arena and out_store in first:
+        last[out_store] = len(real)  # copied out after the last step
+    sizes = {t: _hwc_size(g.shapes[t]) for t in arena_tensors}
+    offsets: dict[str, int] = {}
+    placed: list[tuple[int, int, str]] = []
+    for t in sorted(arena_tensors, key=lambda t: (-sizes[t], first[t])):
+        live = sorted((o, o + sizes[u]) for o, _, u in placed if not (last[u] < first[t] or last[t] < first[u]))
+        off = 0
+        for lo, hi in live:
+            if off + sizes[t] <= lo:
+                break
+            off = max(off, (hi + ALIGN - 1) // ALIGN * ALIGN)
+        offsets[t] = off
+        placed.append((off, off + sizes[t], t))
+    arena_bytes = max((o + sizes[t] for t, o in offsets.items()), default=0)
+    arena_bytes = (arena_bytes + ALIGN - 1) // ALIGN * ALIGN
+    arena_naive = sum((s + ALIGN - 1) // ALIGN * ALIGN for s in sizes.values())
+
+    def ptr(t: str, const: bool = True) -> str:
+        s = storage(t)
+        if s == g.input_name:
+            return "in"
+        if s == out_store and not output_in_arena:
+            return "out"
+        return f"(arena.b + {offsets[s]})"
+
+    layers: list[LayerData] = []
+    adds: dict[str, IntAdd] = {}
+    steps: list[Step] = []
+    scratch = 0
+    for i, node in enumerate(real):
+        p = qm.params.get(node.name)
+        ins = [ptr(t) for t in node.inputs]
+        out = ptr(node.output, const=False)
+        ident = c_identifier(node.name)
+        if node.op in ("conv2d", "linear"):
+            rows = _rows_in_c_order(qm, node, flatten_src.get(node.inputs[0]))
+            packed = pack_rows(rows, p.bits)
+            data = np.concatenate([packed.ravel(), np.zeros(1, np.uint8)])  # guard byte for the 2-byte window
+            layers.append(LayerData(f"{cname}_{ident}", data, packed.shape[1], p.bits, p.lut, p.bias, p.mult, p.shift, p))
+            lname = f"{cname}_{ident}"
+        if node.op == "conv2d":
+            c_in, h, w = g.shapes[node.inputs[0]]
+            c_out, oh, ow = g.shapes[node.output]
+            _, _, kh, kw = node.weight.shape
+            geom = (f"{{{h}, {w}, {c_in}, {oh}, {ow}, {c_out}, {kh}, {kw}, {node.attrs['stride'][0]}, "
+                    f"{node.attrs['stride'][1]}, {node.attrs['pads'][0]}, {node.attrs['pads'][1]}}}")
+            depthwise = node.attrs["groups"] != 1
+            kernel = "nupes_depthwise_conv2d" if depthwise else "nupes_conv2d"
+            scratch = max(scratch, kh * kw * (1 if depthwise else c_in))
+            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch.h); }}"
+        elif node.op == "linear":
+            k = node.weight.shape[1]
+            scratch = max(scratch, k)
+            kernel = "nupes_fully_connected"
+            call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}, scratch.h);"
+        elif node.op == "add":
+            adds[f"{cname}_{ident}"] = p
+            kernel = "nupes_add"
+            call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &{cname}_{ident});"
+        elif node.op in ("maxpool2d", "avgpool2d"):
+            c, h, w = g.shapes[node.inputs[0]]
+            _, oh, ow = g.shapes[node.output]
+            kh, kw = node.attrs["kernel"]
+            geom = (f"{{{h}, {w}, {c}, {oh}, {ow}, {c}, {kh}, {kw}, {node.attrs['stride'][0]}, "
+                    f"{node.attrs['stride'][1]}, {node.attrs['pads'][0]}, {node.attrs['pads'][1]}}}")
+            kernel = "nupes_max_pool2d" if node.op == "maxpool2d" else "nupes_avg_pool2d"
+            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, {p.lo}, {p.hi}); }}"
+        elif node.op == "global_avgpool":
+            c, h, w = g.shapes[node.inputs[0]]
+            kernel = "nupes_global_avg_pool"
+            call = f"{kernel}({ins[0]}, {out}, {h * w}, {c}, {p.lo}, {p.hi});"
+        elif node.op in ("relu", "relu6"):
+            assert isinstance(p, IntClamp)
+            kernel = "nupes_clamp"
+            call = f"{kernel}({ins[0]}, {out}, {_hwc_size(g.shapes[node.output])}, {p.lo}, {p.hi});"
+        else:  # pragma: no cover - _validate rejects the rest
+            raise _refuse(node, "no kernel")
+        steps.append(Step(i, node.name, kernel, call, list(node.inputs), node.output))
+
+    params = sum(int(np.prod(n.weight.shape)) for n in g.weight_nodes())
+    packed_bound = sum((int(np.prod(n.weight.shape)) * qm.params[n.name].bits + 7) // 8 for n in g.weight_nodes())
+    report = {
+        "params": params,
+        "macs": macs(g),
+        "flash_weights_bytes": int(sum(L.packed.size for L in layers)),
+        "flash_weights_bound_bytes": int(packed_bound + sum(L.p.bias.size + 1 for L in layers)),
+        "flash_tables_bytes": int(sum(L.lut.size * 2 for L in layers)),
+        "flash_meta_bytes": int(sum(L.bias.size * 12 for L in layers)),
+        "arena_bytes": int(arena_bytes),
+        "arena_naive_bytes": int(arena_naive),
+        "scratch_bytes": int(scratch * 2),
+        "input_bytes": _hwc_size(g.input_shape),
+        "output_bytes": _hwc_size(g.output_shape),
+    }
+    return Plan(name=cname, input_shape=tuple(g.input_shape), output_shape=tuple(g.output_shape),
+                input_size=_hwc_size(g.input_shape), output_size=_hwc_size(g.output_shape), layers=layers, adds=adds,
+                steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
+                scratch_entries=max(scratch, 1), output_in_arena=output_in_arena, report=report)
