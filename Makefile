@@ -5,9 +5,13 @@ PY     := $(VENV)/bin/python
 # Torch on a 2-core machine is many times slower with more than one thread.
 export OMP_NUM_THREADS := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup toolchain demo test bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed toolchain
+
+# gcc-arm-none-eabi, newlib and qemu-system-arm from apt when missing (see the script)
+toolchain:
+	bash scripts/setup-toolchain.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -52,3 +52,40 @@ def eval_model(path_or_model, data: str) -> EvalReport:
     qm = artifact.load(path_or_model) if isinstance(path_or_model, str) else path_or_model
     x, y = load_data(data, "test", qm.graph.input_shape)
     return evaluate(qm, x, y)
+
+
+def codegen(model_path: str, out_dir: str, name: str | None = None):
+    """Generate the C model library for a model.nq into ``out_dir``; returns codegen.Generated."""
+    from . import codegen as cg
+
+    qm = artifact.load(model_path)
+    return cg.generate(qm, out_dir, name)
+
+
+def build_host(model_path: str, out_dir: str, sanitize: bool = False, dsp: bool = False):
+    """Generate and compile the host runner for a model.nq; returns build.HostBuild."""
+    from . import build
+
+    qm = artifact.load(model_path)
+    return build.build_host(qm, out_dir, sanitize=sanitize, dsp=dsp)
+
+
+def verify_host(model_path: str, data: str | None = None, n: int = 200, out_dir: str | None = None,
+                sanitize: bool = False, dsp: bool = False):
+    """Build the host runner, feed it ``n`` inputs, compare with the integer reference."""
+    import tempfile
+
+    from . import build
+    from .verify import compare, reference_io
+
+    qm = artifact.load(model_path)
+    data = data or qm.meta.get("calibration", {}).get("data") or qm.name
+    x, y = load_data(data, "test", qm.graph.input_shape)
+    if n <= 0:
+        raise NupesError(f"-n must be positive, got {n}")
+    x, y = x[:n], y[:n]
+    with tempfile.TemporaryDirectory(prefix="nupes-host-") as tmp:
+        hb = build.build_host(qm, out_dir or tmp, sanitize=sanitize, dsp=dsp)
+        dev_in, ref = reference_io(qm, x)
+        out = build.run_host(hb.runner, dev_in)
+    return compare(qm, x, y, ref, out)

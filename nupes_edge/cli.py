@@ -77,6 +77,51 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _memory_text(rep: dict) -> str:
+    return (f"  params {rep['params']}, MACs {rep['macs']}\n"
+            f"  flash: weights {rep['flash_weights_bytes']} B (bound {rep['flash_weights_bound_bytes']} B), "
+            f"LUTs {rep['flash_tables_bytes']} B, bias+requant {rep['flash_meta_bytes']} B\n"
+            f"  RAM: arena {rep['arena_bytes']} B (naive {rep['arena_naive_bytes']} B), scratch {rep['scratch_bytes']} B")
+
+
+def cmd_codegen(args) -> int:
+    from . import api
+
+    gen = api.codegen(args.model, args.output, args.name)
+    text = f"wrote {len(gen.files)} files to {args.output}\n" + _memory_text(gen.report)
+    _emit({**gen.report, "output": args.output, "files": gen.files}, args.json, text)
+    return 0
+
+
+def _require_host(board: str) -> None:
+    if board != "host":
+        raise NupesError(f"board '{board}' is not supported yet (available: host)")
+
+
+def cmd_build(args) -> int:
+    from . import api
+
+    _require_host(args.board)
+    if not args.model:
+        raise NupesError("no model given (pass a model.nq)")
+    hb = api.build_host(args.model, args.output, sanitize=args.sanitize, dsp=args.dsp)
+    text = f"built {hb.runner}\n" + _memory_text(hb.generated.report)
+    _emit({**hb.generated.report, "runner": hb.runner}, args.json, text)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from . import api
+
+    _require_host(args.board)
+    if not args.model:
+        raise NupesError("no model given (pass a model.nq)")
+    r = api.verify_host(args.model, args.data, args.n, sanitize=args.sanitize, dsp=args.dsp)
+    verdict = "PASS: bit-exact with the integer reference" if r.mismatches == 0 else "FAIL: outputs differ from the integer reference"
+    _emit({**r.as_dict(), "board": args.board}, args.json, f"verify on {args.board}: {verdict}\n" + r.text())
+    return 0 if r.mismatches == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nupes-edge", description="NUPES power-exponent quantization for microcontrollers")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -99,6 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="evaluation data: .npz with x, y, or a bundled name (its test split)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("codegen", help="generate the C model library from a model.nq")
+    c.add_argument("model", help="a model.nq")
+    c.add_argument("-o", "--output", required=True, help="output folder")
+    c.add_argument("--name", help="C name of the model (default: the model's name)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_codegen)
+
+    b = sub.add_parser("build", help="generate C and compile it for a board")
+    b.add_argument("model", nargs="?", help="a model.nq")
+    b.add_argument("--board", default="host", help="target board (host)")
+    b.add_argument("-o", "--output", default="build", help="output folder (default build/)")
+    b.add_argument("--sanitize", action="store_true", help="host: AddressSanitizer + UBSan")
+    b.add_argument("--dsp", action="store_true", help="host: compile the Cortex-M DSP path with emulated intrinsics")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_build)
+
+    v = sub.add_parser("verify", help="run the built model on inputs and compare with the integer reference bit for bit")
+    v.add_argument("model", nargs="?", help="a model.nq")
+    v.add_argument("--board", default="host", help="target board (host)")
+    v.add_argument("--data", help="inputs: .npz or bundled name (default: the model's calibration data set, test split)")
+    v.add_argument("-n", type=int, default=200, help="number of inputs (default 200)")
+    v.add_argument("--sanitize", action="store_true")
+    v.add_argument("--dsp", action="store_true")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_verify)
 
     d = sub.add_parser("demo", help="quantize a bundled example with several methods and compare them")
     d.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"))
