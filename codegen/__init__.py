@@ -52,7 +52,7 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tup
     bits = sorted({L.bits for L in p.layers})
     ctx = {
         "name": p.name, "NAME": p.name.upper(), "version": __version__, "source": qm.meta.get("name", "model"),
-        "method": qm.method, "bits_summary": "/".join(f"W{b}" for b in bits), "hash": qm.meta.get("hash", "unknown"),
+        "method": qm.method, "bits_summary": "/".join(f"W{b}" for b in bits), "hash": model_hash(qm),
         "softmax": g.output_softmax, "input_size": p.input_size, "output_size": p.output_size,
         "input_shape_hwc": _hwc(p.input_shape), "output_shape_hwc": _hwc(p.output_shape),
         "input_scale": repr(float(qm.input_q.scale)), "input_zp": qm.input_q.zero_point,
@@ -83,6 +83,15 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tup
     if runner:
         files["nupes_host_runner.c"] = _env.get_template("host_runner.c.j2").render(ctx)
     return p, files
+
+
+def model_hash(qm: QuantModel) -> str:
+    """The model.nq hash (computed when the model was not loaded from or saved to a file)."""
+    from .. import artifact
+
+    if not qm.meta.get("hash"):
+        qm.meta["hash"] = artifact.hash_of(qm)
+    return qm.meta["hash"]
 
 
 def _storage_of_output(qm: QuantModel) -> str:

@@ -89,3 +89,43 @@ def verify_host(model_path: str, data: str | None = None, n: int = 200, out_dir:
         dev_in, ref = reference_io(qm, x)
         out = build.run_host(hb.runner, dev_in)
     return compare(qm, x, y, ref, out)
+
+
+def build_board(model_path: str, board_name: str, out_dir: str):
+    """Generate and cross-compile firmware for a board; returns firmware.FirmwareBuild."""
+    from . import boards, firmware
+
+    board = boards.get(board_name)
+    qm = artifact.load(model_path)
+    return firmware.build_firmware(qm, board, out_dir)
+
+
+def verify_port(model_path: str, url: str, data: str | None = None, n: int = 200, profile: bool = False,
+                timeout: float = 5.0, progress: bool = True):
+    """Verify a running board over serial (``/dev/ttyACM0`` or ``socket://host:port``)."""
+    from .protocol import Client
+    from .verify import verify_device
+
+    qm = artifact.load(model_path)
+    data = data or qm.meta.get("calibration", {}).get("data") or qm.name
+    x, y = load_data(data, "test", qm.graph.input_shape)
+    if n <= 0:
+        raise NupesError(f"-n must be positive, got {n}")
+    with Client(url, timeout=timeout) as c:
+        c.wait_banner()
+        return verify_device(qm, c, x[:n], y[:n], profile=profile, progress=progress)
+
+
+def run_emulated(model_path: str, board_name: str, out_dir: str, data: str | None = None, n: int = 200,
+                 profile: bool = False, progress: bool = True):
+    """Build, start the emulator, verify over its serial port, stop it. Returns (build, report)."""
+    from . import boards, flash
+
+    board = boards.get(board_name)
+    if not board.emulated:
+        raise NupesError(f"board '{board.name}' is real hardware: build, `nupes-edge flash --probe ...`, then "
+                         f"`nupes-edge verify --port /dev/ttyACM0`")
+    fb = build_board(model_path, board.name, out_dir)
+    with flash.start_qemu(board, fb.elf, max_seconds=1800) as q:
+        report = verify_port(model_path, q.url, data, n, profile, progress=progress)
+    return fb, report

@@ -93,33 +93,129 @@ def cmd_codegen(args) -> int:
     return 0
 
 
-def _require_host(board: str) -> None:
-    if board != "host":
-        raise NupesError(f"board '{board}' is not supported yet (available: host)")
+def _project():
+    from . import project
+
+    return project.load(".") if os.path.isfile(project.FILE) else None
+
+
+def _resolve(args) -> tuple[str, str, str]:
+    """(model.nq path, board name, build dir) from the arguments, else from nupes-edge.toml."""
+    from . import project
+
+    proj = _project()
+    board = args.board or (proj.board if proj else "host")
+    if args.model:
+        model = args.model
+        base = os.path.join("build", board)
+    elif proj:
+        model = project.quantized_model(proj)
+        base = proj.build_dir(board)
+    else:
+        raise NupesError(f"no model given and no {project.FILE} here (pass a model.nq or run `nupes-edge init`)")
+    if not model.endswith(".nq"):
+        raise NupesError(f"{model}: expected a model.nq (make one with `nupes-edge quantize`)")
+    return model, board, getattr(args, "output", None) or base
 
 
 def cmd_build(args) -> int:
     from . import api
 
-    _require_host(args.board)
-    if not args.model:
-        raise NupesError("no model given (pass a model.nq)")
-    hb = api.build_host(args.model, args.output, sanitize=args.sanitize, dsp=args.dsp)
-    text = f"built {hb.runner}\n" + _memory_text(hb.generated.report)
-    _emit({**hb.generated.report, "runner": hb.runner}, args.json, text)
+    model, board, out = _resolve(args)
+    if board == "host":
+        hb = api.build_host(model, out, sanitize=args.sanitize, dsp=args.dsp)
+        _emit({**hb.generated.report, "runner": hb.runner, "board": "host"}, args.json,
+              f"built {hb.runner}\n" + _memory_text(hb.generated.report))
+        return 0
+    fb = api.build_board(model, board, out)
+    _emit({**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name}, args.json, fb.text())
     return 0
+
+
+def _verify_exit(report, as_json: bool, where: str) -> int:
+    verdict = ("PASS: bit-exact with the integer reference" if report.mismatches == 0
+               else f"FAIL: {report.mismatches} of {report.n} outputs differ from the integer reference")
+    _emit(report.as_dict(), as_json, f"verify on {where}: {verdict}\n" + report.text())
+    return 0 if report.mismatches == 0 else 1
 
 
 def cmd_verify(args) -> int:
     from . import api
 
-    _require_host(args.board)
-    if not args.model:
-        raise NupesError("no model given (pass a model.nq)")
-    r = api.verify_host(args.model, args.data, args.n, sanitize=args.sanitize, dsp=args.dsp)
-    verdict = "PASS: bit-exact with the integer reference" if r.mismatches == 0 else "FAIL: outputs differ from the integer reference"
-    _emit({**r.as_dict(), "board": args.board}, args.json, f"verify on {args.board}: {verdict}\n" + r.text())
-    return 0 if r.mismatches == 0 else 1
+    model, board, _ = _resolve(args)
+    if args.port:
+        r = api.verify_port(model, args.port, args.data, args.n, profile=args.profile, timeout=args.timeout)
+        return _verify_exit(r, args.json, args.port)
+    if board != "host":
+        raise NupesError(f"verify on '{board}' needs --port (printed by `nupes-edge flash`), or use `nupes-edge run`")
+    r = api.verify_host(model, args.data, args.n, sanitize=args.sanitize, dsp=args.dsp)
+    return _verify_exit(r, args.json, "host")
+
+
+def cmd_run(args) -> int:
+    from . import api
+
+    model, board, out = _resolve(args)
+    if board == "host":
+        return _verify_exit(api.verify_host(model, args.data, args.n), args.json, "host")
+    fb, r = api.run_emulated(model, board, out, args.data, args.n, profile=args.profile)
+    if not args.json:
+        print(fb.text(), file=sys.stderr)
+    return _verify_exit(r, args.json, f"{fb.board.name} (QEMU {fb.board.qemu['machine']})")
+
+
+def cmd_flash(args) -> int:
+    from . import boards, flash, project
+
+    state = os.path.join(project.STATE_DIR, "qemu.json")
+    if args.stop:
+        if not os.path.isfile(state):
+            raise NupesError("no emulator started from this folder")
+        info = json.load(open(state))
+        try:
+            os.killpg(info["pid"], 15)
+        except ProcessLookupError:
+            pass
+        os.unlink(state)
+        print(f"stopped the emulator (pid {info['pid']})")
+        return 0
+    model, board_name, out = _resolve(args)
+    board = boards.get(board_name)
+    elf = args.elf or os.path.join(out, "firmware.elf")
+    probe = args.probe or ("qemu" if board.emulated else "auto")
+    if probe == "qemu":
+        q = flash.start_qemu(board, elf, max_seconds=args.max_seconds, detach=True)
+        os.makedirs(project.STATE_DIR, exist_ok=True)
+        with open(state, "w") as f:
+            json.dump({"pid": q.proc.pid, "port": q.port, "elf": elf}, f)
+        _emit({"probe": "qemu", "port": q.url, "pid": q.proc.pid}, args.json,
+              f"QEMU {board.qemu['machine']} running {elf}\n  serial: {q.url}  (pid {q.proc.pid}; "
+              f"`nupes-edge flash --stop` ends it)\n  next: nupes-edge verify --port {q.url}")
+        return 0
+    tool = flash.flash_probe(board, elf, elf[:-4] + ".bin", probe)
+    _emit({"probe": tool, "board": board.name, "elf": elf}, args.json, f"flashed {elf} to {board.name} with {tool}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from . import project
+
+    os.makedirs(args.folder, exist_ok=True)
+    path = project.init(args.folder, args.example, args.method, args.wbits, args.board)
+    print(f"wrote {path}\nnext: cd {args.folder} && nupes-edge build --board {args.board}")
+    return 0
+
+
+def cmd_boards(args) -> int:
+    from . import boards
+
+    rows = [{"name": "host", "aliases": [], "emulated": False, "description": "this machine (gcc), for bit-exact tests"}]
+    rows += [{"name": b.name, "aliases": b.aliases, "emulated": b.emulated, "description": b.description,
+              "flash_bytes": b.flash_bytes, "ram_bytes": b.ram_bytes, "cpu": b.cpu} for b in boards.all_boards()]
+    lines = [f"{r['name'] + (' (' + ', '.join(r['aliases']) + ')' if r['aliases'] else ''):<24} "
+             f"{'emulated (QEMU)' if r['emulated'] else '':<16} {r['description']}" for r in rows]
+    _emit({"boards": rows}, args.json, "\n".join(lines))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,24 +248,54 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_codegen)
 
-    b = sub.add_parser("build", help="generate C and compile it for a board")
-    b.add_argument("model", nargs="?", help="a model.nq")
-    b.add_argument("--board", default="host", help="target board (host)")
-    b.add_argument("-o", "--output", default="build", help="output folder (default build/)")
+    b = sub.add_parser("build", help="generate C and compile it for a board (in a project folder: quantize first)")
+    b.add_argument("model", nargs="?", help="a model.nq (default: the project's model from nupes-edge.toml)")
+    b.add_argument("--board", help="target board: host, stm32, ... (`nupes-edge boards`)")
+    b.add_argument("-o", "--output", help="output folder (default build/BOARD)")
     b.add_argument("--sanitize", action="store_true", help="host: AddressSanitizer + UBSan")
     b.add_argument("--dsp", action="store_true", help="host: compile the Cortex-M DSP path with emulated intrinsics")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_build)
 
-    v = sub.add_parser("verify", help="run the built model on inputs and compare with the integer reference bit for bit")
-    v.add_argument("model", nargs="?", help="a model.nq")
-    v.add_argument("--board", default="host", help="target board (host)")
-    v.add_argument("--data", help="inputs: .npz or bundled name (default: the model's calibration data set, test split)")
-    v.add_argument("-n", type=int, default=200, help="number of inputs (default 200)")
-    v.add_argument("--sanitize", action="store_true")
-    v.add_argument("--dsp", action="store_true")
-    v.add_argument("--json", action="store_true")
-    v.set_defaults(func=cmd_verify)
+    f = sub.add_parser("flash", help="put the built firmware on a board (QEMU for emulated boards)")
+    f.add_argument("model", nargs="?", help="a model.nq (default: the project's)")
+    f.add_argument("--board", help="board (default: the project's)")
+    f.add_argument("--probe", choices=("qemu", "pyocd", "stlink", "openocd", "auto"))
+    f.add_argument("--elf", help="firmware to flash (default build/BOARD/firmware.elf)")
+    f.add_argument("-o", "--output", help=argparse.SUPPRESS)
+    f.add_argument("--max-seconds", type=float, default=3600, help="QEMU: stop by itself after this long")
+    f.add_argument("--stop", action="store_true", help="stop the emulator started from this folder")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_flash)
+
+    for cmd_name, fn, hlp in (("verify", cmd_verify, "compare a board's outputs with the integer reference bit for bit"),
+                              ("run", cmd_run, "build + flash to the emulator + verify, then stop the emulator")):
+        v = sub.add_parser(cmd_name, help=hlp)
+        v.add_argument("model", nargs="?", help="a model.nq (default: the project's)")
+        v.add_argument("--board", help="board (default: the project's, else host)")
+        v.add_argument("--data", help="inputs: .npz or bundled name (default: the model's data set, test split)")
+        v.add_argument("-n", type=int, default=200, help="number of inputs (default 200)")
+        v.add_argument("--profile", action="store_true", help="per-layer counts from the profiling hook")
+        v.add_argument("-o", "--output", help=argparse.SUPPRESS)
+        v.add_argument("--json", action="store_true")
+        if cmd_name == "verify":
+            v.add_argument("--port", help="serial port of a running board: /dev/ttyACM0 or socket://HOST:PORT")
+            v.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply")
+            v.add_argument("--sanitize", action="store_true", help="host: AddressSanitizer + UBSan")
+            v.add_argument("--dsp", action="store_true", help="host: the DSP path with emulated intrinsics")
+        v.set_defaults(func=fn)
+
+    i = sub.add_parser("init", help="create a project folder with nupes-edge.toml")
+    i.add_argument("folder")
+    i.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"))
+    i.add_argument("--method", default="nupes", choices=METHODS)
+    i.add_argument("--wbits", type=_wbits, default=4)
+    i.add_argument("--board", default="stm32")
+    i.set_defaults(func=cmd_init)
+
+    bl = sub.add_parser("boards", help="list the boards")
+    bl.add_argument("--json", action="store_true")
+    bl.set_defaults(func=cmd_boards)
 
     d = sub.add_parser("demo", help="quantize a bundled example with several methods and compare them")
     d.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"))

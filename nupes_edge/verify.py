@@ -44,3 +44,74 @@ def compare(qm: QuantModel, x: np.ndarray, y: np.ndarray, ref: np.ndarray, devic
     first = [{"index": int(i), "reference": ref[i].ravel().tolist(), "device": dev[i].ravel().tolist()} for i in diff_rows[:5]]
     return VerifyReport(n=int(len(x)), mismatches=int(len(diff_rows)), device_top1=float((top == y).mean()),
                         agreement=float((top == f.reshape(len(f), -1).argmax(axis=1)).mean()), first_diffs=first)
+
+
+@dataclass
+class DeviceReport(VerifyReport):
+    board: str = ""
+    count_kind: str = ""  # "cycles" (DWT on silicon) or "emulated_instructions" (QEMU -icount)
+    count_mean: float = 0.0
+    count_min: int = 0
+    count_max: int = 0
+    retries: int = 0
+    profile: list = field(default_factory=list)  # [{layer, op, count}] of the last inference
+
+    def text(self) -> str:
+        unit = "instructions (emulated, not cycles)" if self.count_kind == "emulated_instructions" else self.count_kind
+        lines = [f"  board             {self.board}", super().text(),
+                 f"  per inference     mean {self.count_mean:,.0f}, min {self.count_min:,}, max {self.count_max:,} {unit}"]
+        if self.retries:
+            lines.append(f"  frames retried    {self.retries}")
+        if self.profile:
+            total = sum(p["count"] for p in self.profile) or 1
+            lines.append("  per layer (last inference):")
+            lines += [f"    {p['layer']:<22} {p['op']:<24} {p['count']:>12,}  {p['count'] / total:6.1%}" for p in self.profile]
+        return "\n".join(lines)
+
+
+def _count_kind(hello, board) -> tuple[str, float]:
+    """(kind, divisor converting the device's raw count to that kind)."""
+    if hello.count_kind == 0:
+        return "cycles", 1.0
+    if board is not None and board.emulated:
+        q = board.qemu
+        ticks_per_instruction = q["systick_hz"] * (2 ** q["icount_shift"]) * 1e-9
+        return "emulated_instructions", ticks_per_instruction
+    return "systick_ticks", 1.0
+
+
+def verify_device(qm: QuantModel, client, x: np.ndarray, y: np.ndarray, profile: bool = False,
+                  progress: bool = False) -> DeviceReport:
+    """Check the device's model hash, run every input on it, compare with the reference."""
+    from . import boards
+    from .progress import bar as progress_bar
+    from .codegen import model_hash, plan
+    from .errors import NupesError
+
+    hello = client.hello()
+    want = model_hash(qm)
+    if hello.model_hash != want:
+        raise NupesError(f"the board runs model '{hello.model}' with hash {hello.model_hash[:16]}, but this build's "
+                         f"model hash is {want[:16]}: flash the firmware built from this model")
+    dev_in, ref = reference_io(qm, x)
+    if hello.input_size != dev_in.shape[1]:
+        raise NupesError(f"the board's input size {hello.input_size} differs from the model's {dev_in.shape[1]}")
+    try:
+        board = boards.get(hello.board)
+    except NupesError:
+        board = None
+    kind, div = _count_kind(hello, board)
+    outs, counts = [], []
+    for row in progress_bar(dev_in, desc=f"verifying on {hello.board}", unit="input", enabled=progress):
+        count, out = client.infer(row.tobytes())
+        if len(out) != hello.output_size:
+            raise NupesError(f"the board returned {len(out)} output bytes, expected {hello.output_size}")
+        outs.append(np.frombuffer(out, np.int8))
+        counts.append(int(round(count / div)))
+    base = compare(qm, x, y, ref, np.stack(outs))
+    prof = []
+    if profile:
+        steps = plan(qm).steps
+        prof = [{"layer": s.node_name, "op": s.op, "count": int(round(c / div))} for s, c in zip(steps, client.profile())]
+    return DeviceReport(**base.as_dict(), board=hello.board, count_kind=kind, count_mean=float(np.mean(counts)),
+                        count_min=int(min(counts)), count_max=int(max(counts)), retries=client.retried, profile=prof)

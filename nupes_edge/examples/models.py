@@ -75,7 +75,7 @@ def _cache_key(name: str) -> str:
 
 def train(name: str, progress: bool = True) -> nn.Module:
     """Train the example's CNN deterministically on one thread (seconds)."""
-    from tqdm import tqdm
+    from ..progress import bar as progress_bar
 
     cfg = _TRAIN[name]
     x, y = load(name, "train")
@@ -87,7 +87,7 @@ def train(name: str, progress: bool = True) -> nn.Module:
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     gen = torch.Generator().manual_seed(0)
     net.train()
-    bar = tqdm(total=steps, desc=f"training {name}", unit="step", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(total=steps, desc=f"training {name}", unit="step", enabled=progress)
     for _ in range(cfg["epochs"]):
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), cfg["batch"]):

@@ -1,13 +1,13 @@
 """Activation calibration: per-tensor min/max on the float model → int8 asymmetric (scale, zp)."""
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import torch
 
 from .. import torch_exec
 from ..ir import Graph
+from ..progress import bar as progress_bar
 from .power import round_half_away
 from .types import ActQuant
 
@@ -27,8 +27,6 @@ def act_quant_from_range(lo: float, hi: float) -> ActQuant:
 
 def calibrate(graph: Graph, x: np.ndarray, batch: int = 256, progress: bool = False) -> dict[str, ActQuant]:
     """Run the float model on calibration data and derive every tensor's quantization."""
-    from tqdm import tqdm
-
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
 
@@ -37,7 +35,7 @@ def calibrate(graph: Graph, x: np.ndarray, batch: int = 256, progress: bool = Fa
         hi[name] = max(hi.get(name, -np.inf), float(t.max()))
 
     with torch.no_grad():
-        for i in tqdm(range(0, len(x), batch), desc="calibrating", file=sys.stderr, disable=not progress, leave=False):
+        for i in progress_bar(range(0, len(x), batch), desc="calibrating", unit="batch", enabled=progress):
             torch_exec.run(graph, torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)), record=record)
     act = {graph.input_name: act_quant_from_range(lo[graph.input_name], hi[graph.input_name])}
     for node in graph.nodes:

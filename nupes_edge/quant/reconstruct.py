@@ -22,7 +22,6 @@ exact zeros (t = 0) contribute no gradient to a, and a is clamped to [A_LO, A_HI
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 
 from .. import torch_exec
 from ..ir import Graph, Node
+from ..progress import bar as progress_bar
 from . import powerquant
 from .calibrate import act_q_torch
 from .power import channel_view, decode, qmax
@@ -171,8 +171,6 @@ def _fit_layer(node: Node, learner, x: torch.Tensor, y: torch.Tensor, cfg: Recon
 def quantize(graph: Graph, x_calib: np.ndarray, act: dict[str, ActQuant], bits_of: dict[str, int],
              method: str, cfg: ReconConfig | None = None, progress: bool = False) -> dict[str, LayerWeights]:
     """Quantize every weight layer of ``graph`` by output reconstruction on ``x_calib``."""
-    from tqdm import tqdm
-
     cfg = cfg or ReconConfig()
     torch.manual_seed(cfg.seed)
     aq = act_q_torch(act)
@@ -180,7 +178,7 @@ def quantize(graph: Graph, x_calib: np.ndarray, act: dict[str, ActQuant], bits_o
     done: dict[str, LayerWeights] = {}
     done_t: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     layers = graph.weight_nodes()
-    bar = tqdm(layers, desc=f"{method} reconstruction", unit="layer", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(layers, desc=f"{method} reconstruction", unit="layer", enabled=progress)
     for node in bar:
         with torch.no_grad():
             src = node.inputs[0]

@@ -1,0 +1,206 @@
+/*
+ * app_main.c - the nupes-edge firmware test application.
+ *
+ * After UART init it prints a banner line, then serves binary frames (docs/protocol.md):
+ *   A5 5A | type u8 | seq u8 | len u16 LE | payload | CRC-32 (IEEE) LE over type..payload
+ * HELLO -> protocol version, board, model name and hash, sizes and quantization;
+ * INFER (input tensor) -> count (u64) + output tensor; PROFILE -> per-layer counts of the last
+ * inference; anything malformed -> a typed ERROR frame. Sleeps in WFI while idle.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "app_model.h"
+#include "nupes_board.h"
+
+#define PROTOCOL_VERSION 1u
+#define T_HELLO 0x01u
+#define T_INFER 0x02u
+#define T_PROFILE 0x03u
+#define T_REPLY 0x80u
+#define T_ERROR 0xEEu
+#define E_BAD_CRC 1u
+#define E_BAD_LENGTH 2u
+#define E_UNKNOWN_TYPE 3u
+#define E_TOO_LONG 4u
+
+#define MAX_PAYLOAD (APP_INPUT_SIZE + 16u)
+#define MAX_REPLY (APP_OUTPUT_SIZE + 8u > 4u * APP_NUM_LAYERS + 2u ? APP_OUTPUT_SIZE + 8u : 4u * APP_NUM_LAYERS + 2u)
+
+static uint8_t rx[MAX_PAYLOAD];
+static uint8_t tx[(MAX_REPLY > 160u ? MAX_REPLY : 160u) + 10u];
+static int8_t out[APP_OUTPUT_SIZE];
+static uint32_t layer_counts[APP_NUM_LAYERS];
+static uint64_t layer_start;
+
+static uint32_t crc32_update(uint32_t crc, const uint8_t *p, uint32_t n)
+{
+    uint32_t i, b;
+    for (i = 0; i < n; ++i) {
+        crc ^= p[i];
+        for (b = 0; b < 8u; ++b) {
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+        }
+    }
+    return crc;
+}
+
+static void put_u16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put_u32(uint8_t *p, uint32_t v) { put_u16(p, v & 0xFFFFu); put_u16(p + 2, v >> 16); }
+
+/* payload already at tx + 6 */
+static void send_frame(uint32_t type, uint32_t seq, uint32_t len)
+{
+    uint32_t crc;
+    tx[0] = 0xA5u;
+    tx[1] = 0x5Au;
+    tx[2] = (uint8_t)type;
+    tx[3] = (uint8_t)seq;
+    put_u16(tx + 4, len);
+    crc = ~crc32_update(0xFFFFFFFFu, tx + 2, len + 4u);
+    put_u32(tx + 6 + len, crc);
+    uart_write(tx, len + 10u);
+}
+
+static void send_error(uint32_t seq, uint32_t code, const char *msg)
+{
+    const uint32_t n = (uint32_t)strlen(msg);
+    tx[6] = (uint8_t)code;
+    memcpy(tx + 7, msg, n);
+    send_frame(T_ERROR, seq, n + 1u);
+}
+
+static uint32_t put_str(uint8_t *p, const char *s)
+{
+    const uint32_t n = (uint32_t)strlen(s);
+    p[0] = (uint8_t)n;
+    memcpy(p + 1, s, n);
+    return n + 1u;
+}
+
+static void reply_hello(uint32_t seq)
+{
+    uint8_t *p = tx + 6;
+    uint32_t n = 0;
+    put_u16(p, PROTOCOL_VERSION);
+    p[2] = (uint8_t)counter_kind();
+    p[3] = 0;
+    put_u32(p + 4, APP_INPUT_SIZE);
+    put_u32(p + 8, APP_OUTPUT_SIZE);
+    put_u32(p + 12, APP_INPUT_SCALE_BITS);
+    put_u32(p + 16, APP_OUTPUT_SCALE_BITS);
+    p[20] = (uint8_t)(int8_t)APP_INPUT_ZERO_POINT;
+    p[21] = (uint8_t)(int8_t)APP_OUTPUT_ZERO_POINT;
+    put_u16(p + 22, APP_NUM_LAYERS);
+    n = 24;
+    n += put_str(p + n, APP_BOARD_NAME);
+    n += put_str(p + n, APP_MODEL_NAME);
+    n += put_str(p + n, APP_MODEL_HASH);
+    n += put_str(p + n, APP_INPUT_SHAPE);
+    n += put_str(p + n, APP_OUTPUT_SHAPE);
+    send_frame(T_HELLO | T_REPLY, seq, n);
+}
+
+static void profile_hook(int32_t layer, int32_t start)
+{
+    const uint64_t now = counter_now();
+    if (start) {
+        layer_start = now;
+    } else {
+        layer_counts[layer] = (uint32_t)(now - layer_start);
+    }
+}
+
+static void reply_infer(uint32_t seq, uint32_t len)
+{
+    uint64_t t0, t1;
+    if (len != APP_INPUT_SIZE) {
+        send_error(seq, E_BAD_LENGTH, "input size");
+        return;
+    }
+    APP_PROFILE_HOOK = profile_hook;
+    t0 = counter_now();
+    APP_RUN((const int8_t *)rx, out);
+    t1 = counter_now();
+    put_u32(tx + 6, (uint32_t)(t1 - t0));
+    put_u32(tx + 10, (uint32_t)((t1 - t0) >> 32));
+    memcpy(tx + 14, out, APP_OUTPUT_SIZE);
+    send_frame(T_INFER | T_REPLY, seq, APP_OUTPUT_SIZE + 8u);
+}
+
+static void reply_profile(uint32_t seq)
+{
+    uint32_t i;
+    put_u16(tx + 6, APP_NUM_LAYERS);
+    for (i = 0; i < APP_NUM_LAYERS; ++i) {
+        put_u32(tx + 8 + 4 * i, layer_counts[i]);
+    }
+    send_frame(T_PROFILE | T_REPLY, seq, 2u + 4u * APP_NUM_LAYERS);
+}
+
+int main(void)
+{
+    enum { SYNC1, SYNC2, HEADER, PAYLOAD, CRC } state = SYNC1;
+    uint8_t hdr[4];
+    uint8_t crcb[4];
+    uint32_t got = 0, len = 0;
+    static const char banner[] = "NUPES-EDGE v1 board=" APP_BOARD_NAME " model=" APP_MODEL_NAME "\n";
+
+    board_init();
+    uart_write((const uint8_t *)banner, sizeof banner - 1u);
+    for (;;) {
+        uint8_t b;
+        if (!uart_read(&b)) {
+            board_wait_for_input();
+            continue;
+        }
+        switch (state) {
+        case SYNC1:
+            state = b == 0xA5u ? SYNC2 : SYNC1;
+            break;
+        case SYNC2:
+            state = b == 0x5Au ? HEADER : (b == 0xA5u ? SYNC2 : SYNC1);
+            got = 0;
+            break;
+        case HEADER:
+            hdr[got++] = b;
+            if (got == 4u) {
+                len = (uint32_t)hdr[2] | ((uint32_t)hdr[3] << 8);
+                got = 0;
+                if (len > MAX_PAYLOAD) {
+                    send_error(hdr[1], E_TOO_LONG, "frame too long");
+                    state = SYNC1;
+                } else {
+                    state = len ? PAYLOAD : CRC;
+                }
+            }
+            break;
+        case PAYLOAD:
+            rx[got++] = b;
+            if (got == len) {
+                got = 0;
+                state = CRC;
+            }
+            break;
+        case CRC:
+            crcb[got++] = b;
+            if (got == 4u) {
+                const uint32_t want = (uint32_t)crcb[0] | ((uint32_t)crcb[1] << 8) | ((uint32_t)crcb[2] << 16) | ((uint32_t)crcb[3] << 24);
+                const uint32_t have = ~crc32_update(crc32_update(0xFFFFFFFFu, hdr, 4), rx, len);
+                state = SYNC1;
+                if (want != have) {
+                    send_error(hdr[1], E_BAD_CRC, "bad crc");
+                } else if (hdr[0] == T_HELLO) {
+                    reply_hello(hdr[1]);
+                } else if (hdr[0] == T_INFER) {
+                    reply_infer(hdr[1], len);
+                } else if (hdr[0] == T_PROFILE) {
+                    reply_profile(hdr[1]);
+                } else {
+                    send_error(hdr[1], E_UNKNOWN_TYPE, "unknown frame type");
+                }
+            }
+            break;
+        }
+    }
+}

@@ -1,0 +1,77 @@
+/*
+ * counter.c - the inference counter: the DWT cycle counter where it runs (real Cortex-M4/M7),
+ * otherwise SysTick ticks extended to 64 bits by its interrupt. QEMU does not implement the DWT
+ * (it reads 0); there, with -icount, SysTick ticks are proportional to executed instructions.
+ */
+#include <stdint.h>
+
+#include "board_config.h"
+#include "nupes_board.h"
+
+#define REG(addr) (*(volatile uint32_t *)(addr))
+#define DEMCR REG(0xE000EDFCu)
+#define DWT_CTRL REG(0xE0001000u)
+#define DWT_CYCCNT REG(0xE0001004u)
+#define DWT_LAR REG(0xE0001FB0u)
+#define ICSR REG(0xE000ED04u)
+#define ICSR_PENDSTSET (1u << 26)
+#define SYST_CSR REG(0xE000E010u)
+#define SYST_RVR REG(0xE000E014u)
+#define SYST_CVR REG(0xE000E018u)
+
+static uint32_t kind;
+static volatile uint32_t systick_wraps;
+static uint32_t cyc_high, cyc_last;
+
+void SysTick_Handler(void)
+{
+    systick_wraps++;
+}
+
+void counter_init(void)
+{
+    volatile uint32_t spin;
+    DEMCR |= 1u << 24; /* TRCENA */
+    DWT_LAR = 0xC5ACCE55u; /* unlock (Cortex-M7) */
+    DWT_CYCCNT = 0;
+    DWT_CTRL |= 1u;
+    for (spin = 0; spin < 64u; ++spin) {
+    }
+    kind = DWT_CYCCNT != 0 ? NUPES_COUNT_CYCLES : NUPES_COUNT_SYSTICK;
+    SYST_RVR = 0x00FFFFFFu;
+    SYST_CVR = 0;
+    SYST_CSR = 7u; /* processor clock, interrupt, enable */
+    while (SYST_CVR == 0) { /* VAL reads 0 until the first tick */
+    }
+}
+
+uint32_t counter_kind(void)
+{
+    return kind;
+}
+
+uint64_t counter_now(void)
+{
+    if (kind == NUPES_COUNT_CYCLES) {
+        const uint32_t now = DWT_CYCCNT;
+        if (now < cyc_last) {
+            cyc_high++;
+        }
+        cyc_last = now;
+        return ((uint64_t)cyc_high << 32) | now;
+    } else {
+        uint32_t wraps, val;
+        do { /* retry while the wrap interrupt is pending or ran in between */
+            wraps = systick_wraps;
+            val = SYST_CVR;
+        } while (wraps != systick_wraps || (ICSR & ICSR_PENDSTSET));
+        return ((uint64_t)wraps << 24) + (0x00FFFFFFu - val);
+    }
+}
+
+void board_init(void)
+{
+    extern void uart_init(void);
+    counter_init();
+    uart_init();
+}
