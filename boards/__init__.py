@@ -84,6 +84,11 @@ def config_header(board: Board) -> str:
         f"#define NUPES_GPIO_TX_PIN {u['gpio_pins'][0]}u",
         f"#define NUPES_GPIO_RX_PIN {u['gpio_pins'][1]}u",
         f"#define NUPES_GPIO_AF {u['gpio_af']}u",
-        "#endif", "",
     ]
+    t = board.qemu.get("counter_timer") if board.qemu else None
+    if t:
+        lines += [f"#define NUPES_COUNTER_TIMER_BASE 0x{t['base']:08X}u",
+                  f"#define NUPES_COUNTER_TIMER_RCC_OFFSET 0x{t['rcc'][0]:X}u",
+                  f"#define NUPES_COUNTER_TIMER_RCC_BIT {t['rcc'][1]}u"]
+    lines += ["#endif", ""]
     return "\n".join(lines)

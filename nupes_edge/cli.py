@@ -59,6 +59,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """Quantize a bundled example several ways, then run the NUPES model on the (emulated) board."""
     from . import api
     from .report import ACCURACY_COLUMNS, table
 
@@ -73,8 +74,19 @@ def cmd_demo(args) -> int:
                      "model": path, **r.as_dict()})
     text = (f"{args.example}: held-out test split ({rows[0]['n']} images), weights W{args.wbits}, activations int8\n"
             + table(rows, ACCURACY_COLUMNS))
-    _emit({"rows": rows}, args.json, text)
-    return 0
+    result = {"rows": rows}
+    code = 0
+    if args.board != "none":
+        model = rows[-1]["model"]
+        print(f"[demo] building {model} for {args.board} and verifying it over serial ...", file=sys.stderr)
+        fb, rep = api.run_emulated(model, args.board, os.path.join(args.out, "build", args.board), n=args.n)
+        result.update(board=fb.board.name, build=fb.sizes, verify=rep.as_dict())
+        verdict = "PASS: bit-exact with the integer reference" if rep.mismatches == 0 else "FAIL"
+        text += (f"\n\n{fb.text()}\n\nverify {rows[-1]['method']} W{args.wbits} on {fb.board.name} "
+                 f"(QEMU {fb.board.qemu['machine']}): {verdict}\n{rep.text()}")
+        code = 0 if rep.mismatches == 0 else 1
+    _emit(result, args.json, text)
+    return code
 
 
 def _memory_text(rep: dict) -> str:
@@ -301,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"))
     d.add_argument("--methods", default="uniform,powerquant,nupes")
     d.add_argument("--wbits", type=_wbits, default=4)
-    d.add_argument("--out", default="out", help="folder for the model.nq files (default out/)")
+    d.add_argument("--out", default="out", help="folder for the model.nq files and builds (default out/)")
+    d.add_argument("--board", default="stm32", help="emulated board to verify the last method on, or 'none'")
+    d.add_argument("-n", type=int, default=200, help="inputs to verify on the board (default 200)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
     return p

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -101,7 +102,8 @@ def flash_probe(board: Board, elf: str, binf: str, probe: str, timeout: float = 
     tried = []
     for tool in order:
         if tool == "pyocd":
-            exe = shutil.which("pyocd")
+            beside = os.path.join(os.path.dirname(sys.executable), "pyocd")  # the same venv as nupes-edge
+            exe = beside if os.path.isfile(beside) else shutil.which("pyocd")
             if exe is None:
                 tried.append("pyocd (not installed: pip install 'nupes-edge[probes]')")
                 continue

@@ -52,25 +52,30 @@ class FrameReader:
         self.buf += data
 
     def next(self) -> Frame | None:
-        while True:
-            i = self.buf.find(SYNC)
-            if i < 0:
-                del self.buf[:max(0, len(self.buf) - 1)]
-                return None
-            del self.buf[:i]
-            if len(self.buf) < 6:
-                return None
-            ftype, seq, n = self.buf[2], self.buf[3], struct.unpack_from("<H", self.buf, 4)[0]
-            if len(self.buf) < 10 + n:
-                return None
-            body = bytes(self.buf[2:6 + n])
-            (crc,) = struct.unpack_from("<I", self.buf, 6 + n)
-            if zlib.crc32(body) != crc:
+        """The first complete frame with a valid CRC, or None. A false sync whose bogus length
+        points past the data does not hide the valid frames behind it."""
+        buf = self.buf
+        earliest_pending = None
+        i = buf.find(SYNC)
+        while i >= 0:
+            if len(buf) - i < 6:
+                earliest_pending = i if earliest_pending is None else earliest_pending
+                break
+            n = struct.unpack_from("<H", buf, i + 4)[0]
+            end = i + 10 + n
+            if end > len(buf):
+                earliest_pending = i if earliest_pending is None else earliest_pending
+            else:
+                body = bytes(buf[i + 2:i + 6 + n])
+                if zlib.crc32(body) == struct.unpack_from("<I", buf, i + 6 + n)[0]:
+                    del buf[:end]
+                    return Frame(body[0], body[1], body[4:])
                 self.crc_errors += 1
-                del self.buf[:1]  # a false sync or a corrupt frame: rescan after its first byte
-                continue
-            del self.buf[:10 + n]
-            return Frame(ftype, seq, body[4:])
+            i = buf.find(SYNC, i + 1)
+        # keep only what may still become a frame
+        keep = earliest_pending if earliest_pending is not None else max(0, len(buf) - 1)
+        del buf[:keep]
+        return None
 
 
 @dataclass

@@ -73,11 +73,11 @@ def _count_kind(hello, board) -> tuple[str, float]:
     """(kind, divisor converting the device's raw count to that kind)."""
     if hello.count_kind == 0:
         return "cycles", 1.0
-    if board is not None and board.emulated:
+    if hello.count_kind == 2 and board is not None and board.emulated:
         q = board.qemu
-        ticks_per_instruction = q["systick_hz"] * (2 ** q["icount_shift"]) * 1e-9
-        return "emulated_instructions", ticks_per_instruction
-    return "systick_ticks", 1.0
+        counts_per_instruction = q["counter_timer"]["hz"] * (2 ** q["icount_shift"]) * 1e-9
+        return "emulated_instructions", counts_per_instruction
+    return ("timer_ticks" if hello.count_kind == 2 else "systick_ticks"), 1.0
 
 
 def verify_device(qm: QuantModel, client, x: np.ndarray, y: np.ndarray, profile: bool = False,

@@ -19,6 +19,18 @@
 #define SYST_RVR REG(0xE000E014u)
 #define SYST_CVR REG(0xE000E018u)
 
+#ifdef NUPES_COUNTER_TIMER_BASE
+/* A 32-bit general-purpose timer (TIM2), free-running at its input clock. Used when the DWT is
+ * absent (QEMU): QEMU clocks it from virtual nanoseconds, so under -icount it counts an exact
+ * number per instruction, with no interrupt and no phase jitter. */
+#define TIM_CR1 REG(NUPES_COUNTER_TIMER_BASE + 0x00u)
+#define TIM_EGR REG(NUPES_COUNTER_TIMER_BASE + 0x14u)
+#define TIM_CNT REG(NUPES_COUNTER_TIMER_BASE + 0x24u)
+#define TIM_PSC REG(NUPES_COUNTER_TIMER_BASE + 0x28u)
+#define TIM_ARR REG(NUPES_COUNTER_TIMER_BASE + 0x2Cu)
+static uint32_t tim_high, tim_last;
+#endif
+
 static uint32_t kind;
 static volatile uint32_t systick_wraps;
 static uint32_t cyc_high, cyc_last;
@@ -37,12 +49,26 @@ void counter_init(void)
     DWT_CTRL |= 1u;
     for (spin = 0; spin < 64u; ++spin) {
     }
-    kind = DWT_CYCCNT != 0 ? NUPES_COUNT_CYCLES : NUPES_COUNT_SYSTICK;
+    if (DWT_CYCCNT != 0) {
+        kind = NUPES_COUNT_CYCLES;
+        return;
+    }
+#ifdef NUPES_COUNTER_TIMER_BASE
+    REG(NUPES_RCC_BASE + NUPES_COUNTER_TIMER_RCC_OFFSET) |= 1u << NUPES_COUNTER_TIMER_RCC_BIT;
+    TIM_PSC = 0;
+    TIM_ARR = 0xFFFFFFFFu;
+    TIM_EGR = 1u;
+    TIM_CR1 = 1u;
+    kind = NUPES_COUNT_TIMER;
+#else
+    /* last resort: SysTick extended by its wrap interrupt (the interrupt itself adds jitter) */
+    kind = NUPES_COUNT_SYSTICK;
     SYST_RVR = 0x00FFFFFFu;
     SYST_CVR = 0;
     SYST_CSR = 7u; /* processor clock, interrupt, enable */
     while (SYST_CVR == 0) { /* VAL reads 0 until the first tick */
     }
+#endif
 }
 
 uint32_t counter_kind(void)
@@ -52,6 +78,16 @@ uint32_t counter_kind(void)
 
 uint64_t counter_now(void)
 {
+#ifdef NUPES_COUNTER_TIMER_BASE
+    if (kind == NUPES_COUNT_TIMER) {
+        const uint32_t now = TIM_CNT;
+        if (now < tim_last) {
+            tim_high++;
+        }
+        tim_last = now;
+        return ((uint64_t)tim_high << 32) | now;
+    }
+#endif
     if (kind == NUPES_COUNT_CYCLES) {
         const uint32_t now = DWT_CYCCNT;
         if (now < cyc_last) {

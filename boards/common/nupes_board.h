@@ -8,7 +8,8 @@
 #include <stdint.h>
 
 #define NUPES_COUNT_CYCLES 0u  /* DWT cycle counter (real silicon) */
-#define NUPES_COUNT_SYSTICK 1u /* SysTick ticks (QEMU: proportional to instructions under -icount) */
+#define NUPES_COUNT_SYSTICK 1u /* SysTick ticks */
+#define NUPES_COUNT_TIMER 2u   /* a free-running timer (QEMU: virtual ns, exact under -icount) */
 
 void board_init(void);
 void uart_write(const uint8_t *buf, uint32_t n);

@@ -1,0 +1,143 @@
+"""End to end on the emulated STM32F405 (QEMU netduinoplus2) over a real TCP serial port."""
+import random
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from nupes_edge import boards, examples, firmware
+from nupes_edge.errors import NupesError
+from nupes_edge.flash import start_qemu
+from nupes_edge.importers import import_module
+from nupes_edge.protocol import Client, DeviceError
+from nupes_edge.quant.driver import quantize_graph
+from nupes_edge.quant.reconstruct import ReconConfig
+from nupes_edge.verify import verify_device
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                                reason="make setup installs qemu-system-arm and arm-none-eabi-gcc")
+N = 60
+_cache = {}
+
+
+def built(name, method, bits, tmp_path_factory):
+    key = (name, method, bits)
+    if key not in _cache:
+        g = import_module(examples.model(name, progress=False), examples.models.example_input(name), name)
+        qm = quantize_graph(g, examples.load(name, "calib")[0], method, bits, name=name,
+                            recon=ReconConfig(iters=100, batch=32))
+        fb = firmware.build_firmware(qm, boards.get("stm32"), str(tmp_path_factory.mktemp("fw")))
+        _cache[key] = (qm, fb)
+    return _cache[key]
+
+
+def verify_on_qemu(qm, fb, n=N, url_wrapper=None, timeout=5.0, retries=5):
+    x, y = examples.load(qm.meta["name"], "test")
+    with start_qemu(fb.board, fb.elf, max_seconds=600) as q:
+        url = url_wrapper(q.port) if url_wrapper else q.url
+        with Client(url, timeout=timeout, retries=retries) as c:
+            assert c.wait_banner(5.0)
+            return verify_device(qm, c, x[:n], y[:n], profile=True)
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+@pytest.mark.parametrize("method,bits", [("nupes", 4), ("uniform", 8)])
+def test_board_is_bit_exact_with_the_reference(name, method, bits, tmp_path_factory):
+    qm, fb = built(name, method, bits, tmp_path_factory)
+    r = verify_on_qemu(qm, fb)
+    assert r.n == N and r.mismatches == 0, r.first_diffs
+    assert r.count_kind == "emulated_instructions" and r.count_min > 0
+    assert len(r.profile) == len([n for n in qm.graph.nodes if n.op != "flatten"])
+    # the per-layer counts account for (nearly) the whole inference
+    assert 0.9 * r.count_min <= sum(p["count"] for p in r.profile) <= 1.01 * r.count_max
+
+
+def test_instruction_counts_are_deterministic(tmp_path_factory):
+    qm, fb = built("digits", "uniform", 8, tmp_path_factory)
+    a = verify_on_qemu(qm, fb, n=10)
+    b = verify_on_qemu(qm, fb, n=10)
+    assert a.count_mean == b.count_mean and a.profile == b.profile
+
+
+def test_firmware_for_another_model_is_refused(tmp_path_factory):
+    qm_a, fb_a = built("digits", "uniform", 8, tmp_path_factory)
+    qm_b, _ = built("digits", "nupes", 4, tmp_path_factory)
+    with pytest.raises(NupesError, match="hash"):
+        verify_on_qemu(qm_b, fb_a, n=2)
+
+
+class FaultyProxy:
+    """A TCP proxy that corrupts, drops and delays bytes in both directions (seeded)."""
+
+    def __init__(self, target_port, p_corrupt=0.0005, p_drop=0.0005, p_delay=0.01, seed=0):
+        self.target = target_port
+        self.p = (p_corrupt, p_drop, p_delay)
+        self.rng = random.Random(seed)
+        self.faults = 0
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(1)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _mangle(self, data: bytes) -> bytes:
+        out = bytearray()
+        for b in data:
+            r = self.rng.random()
+            if r < self.p[0]:
+                out.append(b ^ (1 << self.rng.randrange(8)))
+                self.faults += 1
+            elif r < self.p[0] + self.p[1]:
+                self.faults += 1
+            else:
+                out.append(b)
+        return bytes(out)
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(256)
+                if not data:
+                    break
+                if self.rng.random() < self.p[2]:
+                    time.sleep(self.rng.uniform(0.01, 0.2))
+                dst.sendall(self._mangle(data))
+        except OSError:
+            pass
+
+    def _serve(self):
+        client, _ = self.srv.accept()
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+        self._pump(upstream, client)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_faulty_link_gives_a_correct_result_or_a_clear_error_never_a_false_pass(seed, tmp_path_factory):
+    qm, fb = built("digits", "uniform", 8, tmp_path_factory)
+    proxies = []
+
+    def through_proxy(port):
+        p = FaultyProxy(port, seed=seed)
+        proxies.append(p)
+        return f"socket://127.0.0.1:{p.port}"
+
+    try:
+        r = verify_on_qemu(qm, fb, n=40, url_wrapper=through_proxy, timeout=1.5, retries=8)
+    except DeviceError as e:
+        assert "no valid reply" in str(e) or "device reported" in str(e)
+        return
+    assert proxies[0].faults > 0, "the proxy injected no fault; raise the rates"
+    assert r.mismatches == 0 and r.retries > 0
+
+
+def test_corrupting_every_reply_fails_cleanly(tmp_path_factory):
+    qm, fb = built("digits", "uniform", 8, tmp_path_factory)
+
+    def hostile(port):
+        return f"socket://127.0.0.1:{FaultyProxy(port, p_corrupt=0.05, seed=3).port}"
+
+    with pytest.raises(DeviceError, match="no valid reply"):
+        verify_on_qemu(qm, fb, n=5, url_wrapper=hostile, timeout=0.5, retries=2)

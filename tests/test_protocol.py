@@ -1,0 +1,106 @@
+"""The frame codec and the host client's failure modes (no device needed)."""
+import socket
+import struct
+import threading
+import time
+import zlib
+
+import pytest
+
+from nupes_edge.protocol import Client, DeviceError, FrameReader, encode_frame, parse_hello
+
+
+def test_frames_round_trip_through_junk_and_split_reads():
+    r = FrameReader()
+    data = b"\x00\xa5junk" + encode_frame(0x82, 7, b"hello") + b"\xa5\x5a\x01" + encode_frame(0x81, 8, b"")
+    for i in range(0, len(data), 3):  # arbitrary chunking
+        r.feed(data[i:i + 3])
+    f1 = r.next()
+    assert (f1.type, f1.seq, f1.payload) == (0x82, 7, b"hello")
+    # "\xa5\x5a\x01" is a false start; the parser must still find the real next frame
+    f2 = r.next()
+    assert (f2.type, f2.seq, f2.payload) == (0x81, 8, b"")
+    assert r.next() is None
+
+
+def test_corrupt_frames_are_dropped_never_delivered():
+    good = encode_frame(0x82, 1, bytes(range(40)))
+    for i in range(2, len(good)):
+        bad = bytearray(good)
+        bad[i] ^= 0x10
+        r = FrameReader()
+        r.feed(bytes(bad))
+        f = r.next()
+        assert f is None or f.payload == good[6:-4] and f.seq == 1  # never a frame with altered content
+
+
+def test_truncated_frame_waits_for_the_rest():
+    r = FrameReader()
+    frame = encode_frame(0x82, 3, b"abcdef")
+    r.feed(frame[:-2])
+    assert r.next() is None
+    r.feed(frame[-2:])
+    assert r.next().payload == b"abcdef"
+
+
+def test_hello_payload_parses():
+    strings = [b"stm32f405", b"mnist5k", b"ab" * 32, b"28x28x1", b"10"]
+    p = struct.pack("<HBBIIffbbH", 1, 1, 0, 784, 10, 0.5, 0.25, -128, 3, 9)
+    p += b"".join(bytes([len(s)]) + s for s in strings)
+    h = parse_hello(p)
+    assert (h.board, h.model, h.input_size, h.output_zero_point, h.num_layers) == ("stm32f405", "mnist5k", 784, 3, 9)
+
+
+def test_nothing_listening_is_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="cannot open"):
+        Client(f"socket://127.0.0.1:{port}", connect_timeout=0.5)
+    assert time.monotonic() - t0 < 5
+
+
+def test_missing_serial_device_is_a_clear_error():
+    with pytest.raises(DeviceError, match="/dev/ttyNUPES0"):
+        Client("/dev/ttyNUPES0", connect_timeout=0.2)
+
+
+def test_a_silent_board_fails_after_bounded_retries():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    conns = []
+    threading.Thread(target=lambda: conns.append(srv.accept()), daemon=True).start()
+    c = Client(f"socket://127.0.0.1:{port}", timeout=0.3, retries=2)
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="no valid reply after 3 attempts"):
+        c.hello()
+    assert time.monotonic() - t0 < 5
+    c.close()
+    srv.close()
+
+
+def test_device_errors_are_reported_by_type():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def fake_device():
+        conn, _ = srv.accept()
+        buf = b""
+        while len(buf) < 10:
+            buf += conn.recv(64)
+        seq = buf[3]
+        body = bytes([0xEE, seq]) + struct.pack("<H", 11) + b"\x02input size"
+        conn.sendall(b"\xa5\x5a" + body + struct.pack("<I", zlib.crc32(body)))
+        time.sleep(0.5)
+        conn.close()
+
+    threading.Thread(target=fake_device, daemon=True).start()
+    with Client(f"socket://127.0.0.1:{port}", timeout=1.0) as c:
+        with pytest.raises(DeviceError, match="bad length: input size"):
+            c.infer(b"\x00" * 3)
+    srv.close()
