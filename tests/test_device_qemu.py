@@ -38,7 +38,8 @@ def verify_on_qemu(qm, fb, n=N, url_wrapper=None, timeout=5.0, retries=5):
     with start_qemu(fb.board, fb.elf, max_seconds=600) as q:
         url = url_wrapper(q.port) if url_wrapper else q.url
         with Client(url, timeout=timeout, retries=retries) as c:
-            assert c.wait_banner(5.0)
+            banner = c.wait_banner(5.0)
+            assert banner or url_wrapper is not None  # a faulty link may garble the banner itself
             return verify_device(qm, c, x[:n], y[:n], profile=True)
 
 
