@@ -1,5 +1,5 @@
+#include "nupes_dot.h"
 #include "nupes_kernels.h"
-#include "nupes_dsp.h"
 
 /* Fields are LSB-first in a little-endian bit stream; b <= 8 so a field spans at most two
  * bytes (the packed array carries one guard byte so the second read never leaves it). */
@@ -22,15 +22,9 @@ void nupes_decode_row(const uint8_t *row, int32_t bits, const int16_t *lut, int3
         int32_t slot = i;
 #if NUPES_USE_DSP
         /* (v0, v1, v2, v3) -> (v0, v2, v1, v3) inside each full group of four of a run */
-        {
-            const int32_t group_start = in_run & ~3;
-            if (group_start + 4 <= run) {
-                const int32_t lane = in_run & 3;
-                slot = i - lane + (lane == 1 ? 2 : (lane == 2 ? 1 : lane));
-            }
-            if (++in_run == run) {
-                in_run = 0;
-            }
+        slot = i - in_run + nupes_run_slot(in_run, run);
+        if (++in_run == run) {
+            in_run = 0;
         }
 #endif
         dst[slot] = (int16_t)((field & sign_bit) ? -level : level);

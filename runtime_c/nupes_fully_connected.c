@@ -13,7 +13,7 @@ void nupes_fully_connected(const int8_t *in, int8_t *out, int32_t k, int32_t out
     for (o = 0; o < out_n; ++o) {
         int32_t acc;
         nupes_decode_row(w->packed + o * w->row_bytes, w->bits, w->lut, k, k, scratch);
-        acc = nupes_dot_s8_s16(in, scratch, k, w->in_zp, w->bias[o]);
+        acc = nupes_dot_run(in, scratch, k, 0, k, w->in_zp, w->bias[o]);
         acc = nupes_requantize(acc, w->mult[o], w->shift[o]) + w->out_zp;
         out[o] = nupes_clamp_s8(acc, w->act_min, w->act_max);
     }
