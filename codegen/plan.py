@@ -17,6 +17,7 @@ from ..errors import NupesError
 from ..intparams import IntAdd, IntClamp, IntLayer
 from ..intref.fixedpoint import INT32_MAX
 from ..ir import macs
+from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
 
@@ -114,17 +115,6 @@ def _hwc_size(shape) -> int:
     return int(np.prod(shape))
 
 
-def _rows_in_c_order(qm: QuantModel, node, flatten_src_shape) -> np.ndarray:
-    codes = qm.params[node.name].codes
-    if node.op == "conv2d":
-        return np.ascontiguousarray(codes.transpose(0, 2, 3, 1)).reshape(codes.shape[0], -1)  # OIHW → O(HWI)
-    if flatten_src_shape is not None and len(flatten_src_shape) == 3:
-        c, h, w = flatten_src_shape
-        # column j = c·H·W + y·W + x (torch flatten) → HWC position (y·W + x)·C + c
-        return np.ascontiguousarray(codes.reshape(codes.shape[0], c, h, w).transpose(0, 2, 3, 1)).reshape(codes.shape[0], -1)
-    return codes.reshape(codes.shape[0], -1)
-
-
 def plan(qm: QuantModel, name: str | None = None) -> Plan:
     _validate(qm)
     g = qm.graph
@@ -189,7 +179,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         out = ptr(node.output, const=False)
         ident = c_identifier(node.name)
         if node.op in ("conv2d", "linear"):
-            rows = _rows_in_c_order(qm, node, flatten_src.get(node.inputs[0]))
+            rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))
             packed = pack_rows(rows, p.bits)
             data = np.concatenate([packed.ravel(), np.zeros(1, np.uint8)])  # guard byte for the 2-byte window
             layers.append(LayerData(f"{cname}_{ident}", data, packed.shape[1], p.bits, p.lut, p.bias, p.mult, p.shift, p))

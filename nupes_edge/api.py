@@ -129,3 +129,13 @@ def run_emulated(model_path: str, board_name: str, out_dir: str, data: str | Non
     with flash.start_qemu(board, fb.elf, max_seconds=1800) as q:
         report = verify_port(model_path, q.url, data, n, profile, progress=progress)
     return fb, report
+
+
+def export_tflite(model_path: str, out: str, fmt: str = "int8") -> int:
+    """Write model.nq as a .tflite file (atomically); returns its size in bytes."""
+    from . import tflite_export
+    from .fileio import atomic_write_bytes
+
+    data = tflite_export.export(artifact.load(model_path), fmt)
+    atomic_write_bytes(out, data)
+    return len(data)

@@ -209,6 +209,15 @@ def cmd_flash(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import api
+
+    n = api.export_tflite(args.model, args.output, args.format)
+    _emit({"output": args.output, "format": args.format, "bytes": n}, args.json,
+          f"wrote {args.output} ({args.format}, {n} bytes)")
+    return 0
+
+
 def cmd_init(args) -> int:
     from . import project
 
@@ -296,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
             v.add_argument("--sanitize", action="store_true", help="host: AddressSanitizer + UBSan")
             v.add_argument("--dsp", action="store_true", help="host: the DSP path with emulated intrinsics")
         v.set_defaults(func=fn)
+
+    x = sub.add_parser("export-tflite", help="write a model.nq as a TFLite flatbuffer (float or int8)")
+    x.add_argument("model", help="a model.nq")
+    x.add_argument("-o", "--output", required=True, help="the .tflite to write")
+    x.add_argument("--format", choices=("float", "int8"), default="int8",
+                   help="float: NUPES-dequantized float32 weights; int8: fully-int8 (bit-exact with TFLite Micro for uniform layers)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("init", help="create a project folder with nupes-edge.toml")
     i.add_argument("folder")

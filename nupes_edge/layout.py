@@ -17,3 +17,17 @@ def from_device(y: np.ndarray, shape: tuple) -> np.ndarray:
         c, h, w = shape
         return np.ascontiguousarray(y.reshape(len(y), h, w, c).transpose(0, 3, 1, 2))
     return y.reshape((len(y),) + tuple(shape))
+
+
+def weights_hwc(w: np.ndarray, op: str, flatten_src_shape=None) -> np.ndarray:
+    """A conv / dense weight (codes or values) in the device's order, one row per output channel.
+
+    conv OIHW → O(H·W·I); a dense layer fed by a Flatten of a C×H×W tensor gets its columns
+    permuted from torch's (c, y, x) order to the HWC order the device's flattened tensor has.
+    """
+    if op == "conv2d":
+        return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+    if flatten_src_shape is not None and len(flatten_src_shape) == 3:
+        c, h, wd = flatten_src_shape
+        return np.ascontiguousarray(w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+    return w.reshape(w.shape[0], -1)

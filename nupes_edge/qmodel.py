@@ -34,11 +34,13 @@ class QuantModel:
 
     def fq_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the float weights the integer model really uses: s_w,c · sign(q) · L[|q|]."""
+        from .quant.lower import weight_scale
+
         out = {}
         for node in self.graph.weight_nodes():
             p: IntLayer = self.params[node.name]
             lw = self.weights[node.name]
-            s_w = lw.alpha / (((1 << (lw.bits - 1)) - 1) * 2.0 ** p.G)
+            s_w = weight_scale(lw, p.G)
             w = p.levels() * s_w.reshape((-1,) + (1,) * (p.codes.ndim - 1))
             b = node.bias if lw.bias is None else lw.bias
             out[node.name] = (torch.from_numpy(w.astype(np.float32)), torch.from_numpy(b.astype(np.float32)))

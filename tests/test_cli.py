@@ -66,3 +66,15 @@ def test_unsupported_op_in_a_pt2_file(tmp_path):
     r = cli("quantize", "gelu.pt2", "--data", str(data), "-o", "x.nq", cwd=tmp_path)
     assert r.returncode == 2 and "aten.gelu" in r.stderr and "gelu.pt2" in r.stderr
     assert not (tmp_path / "x.nq").exists()
+
+
+def test_export_tflite_writes_a_file_litert_loads(tmp_path):
+    out = tmp_path / "m.nq"
+    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "--wbits", "8", "-o", str(out), "--quiet").returncode == 0
+    for fmt in ("int8", "float"):
+        r = cli("export-tflite", str(out), "-o", str(tmp_path / f"m-{fmt}.tflite"), "--format", fmt, "--json")
+        assert r.returncode == 0, r.stderr
+        data = (tmp_path / f"m-{fmt}.tflite").read_bytes()
+        assert data[4:8] == b"TFL3" and json.loads(r.stdout)["bytes"] == len(data)
+    r = cli("export-tflite", str(tmp_path / "missing.nq"), "-o", str(tmp_path / "x.tflite"))
+    assert r.returncode == 2 and not (tmp_path / "x.tflite").exists()

@@ -20,7 +20,7 @@ def act_quant_from_range(lo: float, hi: float) -> ActQuant:
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if hi - lo <= 0:
         return ActQuant(1.0, 0)
-    scale = (hi - lo) / 255.0
+    scale = float(np.float32((hi - lo) / 255.0))  # float32, as a .tflite file stores it
     zp = int(np.clip(round_half_away(-128 - lo / scale), -128, 127))
     return ActQuant(scale, zp)
 

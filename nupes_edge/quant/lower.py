@@ -5,7 +5,9 @@ Decisions made here (and stated in docs/numerics.md):
     G with L[Qmax] ≤ 32767 for which every channel's worst-case accumulator
     Σ_k |L[q_ck]| · max|x - in_zp| + |bias_c| stays ≤ 2^31 - 1 (proven here, asserted in the reference);
   * bias = round(b / (s_in · s_w,c)) with s_w,c = alpha_c / (Qmax · 2^G);
-  * per-channel requantization multiplier M_c = s_in · s_w,c / s_out → (mult, shift), TFLite style.
+  * per-channel requantization multiplier M_c = s_in · s_w,c / s_out → (mult, shift), TFLite style;
+  * every scale is a float32 value (as .tflite stores them) and M_c is computed from those in
+    double precision, exactly as TFLite Micro does.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ def act_range(act: str, q: ActQuant) -> tuple[int, int]:
     lo, hi = -128, 127
     if act in ("relu", "relu6"):
         lo = max(lo, q.zero_point)
-    if act == "relu6":
-        hi = min(hi, q.zero_point + int(round_half_away(6.0 / q.scale)))
+    if act == "relu6":  # in float32, like TFLite's 6.0f / scale
+        hi = min(hi, q.zero_point + int(round_half_away(np.float32(6.0) / np.float32(q.scale))))
     return lo, hi
 
 
@@ -37,7 +39,9 @@ def layer_bias(node: Node, lw: LayerWeights) -> np.ndarray:
 
 
 def weight_scale(lw: LayerWeights, G: int) -> np.ndarray:
-    return lw.alpha / (qmax(lw.bits) * 2.0 ** G)
+    """s_w,c = alpha_c / (Qmax · 2^G), rounded to float32: the per-channel scale a .tflite file
+    stores, so requantization multipliers come out as TFLite Micro computes them."""
+    return (lw.alpha / (qmax(lw.bits) * 2.0 ** G)).astype(np.float32).astype(np.float64)
 
 
 def _channel_bound(levels_abs_sum: np.ndarray, x_max: int, bias: np.ndarray) -> np.ndarray:

@@ -1,0 +1,230 @@
+"""Write a QuantModel as a .tflite flatbuffer (TFLite schema object API; no TensorFlow).
+
+Formats:
+  float  float32 model whose weights are the NUPES-dequantized values (what the integer model
+         multiplies by, s_w,c · sign(q) · L[|q|]) and the float biases.
+  int8   fully-int8 model from our calibration: per-channel int8 weights, int8 activations, int32
+         bias. For uniform layers (a = 1, G = 0) the int8 weights are the codes themselves and the
+         file is bit-exact with the integer reference under TFLite Micro; for power-quantized layers
+         the dequantized weights are re-quantized to int8 per channel (TFLite has no power grid).
+Layout NHWC. Padding the TFLite SAME/VALID rules cannot express (PyTorch pads top/left where SAME
+pads bottom/right) becomes an explicit PAD op, which pads int8 tensors with their zero point.
+"""
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as S
+import flatbuffers
+
+from .errors import NupesError
+from .intparams import IntLayer
+from .ir import conv_out_size
+from .layout import weights_hwc
+from .qmodel import QuantModel
+from .quant.lower import layer_bias, weight_scale
+from .quant.power import round_half_away
+
+FORMATS = ("float", "int8")
+_ACT = {"none": S.ActivationFunctionType.NONE, "relu": S.ActivationFunctionType.RELU,
+        "relu6": S.ActivationFunctionType.RELU6}
+
+
+def _nhwc(shape) -> list[int]:
+    return [1, shape[1], shape[2], shape[0]] if len(shape) == 3 else [1, *shape]
+
+
+def _same_pads(size: int, k: int, stride: int) -> tuple[int, int, int]:
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2, out
+
+
+class _Builder:
+    def __init__(self, quantized: bool):
+        self.q = quantized
+        self.tensors: list = []
+        self.buffers = [S.BufferT()]  # buffer 0: the empty buffer the schema requires
+        self.ops: list = []
+        self.opcodes: dict[int, int] = {}
+
+    def buffer(self, data: np.ndarray | None) -> int:
+        b = S.BufferT()
+        if data is not None:
+            b.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+        self.buffers.append(b)
+        return len(self.buffers) - 1
+
+    def tensor(self, name: str, shape, dtype, data=None, scale=None, zp=None, axis=0) -> int:
+        t = S.TensorT()
+        t.name, t.shape = name, list(shape)
+        t.type = {np.int8: S.TensorType.INT8, np.int32: S.TensorType.INT32, np.float32: S.TensorType.FLOAT32}[dtype]
+        t.buffer = self.buffer(None if data is None else np.asarray(data, dtype)) if data is not None else 0
+        if scale is not None:
+            qp = S.QuantizationParametersT()
+            qp.scale = [float(v) for v in np.atleast_1d(scale)]
+            qp.zeroPoint = [int(v) for v in np.atleast_1d(zp)]
+            qp.quantizedDimension = axis
+            t.quantization = qp
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def op(self, code: int, version: int, inputs, outputs, opt_type=0, options=None) -> None:
+        if code not in self.opcodes:
+            self.opcodes[code] = len(self.opcodes)
+        o = S.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = self.opcodes[code], list(inputs), list(outputs)
+        o.builtinOptionsType, o.builtinOptions = opt_type, options
+        self.ops.append((code, version, o))
+
+    def finish(self, inputs, outputs, description: str) -> bytes:
+        m = S.ModelT()
+        m.version = 3
+        m.description = description
+        codes = []
+        for code, idx in sorted(self.opcodes.items(), key=lambda kv: kv[1]):
+            oc = S.OperatorCodeT()
+            oc.builtinCode = code
+            oc.deprecatedBuiltinCode = min(code, 127)
+            oc.version = max(v for c, v, _ in self.ops if c == code)
+            codes.append(oc)
+        m.operatorCodes = codes
+        g = S.SubGraphT()
+        g.tensors, g.inputs, g.outputs = self.tensors, list(inputs), list(outputs)
+        g.operators = [o for _, _, o in self.ops]
+        g.name = "main"
+        m.subgraphs = [g]
+        m.buffers = self.buffers
+        fb = flatbuffers.Builder(1024)
+        fb.Finish(m.Pack(fb), file_identifier=b"TFL3")
+        return bytes(fb.Output())
+
+
+def export(qm: QuantModel, fmt: str = "int8") -> bytes:
+    """The .tflite bytes of ``qm`` in format ``fmt`` (float | int8)."""
+    if fmt not in FORMATS:
+        raise NupesError(f"unknown export format '{fmt}' (one of {', '.join(FORMATS)})")
+    g = qm.graph
+    quant = fmt == "int8"
+    b = _Builder(quant)
+    dt = np.int8 if quant else np.float32
+    fq = qm.fq_weights()
+    ids: dict[str, int] = {}
+    flatten_src: dict[str, tuple] = {}
+
+    def act_tensor(name: str) -> int:
+        if name not in ids:
+            a = qm.act[name]
+            ids[name] = b.tensor(name, _nhwc(g.shapes[name]), dt, scale=a.scale if quant else None,
+                                 zp=a.zero_point if quant else None)
+        return ids[name]
+
+    act_tensor(g.input_name)
+    for node in g.nodes:
+        a = node.attrs
+        if node.op == "flatten":
+            flatten_src[node.output] = g.shapes[node.inputs[0]]
+            shape = np.array([1, int(np.prod(g.shapes[node.output]))], np.int32)
+            opts = S.ReshapeOptionsT()
+            opts.newShape = shape.tolist()
+            b.op(S.BuiltinOperator.RESHAPE, 1, [act_tensor(node.inputs[0]), b.tensor(node.name + "/shape", [2], np.int32, shape)],
+                 [act_tensor(node.output)], S.BuiltinOptions.ReshapeOptions, opts)
+            continue
+        if node.op in ("conv2d", "maxpool2d", "avgpool2d"):
+            x = act_tensor(node.inputs[0])
+            c, h, w = g.shapes[node.inputs[0]]
+            kh, kw = node.weight.shape[2:] if node.op == "conv2d" else a["kernel"]
+            sh, sw = a["stride"]
+            pt, pl, pb, pr = a["pads"]
+            oh, ow = g.shapes[node.output][1:]
+            st, sbm, soh = _same_pads(h, kh, sh)
+            sl, srt, sow = _same_pads(w, kw, sw)
+            if not any(a["pads"]):
+                padding = S.Padding.VALID
+            elif (pt, pb, pl, pr, oh, ow) == (st, sbm, sl, srt, soh, sow):
+                padding = S.Padding.SAME
+            elif node.op == "maxpool2d":
+                raise NupesError(f"layer '{node.name}': max-pool padding {a['pads']} has no TFLite equivalent")
+            else:  # explicit PAD (int8: pads with the zero point, i.e. real 0), then VALID
+                pads = np.array([[0, 0], [pt, pb], [pl, pr], [0, 0]], np.int32)
+                xq = qm.act[node.inputs[0]]
+                padded = b.tensor(node.name + "/padded", [1, h + pt + pb, w + pl + pr, c], dt,
+                                  scale=xq.scale if quant else None, zp=xq.zero_point if quant else None)
+                b.op(S.BuiltinOperator.PAD, 2, [x, b.tensor(node.name + "/pads", [4, 2], np.int32, pads)], [padded],
+                     S.BuiltinOptions.PadOptions, S.PadOptionsT())
+                x, padding = padded, S.Padding.VALID
+        if node.op in ("conv2d", "linear"):
+            p: IntLayer = qm.params[node.name]
+            lw = qm.weights[node.name]
+            w_real = fq[node.name][0].numpy().astype(np.float64)
+            bias_real = layer_bias(node, lw)
+            depthwise = node.op == "conv2d" and a["groups"] != 1
+            if quant:
+                x_scale = qm.act[node.inputs[0]].scale
+                if p.a == 1.0 and p.G == 0:  # the codes are int8 already: exact
+                    s_w, w_int, bias = weight_scale(lw, 0), p.codes.astype(np.int8), p.bias
+                else:
+                    s_w = (np.abs(w_real.reshape(len(w_real), -1)).max(axis=1) / 127.0).astype(np.float32).astype(np.float64)
+                    s_w = np.where(s_w > 0, s_w, 1.0)
+                    w_int = np.clip(round_half_away(w_real / s_w.reshape((-1,) + (1,) * (w_real.ndim - 1))), -127, 127).astype(np.int8)
+                    bias = round_half_away(bias_real / (x_scale * s_w)).astype(np.int32)
+                w_store, b_store = w_int, bias.astype(np.int32)
+            else:
+                s_w, w_store, b_store = None, w_real.astype(np.float32), bias_real.astype(np.float32)
+            bdt = np.int32 if quant else np.float32
+            if node.op == "linear":
+                rows = weights_hwc(w_store, "linear", flatten_src.get(node.inputs[0]))
+                wt = b.tensor(node.name + "/weights", list(rows.shape), dt, rows, scale=s_w, zp=np.zeros(len(rows), int) if quant else None)
+                bt = b.tensor(node.name + "/bias", [len(rows)], bdt, b_store,
+                              scale=qm.act[node.inputs[0]].scale * s_w if quant else None, zp=np.zeros(len(rows), int) if quant else None)
+                opts = S.FullyConnectedOptionsT()
+                opts.fusedActivationFunction = _ACT[node.act]
+                b.op(S.BuiltinOperator.FULLY_CONNECTED, 9 if quant else 1, [act_tensor(node.inputs[0]), wt, bt], [act_tensor(node.output)],
+                     S.BuiltinOptions.FullyConnectedOptions, opts)
+                continue
+            o = w_store.shape[0]
+            if depthwise:
+                wdata = np.ascontiguousarray(w_store.transpose(1, 2, 3, 0))  # (1, kh, kw, O)
+                axis = 3
+            else:
+                wdata = np.ascontiguousarray(w_store.transpose(0, 2, 3, 1))  # OHWI
+                axis = 0
+            wt = b.tensor(node.name + "/weights", list(wdata.shape), dt, wdata, scale=s_w,
+                          zp=np.zeros(o, int) if quant else None, axis=axis)
+            bt = b.tensor(node.name + "/bias", [o], bdt, b_store, scale=qm.act[node.inputs[0]].scale * s_w if quant else None,
+                          zp=np.zeros(o, int) if quant else None)
+            if depthwise:
+                opts = S.DepthwiseConv2DOptionsT()
+                opts.depthMultiplier = o // c
+                code, ot, ver = S.BuiltinOperator.DEPTHWISE_CONV_2D, S.BuiltinOptions.DepthwiseConv2DOptions, 3
+            else:
+                opts = S.Conv2DOptionsT()
+                code, ot, ver = S.BuiltinOperator.CONV_2D, S.BuiltinOptions.Conv2DOptions, 3
+            opts.padding, opts.strideH, opts.strideW = padding, sh, sw
+            opts.dilationHFactor = opts.dilationWFactor = 1
+            opts.fusedActivationFunction = _ACT[node.act]
+            b.op(code, ver if quant else 1, [x, wt, bt], [act_tensor(node.output)], ot, opts)
+        elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+            opts = S.Pool2DOptionsT()
+            if node.op == "global_avgpool":
+                x = act_tensor(node.inputs[0])
+                _, h, w = g.shapes[node.inputs[0]]
+                opts.filterHeight, opts.filterWidth, opts.strideH, opts.strideW = h, w, 1, 1
+                padding = S.Padding.VALID
+            else:
+                opts.filterHeight, opts.filterWidth = a["kernel"]
+                opts.strideH, opts.strideW = a["stride"]
+            opts.padding = padding
+            opts.fusedActivationFunction = S.ActivationFunctionType.NONE
+            code = S.BuiltinOperator.MAX_POOL_2D if node.op == "maxpool2d" else S.BuiltinOperator.AVERAGE_POOL_2D
+            b.op(code, 2 if quant else 1, [x], [act_tensor(node.output)], S.BuiltinOptions.Pool2DOptions, opts)
+        elif node.op == "add":
+            opts = S.AddOptionsT()
+            opts.fusedActivationFunction = _ACT[node.act]
+            b.op(S.BuiltinOperator.ADD, 2 if quant else 1, [act_tensor(t) for t in node.inputs], [act_tensor(node.output)],
+                 S.BuiltinOptions.AddOptions, opts)
+        elif node.op in ("relu", "relu6"):
+            code = S.BuiltinOperator.RELU if node.op == "relu" else S.BuiltinOperator.RELU6
+            b.op(code, 2 if quant else 1, [act_tensor(node.inputs[0])], [act_tensor(node.output)])
+        else:  # pragma: no cover
+            raise NupesError(f"layer '{node.name}': op {node.op} cannot be exported")
+    return b.finish([ids[g.input_name]], [ids[g.output_name]], f"nupes-edge {qm.method} {fmt} ({qm.name})")
