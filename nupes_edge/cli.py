@@ -309,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export-tflite", help="write a model.nq as a TFLite flatbuffer (float or int8)")
     x.add_argument("model", help="a model.nq")
     x.add_argument("-o", "--output", required=True, help="the .tflite to write")
-    x.add_argument("--format", choices=("float", "int8"), default="int8",
-                   help="float: NUPES-dequantized float32 weights; int8: fully-int8 (bit-exact with TFLite Micro for uniform layers)")
+    x.add_argument("--format", choices=("float", "int8", "tflm-lut"), default="int8",
+                   help="float: NUPES-dequantized float32 weights; int8: fully-int8 (bit-exact with TFLite Micro for "
+                        "uniform layers); tflm-lut: int8 with LUT-compressed b-bit weights (TFLite Micro only)")
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_export)
 

@@ -7,6 +7,10 @@ Formats:
          bias. For uniform layers (a = 1, G = 0) the int8 weights are the codes themselves and the
          file is bit-exact with the integer reference under TFLite Micro; for power-quantized layers
          the dequantized weights are re-quantized to int8 per channel (TFLite has no power grid).
+  tflm-lut  the int8 model with every weight tensor LUT-compressed for TFLite Micro
+         (tflite_micro.compression): b-bit indices into per-channel value tables, b = the layer's
+         weight bits. A layer's 2·Qmax + 1 power levels stay at most 2^b distinct int8 values per
+         channel, so the NUPES codebook survives, rounded to int8. TFLite Micro only.
 Layout NHWC. Padding the TFLite SAME/VALID rules cannot express (PyTorch pads top/left where SAME
 pads bottom/right) becomes an explicit PAD op, which pads int8 tensors with their zero point.
 """
@@ -24,7 +28,7 @@ from .qmodel import QuantModel
 from .quant.lower import layer_bias, weight_scale
 from .quant.power import round_half_away
 
-FORMATS = ("float", "int8")
+FORMATS = ("float", "int8", "tflm-lut")
 _ACT = {"none": S.ActivationFunctionType.NONE, "relu": S.ActivationFunctionType.RELU,
         "relu6": S.ActivationFunctionType.RELU6}
 
@@ -46,6 +50,7 @@ class _Builder:
         self.buffers = [S.BufferT()]  # buffer 0: the empty buffer the schema requires
         self.ops: list = []
         self.opcodes: dict[int, int] = {}
+        self.lut_tensors: list[tuple[int, int, int]] = []  # (tensor, channel axis, index bits)
 
     def buffer(self, data: np.ndarray | None) -> int:
         b = S.BufferT()
@@ -54,7 +59,7 @@ class _Builder:
         self.buffers.append(b)
         return len(self.buffers) - 1
 
-    def tensor(self, name: str, shape, dtype, data=None, scale=None, zp=None, axis=0) -> int:
+    def tensor(self, name: str, shape, dtype, data=None, scale=None, zp=None, axis=0, lut_bits=None) -> int:
         t = S.TensorT()
         t.name, t.shape = name, list(shape)
         t.type = {np.int8: S.TensorType.INT8, np.int32: S.TensorType.INT32, np.float32: S.TensorType.FLOAT32}[dtype]
@@ -66,6 +71,8 @@ class _Builder:
             qp.quantizedDimension = axis
             t.quantization = qp
         self.tensors.append(t)
+        if lut_bits is not None:
+            self.lut_tensors.append((len(self.tensors) - 1, axis, lut_bits))
         return len(self.tensors) - 1
 
     def op(self, code: int, version: int, inputs, outputs, opt_type=0, options=None) -> None:
@@ -103,6 +110,34 @@ def export(qm: QuantModel, fmt: str = "int8") -> bytes:
     """The .tflite bytes of ``qm`` in format ``fmt`` (float | int8)."""
     if fmt not in FORMATS:
         raise NupesError(f"unknown export format '{fmt}' (one of {', '.join(FORMATS)})")
+    if fmt == "tflm-lut":
+        return _lut_compress(qm)
+    data, _ = _export(qm, fmt)
+    return data
+
+
+def _lut_compress(qm: QuantModel) -> bytes:
+    from tflite_micro.tensorflow.lite.micro.compression import SpecBuilder, compress, spec
+
+    too_wide = sorted(n for n, p in qm.params.items() if isinstance(p, IntLayer) and p.bits > 7)
+    if too_wide:
+        raise NupesError(f"tflm-lut needs weights of at most 7 bits (TFLite Micro's LUT index limit); "
+                         f"layer(s) {', '.join(too_wide)} have 8")
+    data, luts = _export(qm, "int8")
+    sb = SpecBuilder()
+    for tensor, axis, bits in luts:
+        sb.add_tensor(0, tensor).with_lut(bits, spec.PerChannel(axis=axis))
+    import contextlib
+    import sys
+    import warnings
+
+    # the compressor prints notes and warns when a tiny tensor grows; keep stdout for --json
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        return bytes(compress(data, sb.build()))
+
+
+def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
     g = qm.graph
     quant = fmt == "int8"
     b = _Builder(quant)
@@ -173,7 +208,8 @@ def export(qm: QuantModel, fmt: str = "int8") -> bytes:
             bdt = np.int32 if quant else np.float32
             if node.op == "linear":
                 rows = weights_hwc(w_store, "linear", flatten_src.get(node.inputs[0]))
-                wt = b.tensor(node.name + "/weights", list(rows.shape), dt, rows, scale=s_w, zp=np.zeros(len(rows), int) if quant else None)
+                wt = b.tensor(node.name + "/weights", list(rows.shape), dt, rows, scale=s_w, zp=np.zeros(len(rows), int) if quant else None,
+                              lut_bits=p.bits if quant else None)
                 bt = b.tensor(node.name + "/bias", [len(rows)], bdt, b_store,
                               scale=qm.act[node.inputs[0]].scale * s_w if quant else None, zp=np.zeros(len(rows), int) if quant else None)
                 opts = S.FullyConnectedOptionsT()
@@ -189,7 +225,7 @@ def export(qm: QuantModel, fmt: str = "int8") -> bytes:
                 wdata = np.ascontiguousarray(w_store.transpose(0, 2, 3, 1))  # OHWI
                 axis = 0
             wt = b.tensor(node.name + "/weights", list(wdata.shape), dt, wdata, scale=s_w,
-                          zp=np.zeros(o, int) if quant else None, axis=axis)
+                          zp=np.zeros(o, int) if quant else None, axis=axis, lut_bits=p.bits if quant else None)
             bt = b.tensor(node.name + "/bias", [o], bdt, b_store, scale=qm.act[node.inputs[0]].scale * s_w if quant else None,
                           zp=np.zeros(o, int) if quant else None)
             if depthwise:
@@ -227,4 +263,5 @@ def export(qm: QuantModel, fmt: str = "int8") -> bytes:
             b.op(code, 2 if quant else 1, [act_tensor(node.inputs[0])], [act_tensor(node.output)])
         else:  # pragma: no cover
             raise NupesError(f"layer '{node.name}': op {node.op} cannot be exported")
-    return b.finish([ids[g.input_name]], [ids[g.output_name]], f"nupes-edge {qm.method} {fmt} ({qm.name})")
+    data = b.finish([ids[g.input_name]], [ids[g.output_name]], f"nupes-edge {qm.method} {fmt} ({qm.name})")
+    return data, b.lut_tensors

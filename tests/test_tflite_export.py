@@ -84,3 +84,18 @@ def test_float_export_matches_the_fake_quant_weights_in_litert(name):
 def test_unknown_format_is_refused():
     with pytest.raises(NupesError, match="unknown export format"):
         tflite_export.export(quantized("digits", "uniform", 8), "fp16")
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_tflm_lut_compression_keeps_the_int8_model_exactly(name):
+    qm = quantized(name, "nupes", 4)
+    x, _ = examples.load(name, "test")
+    dev_in, _ = reference_io(qm, x[:100])
+    plain, lut = tflite_export.export(qm, "int8"), tflite_export.export(qm, "tflm-lut")
+    assert b"TFLM_DECODE" in lut or len(lut) != len(plain)
+    np.testing.assert_array_equal(run_tflm(lut, dev_in, qm.graph.input_shape), run_tflm(plain, dev_in, qm.graph.input_shape))
+
+
+def test_tflm_lut_refuses_8_bit_weights():
+    with pytest.raises(NupesError, match="at most 7 bits"):
+        tflite_export.export(quantized("digits", "uniform", 8), "tflm-lut")
