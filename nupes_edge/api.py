@@ -24,7 +24,9 @@ def load_graph(spec: str, progress: bool = True) -> tuple[Graph, str]:
     if spec.endswith(".pt2"):
         return import_pt2(spec), name
     if spec.endswith(".tflite"):
-        raise NupesError(f"{spec}: .tflite import is not implemented yet")
+        from .importers import import_tflite
+
+        return import_tflite(spec), name
     if not os.path.exists(spec):
         raise NupesError(f"{spec}: no such file, and not a bundled example ({', '.join(examples.NAMES)})")
     raise NupesError(f"{spec}: unsupported model format (expected a torch.export .pt2 file or a bundled example name)")

@@ -1,0 +1,111 @@
+"""The .tflite reader: round trips through our exporter, the CLI path to C, unsupported ops, fuzzing."""
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nupes_edge import examples, tflite_export, torch_exec
+from nupes_edge.errors import NupesError
+from nupes_edge.importers import import_module, import_tflite, import_tflite_bytes
+from nupes_edge.quant.driver import quantize_graph
+from tests.test_cli import cli
+
+_models = {}
+
+
+def exported(name, fmt):
+    key = (name, fmt)
+    if key not in _models:
+        g = import_module(examples.model(name, progress=False), examples.models.example_input(name), name)
+        qm = quantize_graph(g, examples.load(name, "calib")[0], "uniform", 8, name=name)
+        _models[key] = (qm, tflite_export.export(qm, fmt))
+    return _models[key]
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+@pytest.mark.parametrize("fmt,atol", [("float", 1e-4), ("int8", 5e-3)])
+def test_round_trip_computes_the_same_network(name, fmt, atol):
+    qm, data = exported(name, fmt)
+    g = import_tflite_bytes(data, f"{name}.tflite")
+    assert [n.op for n in g.nodes] == [n.op for n in qm.graph.nodes]
+    x = examples.load(name, "test")[0][:50]
+    got = torch_exec.run_numpy(g, x)
+    want = torch_exec.run_numpy(qm.graph, x, weights=qm.fq_weights())
+    np.testing.assert_allclose(got, want, atol=atol * np.abs(want).max())
+
+
+def test_tflite_to_nq_to_c_is_bit_exact(tmp_path):
+    _, data = exported("digits", "int8")
+    (tmp_path / "digits.tflite").write_bytes(data)
+    r = cli("quantize", "digits.tflite", "--data", "digits", "--method", "nupes", "--wbits", "4", "-o", "m.nq", "--quiet",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli("verify", "m.nq", "--board", "host", "--data", "digits", "-n", "200", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    assert v["mismatches"] == 0 and v["n"] == 200 and v["device_top1"] > 0.9
+
+
+def _tiny_model(op_name):
+    from ai_edge_litert import schema_py_generated as S
+
+    b = tflite_export._Builder(False)
+    x = b.tensor("x", [1, 4], np.float32)
+    y = b.tensor("y", [1, 4], np.float32)
+    b.op(getattr(S.BuiltinOperator, op_name), 1, [x], [y])
+    return b.finish([x], [y], "tiny")
+
+
+def test_unsupported_operator_is_named(tmp_path):
+    p = tmp_path / "tanh.tflite"
+    p.write_bytes(_tiny_model("TANH"))
+    with pytest.raises(NupesError, match=r"tanh.tflite: operator 0 \(TANH\) is not supported"):
+        import_tflite(str(p))
+    r = cli("quantize", str(p), "--data", "digits", "-o", str(tmp_path / "x.nq"))
+    assert r.returncode == 2 and "TANH" in r.stderr and not (tmp_path / "x.nq").exists()
+
+
+def test_not_a_tflite_file(tmp_path):
+    with pytest.raises(NupesError, match="not a TFLite flatbuffer"):
+        import_tflite_bytes(b"PK\x03\x04 not a model", "x.tflite")
+    with pytest.raises(NupesError, match="no such file"):
+        import_tflite(str(tmp_path / "nope.tflite"))
+
+
+def _only_clean_errors(data: bytes) -> None:
+    try:
+        import_tflite_bytes(data, "fuzz.tflite")
+    except NupesError:
+        pass
+
+
+fuzz = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@fuzz
+@given(cut=st.integers(0, 20_000))
+def test_fuzz_truncated(cut):
+    _, data = exported("digits", "int8")
+    _only_clean_errors(data[:cut % len(data)])
+
+
+@fuzz
+@given(flips=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 7)), min_size=1, max_size=8))
+def test_fuzz_bit_flips(flips):
+    _, data = exported("digits", "int8")
+    buf = bytearray(data)
+    for pos, bit in flips:
+        buf[pos % len(buf)] ^= 1 << bit
+    _only_clean_errors(bytes(buf))
+
+
+@fuzz
+@given(pos=st.integers(0, 1 << 20), value=st.sampled_from([0x7FFFFFFF, 0xFFFFFFFF, 0x80000000, 0x10000, 3]))
+def test_fuzz_oversized_vectors_and_bad_offsets(pos, value):
+    _, data = exported("digits", "float")
+    buf = bytearray(data)
+    p = (pos % (len(buf) - 4)) & ~3  # overwrite one aligned 32-bit word: an offset or a vector length
+    buf[p:p + 4] = value.to_bytes(4, "little")
+    _only_clean_errors(bytes(buf))
