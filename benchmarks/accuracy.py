@@ -101,15 +101,20 @@ def main() -> int:
     p.add_argument("--json", default=os.path.join(HERE, "results", "accuracy.json"))
     p.add_argument("--plot", default=os.path.join(HERE, "results", "accuracy.png"))
     p.add_argument("--update-readme", action="store_true")
+    p.add_argument("--from-json", action="store_true", help="re-render the table and plot from --json, measure nothing")
     args = p.parse_args()
     torch.set_num_threads(1)
-    rows = run(args.example.split(","), args.method.split(","), [int(b) for b in args.wbits.split(",")])
-    atomic_write_bytes(args.json, (json.dumps(rows, indent=1) + "\n").encode())
+    if args.from_json:
+        rows = json.load(open(args.json))
+    else:
+        rows = run(args.example.split(","), args.method.split(","), [int(b) for b in args.wbits.split(",")])
+        atomic_write_bytes(args.json, (json.dumps(rows, indent=1) + "\n").encode())
     plot(rows, args.plot)
     md = markdown(rows)
     print(md)
     if args.update_readme:
-        update_readme(md, "python " + " ".join(["benchmarks/accuracy.py"] + sys.argv[1:]))
+        flags = [a for a in sys.argv[1:] if a not in ("--update-readme", "--from-json")]
+        update_readme(md, "python " + " ".join(["benchmarks/accuracy.py"] + flags))
     return 0
 
 
