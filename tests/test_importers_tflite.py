@@ -109,3 +109,51 @@ def test_fuzz_oversized_vectors_and_bad_offsets(pos, value):
     p = (pos % (len(buf) - 4)) & ~3  # overwrite one aligned 32-bit word: an offset or a vector length
     buf[p:p + 4] = value.to_bytes(4, "little")
     _only_clean_errors(bytes(buf))
+
+
+def test_hand_built_model_with_same_padding_mean_and_softmax_matches_litert():
+    """A .tflite built here without TensorFlow, using ops our exporter never writes."""
+    from ai_edge_litert import schema_py_generated as S
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(0)
+    b = tflite_export._Builder(False)
+    x = b.tensor("x", [1, 5, 5, 3], np.float32)
+    w = b.tensor("w", [4, 3, 3, 3], np.float32, rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32))
+    bias = b.tensor("b", [4], np.float32, rng.normal(0, 0.1, 4).astype(np.float32))
+    c = b.tensor("c", [1, 5, 5, 4], np.float32)
+    opts = S.Conv2DOptionsT()
+    opts.padding, opts.strideH, opts.strideW = S.Padding.SAME, 1, 1
+    opts.dilationHFactor = opts.dilationWFactor = 1
+    opts.fusedActivationFunction = S.ActivationFunctionType.RELU6
+    b.op(S.BuiltinOperator.CONV_2D, 1, [x, w, bias], [c], S.BuiltinOptions.Conv2DOptions, opts)
+    axes = b.tensor("axes", [2], np.int32, np.array([1, 2], np.int32))
+    m = b.tensor("m", [1, 4], np.float32)
+    b.op(S.BuiltinOperator.MEAN, 1, [c, axes], [m], S.BuiltinOptions.ReducerOptions, S.ReducerOptionsT())
+    fw = b.tensor("fw", [2, 4], np.float32, rng.normal(0, 1, (2, 4)).astype(np.float32))
+    fb = b.tensor("fb", [2], np.float32, np.zeros(2, np.float32))
+    logits = b.tensor("logits", [1, 2], np.float32)
+    b.op(S.BuiltinOperator.FULLY_CONNECTED, 1, [m, fw, fb], [logits], S.BuiltinOptions.FullyConnectedOptions,
+         S.FullyConnectedOptionsT())
+    prob = b.tensor("prob", [1, 2], np.float32)
+    so = S.SoftmaxOptionsT()
+    so.beta = 1.0
+    b.op(S.BuiltinOperator.SOFTMAX, 1, [logits], [prob], S.BuiltinOptions.SoftmaxOptions, so)
+    data = b.finish([x], [prob], "hand-built")
+
+    g = import_tflite_bytes(data, "hand.tflite")
+    assert [n.op for n in g.nodes] == ["conv2d", "global_avgpool", "flatten", "linear"] and g.output_softmax
+    assert g.nodes[0].act == "relu6" and g.nodes[0].attrs["pads"] == [1, 1, 1, 1]
+    it = Interpreter(model_content=data)
+    it.allocate_tensors()
+    xs = rng.normal(0, 2, (6, 5, 5, 3)).astype(np.float32)
+    want = []
+    for r in xs:
+        it.set_tensor(it.get_input_details()[0]["index"], r[None])
+        it.invoke()
+        want.append(it.get_tensor(it.get_output_details()[0]["index"]).ravel())
+    import torch
+
+    with torch.no_grad():
+        got = torch_exec.run(g, torch.from_numpy(xs.transpose(0, 3, 1, 2).copy()), softmax=True).numpy()
+    np.testing.assert_allclose(got, np.array(want), atol=1e-5)
