@@ -161,7 +161,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
     arena_bytes = (arena_bytes + ALIGN - 1) // ALIGN * ALIGN
     arena_naive = sum((s + ALIGN - 1) // ALIGN * ALIGN for s in sizes.values())
 
-    def ptr(t: str, const: bool = True) -> str:
+    def ptr(t: str) -> str:
         s = storage(t)
         if s == g.input_name:
             return "in"
@@ -176,7 +176,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
     for i, node in enumerate(real):
         p = qm.params.get(node.name)
         ins = [ptr(t) for t in node.inputs]
-        out = ptr(node.output, const=False)
+        out = ptr(node.output)
         ident = c_identifier(node.name)
         if node.op in ("conv2d", "linear"):
             rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))

@@ -22,7 +22,6 @@ import flatbuffers
 
 from .errors import NupesError
 from .intparams import IntLayer
-from .ir import conv_out_size
 from .layout import weights_hwc
 from .qmodel import QuantModel
 from .quant.lower import layer_bias, weight_scale

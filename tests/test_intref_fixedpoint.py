@@ -1,5 +1,4 @@
 """The vectorized fixed-point primitives against a direct transcription of the C code."""
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -122,7 +122,6 @@ class _Reader:
         node.attrs["act"] = act
 
     def run(self) -> Graph:
-        S = self.S
         ops = self.sg.operators or []
         for op in ops:
             for i in list(op.inputs if op.inputs is not None else []):

@@ -14,7 +14,7 @@ from . import powerquant, reconstruct, uniform
 from .biascorr import correct_biases
 from .calibrate import calibrate
 from .lower import lower
-from .types import METHODS, ActQuant, LayerWeights
+from .types import METHODS
 
 __all__ = ["quantize_graph", "layer_bits"]
 
