@@ -192,7 +192,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
                     f"{node.attrs['stride'][1]}, {node.attrs['pads'][0]}, {node.attrs['pads'][1]}}}")
             depthwise = node.attrs["groups"] != 1
             kernel = "nupes_depthwise_conv2d" if depthwise else "nupes_conv2d"
-            scratch = max(scratch, kh * kw * (1 if depthwise else c_in))
+            scratch = max(scratch, kh * kw * (1 if depthwise else 2 * c_in))  # conv decodes two channels at a time
             call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch.h); }}"
         elif node.op == "linear":
             k = node.weight.shape[1]

@@ -56,4 +56,41 @@ static inline int32_t nupes_dot_run(const int8_t *x, const int16_t *w, int32_t r
     return acc;
 }
 
+/* The same for two output channels at once (levels w0, w1 of the same run layout): every input
+ * is loaded and unpacked once for both. */
+static inline void nupes_dot2_run(const int8_t *x, const int16_t *w0, const int16_t *w1, int32_t run_len, int32_t start,
+                                  int32_t n, int32_t zp, int32_t *acc0, int32_t *acc1)
+{
+    int32_t j = start;
+    const int32_t end = start + n;
+    int32_t a0 = *acc0, a1 = *acc1;
+#if NUPES_USE_DSP
+    const int32_t groups_end = run_len & ~3;
+    const int32_t zp2 = (int32_t)(((uint32_t)(uint16_t)zp) | ((uint32_t)(uint16_t)zp << 16));
+    for (; j < end && (j & 3); ++j) {
+        const int32_t xv = (int32_t)x[j - start] - zp;
+        const int32_t slot = nupes_run_slot(j, run_len);
+        a0 += (int32_t)w0[slot] * xv;
+        a1 += (int32_t)w1[slot] * xv;
+    }
+    for (; j + 4 <= end && j + 4 <= groups_end; j += 4) {
+        const int32_t x4 = nupes_read32(x + (j - start));
+        const int32_t x02 = nupes_ssub16(nupes_sxtb16(x4), zp2);
+        const int32_t x13 = nupes_ssub16(nupes_sxtb16_ror8(x4), zp2);
+        a0 = nupes_smlad(x02, nupes_read32(w0 + j), a0);
+        a0 = nupes_smlad(x13, nupes_read32(w0 + j + 2), a0);
+        a1 = nupes_smlad(x02, nupes_read32(w1 + j), a1);
+        a1 = nupes_smlad(x13, nupes_read32(w1 + j + 2), a1);
+    }
+#endif
+    for (; j < end; ++j) {
+        const int32_t xv = (int32_t)x[j - start] - zp;
+        const int32_t slot = nupes_run_slot(j, run_len);
+        a0 += (int32_t)w0[slot] * xv;
+        a1 += (int32_t)w1[slot] * xv;
+    }
+    *acc0 = a0;
+    *acc1 = a1;
+}
+
 #endif /* NUPES_DOT_H */
