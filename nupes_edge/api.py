@@ -72,6 +72,15 @@ def build_host(model_path: str, out_dir: str, sanitize: bool = False, dsp: bool 
     return build.build_host(qm, out_dir, sanitize=sanitize, dsp=dsp)
 
 
+def _verify_inputs(qm: QuantModel, data: str | None, n: int):
+    """The first ``n`` test inputs and labels (default data: the set the model was calibrated on)."""
+    if n <= 0:
+        raise NupesError(f"-n must be positive, got {n}")
+    data = data or qm.meta.get("calibration", {}).get("data") or qm.name
+    x, y = load_data(data, "test", qm.graph.input_shape)
+    return x[:n], y[:n]
+
+
 def verify_host(model_path: str, data: str | None = None, n: int = 200, out_dir: str | None = None,
                 sanitize: bool = False, dsp: bool = False):
     """Build the host runner, feed it ``n`` inputs, compare with the integer reference."""
@@ -81,11 +90,7 @@ def verify_host(model_path: str, data: str | None = None, n: int = 200, out_dir:
     from .verify import compare, reference_io
 
     qm = artifact.load(model_path)
-    data = data or qm.meta.get("calibration", {}).get("data") or qm.name
-    x, y = load_data(data, "test", qm.graph.input_shape)
-    if n <= 0:
-        raise NupesError(f"-n must be positive, got {n}")
-    x, y = x[:n], y[:n]
+    x, y = _verify_inputs(qm, data, n)
     with tempfile.TemporaryDirectory(prefix="nupes-host-") as tmp:
         hb = build.build_host(qm, out_dir or tmp, sanitize=sanitize, dsp=dsp)
         dev_in, ref = reference_io(qm, x)
@@ -109,13 +114,10 @@ def verify_port(model_path: str, url: str, data: str | None = None, n: int = 200
     from .verify import verify_device
 
     qm = artifact.load(model_path)
-    data = data or qm.meta.get("calibration", {}).get("data") or qm.name
-    x, y = load_data(data, "test", qm.graph.input_shape)
-    if n <= 0:
-        raise NupesError(f"-n must be positive, got {n}")
+    x, y = _verify_inputs(qm, data, n)
     with Client(url, timeout=timeout) as c:
         c.wait_banner()
-        return verify_device(qm, c, x[:n], y[:n], profile=profile, progress=progress)
+        return verify_device(qm, c, x, y, profile=profile, progress=progress)
 
 
 def run_emulated(model_path: str, board_name: str, out_dir: str, data: str | None = None, n: int = 200,

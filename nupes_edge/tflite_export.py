@@ -43,8 +43,7 @@ def _same_pads(size: int, k: int, stride: int) -> tuple[int, int, int]:
 
 
 class _Builder:
-    def __init__(self, quantized: bool):
-        self.q = quantized
+    def __init__(self):
         self.tensors: list = []
         self.buffers = [S.BufferT()]  # buffer 0: the empty buffer the schema requires
         self.ops: list = []
@@ -139,7 +138,7 @@ def _lut_compress(qm: QuantModel) -> bytes:
 def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
     g = qm.graph
     quant = fmt == "int8"
-    b = _Builder(quant)
+    b = _Builder()
     dt = np.int8 if quant else np.float32
     fq = qm.fq_weights()
     ids: dict[str, int] = {}

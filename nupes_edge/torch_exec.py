@@ -103,3 +103,12 @@ def run_numpy(graph: Graph, x: np.ndarray, batch: int = 256, **kw) -> np.ndarray
         for i in range(0, len(x), batch):
             outs.append(run(graph, torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)), **kw).numpy())
     return np.concatenate(outs) if outs else np.zeros((0,) + graph.output_shape, np.float32)
+
+
+def quantized_input(graph: Graph, x: torch.Tensor, node: Node, weights: dict, act_q: dict) -> torch.Tensor:
+    """The input ``node`` sees when the layers in ``weights`` are quantized and every tensor is
+    fake-quantized with ``act_q`` (used by layer-wise reconstruction and bias correction)."""
+    src = node.inputs[0]
+    if src == graph.input_name:
+        return fake_quant(x, *act_q[src])
+    return run(graph, x, weights=weights, act_q=act_q, stop_after=src)

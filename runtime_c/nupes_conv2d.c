@@ -1,6 +1,7 @@
 #include "nupes_dot.h"
 #include "nupes_fixedpoint.h"
 #include "nupes_kernels.h"
+#include "nupes_window.h"
 
 int32_t nupes_conv2d_get_buffer_size(const nupes_conv_geom_t *g)
 {
@@ -33,12 +34,12 @@ void nupes_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, con
         }
         for (oy = 0; oy < g->out_h; ++oy) {
             const int32_t iy0 = oy * g->stride_h - g->pad_t;
-            const int32_t ky_lo = iy0 < 0 ? -iy0 : 0;
-            const int32_t ky_hi = iy0 + g->k_h > g->in_h ? g->in_h - iy0 : g->k_h;
+            int32_t ky_lo, ky_hi;
+            nupes_window_taps(iy0, g->k_h, g->in_h, &ky_lo, &ky_hi);
             for (ox = 0; ox < g->out_w; ++ox) {
                 const int32_t ix0 = ox * g->stride_w - g->pad_l;
-                const int32_t kx_lo = ix0 < 0 ? -ix0 : 0;
-                const int32_t kx_hi = ix0 + g->k_w > g->in_w ? g->in_w - ix0 : g->k_w;
+                int32_t kx_lo, kx_hi;
+                nupes_window_taps(ix0, g->k_w, g->in_w, &kx_lo, &kx_hi);
                 const int32_t start = kx_lo * g->in_c;
                 const int32_t n = (kx_hi - kx_lo) * g->in_c;
                 const int8_t *px = in + ((iy0 + ky_lo) * g->in_w + ix0 + kx_lo) * g->in_c;

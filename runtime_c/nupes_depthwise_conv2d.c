@@ -1,5 +1,6 @@
 #include "nupes_fixedpoint.h"
 #include "nupes_kernels.h"
+#include "nupes_window.h"
 
 /* Output channel oc reads input channel oc / multiplier; its k_h * k_w levels are decoded once
  * and reused for every output position. Taps outside the image (zero padding) are skipped. */
@@ -13,12 +14,12 @@ void nupes_depthwise_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom
         nupes_decode_row(w->packed + oc * w->row_bytes, w->bits, w->lut, g->k_h * g->k_w, 1, scratch);
         for (oy = 0; oy < g->out_h; ++oy) {
             const int32_t iy0 = oy * g->stride_h - g->pad_t;
-            const int32_t ky_lo = iy0 < 0 ? -iy0 : 0;
-            const int32_t ky_hi = iy0 + g->k_h > g->in_h ? g->in_h - iy0 : g->k_h;
+            int32_t ky_lo, ky_hi;
+            nupes_window_taps(iy0, g->k_h, g->in_h, &ky_lo, &ky_hi);
             for (ox = 0; ox < g->out_w; ++ox) {
                 const int32_t ix0 = ox * g->stride_w - g->pad_l;
-                const int32_t kx_lo = ix0 < 0 ? -ix0 : 0;
-                const int32_t kx_hi = ix0 + g->k_w > g->in_w ? g->in_w - ix0 : g->k_w;
+                int32_t kx_lo, kx_hi;
+                nupes_window_taps(ix0, g->k_w, g->in_w, &kx_lo, &kx_hi);
                 int32_t acc = w->bias[oc];
                 for (ky = ky_lo; ky < ky_hi; ++ky) {
                     const int8_t *px = in_c + (iy0 + ky) * row_stride + (ix0 + kx_lo) * g->in_c;

@@ -51,7 +51,7 @@ def test_tflite_to_nq_to_c_is_bit_exact(tmp_path):
 def _tiny_model(op_name):
     from ai_edge_litert import schema_py_generated as S
 
-    b = tflite_export._Builder(False)
+    b = tflite_export._Builder()
     x = b.tensor("x", [1, 4], np.float32)
     y = b.tensor("y", [1, 4], np.float32)
     b.op(getattr(S.BuiltinOperator, op_name), 1, [x], [y])
@@ -117,7 +117,7 @@ def test_hand_built_model_with_same_padding_mean_and_softmax_matches_litert():
     from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.default_rng(0)
-    b = tflite_export._Builder(False)
+    b = tflite_export._Builder()
     x = b.tensor("x", [1, 5, 5, 3], np.float32)
     w = b.tensor("w", [4, 3, 3, 3], np.float32, rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32))
     bias = b.tensor("b", [4], np.float32, rng.normal(0, 0.1, 4).astype(np.float32))

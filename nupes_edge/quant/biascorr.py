@@ -29,9 +29,7 @@ def correct_biases(graph: Graph, x_calib: np.ndarray, act: dict[str, ActQuant],
         lw = weights[node.name]
         wq = decode(lw.codes, lw.alpha, lw.a, lw.bits).astype(np.float32)
         with torch.no_grad():
-            src = node.inputs[0]
-            x = torch_exec.run(graph, xin, weights=done, act_q=aq, stop_after=src) if src != graph.input_name \
-                else torch_exec.fake_quant(xin, *aq[src])
+            x = torch_exec.quantized_input(graph, xin, node, done, aq)
             dw = torch.from_numpy(wq - node.weight)
             if node.op == "conv2d":
                 shift = torch_exec.conv2d(node, x, dw, None).mean(dim=(0, 2, 3))

@@ -181,9 +181,7 @@ def quantize(graph: Graph, x_calib: np.ndarray, act: dict[str, ActQuant], bits_o
     bar = progress_bar(layers, desc=f"{method} reconstruction", unit="layer", enabled=progress)
     for node in bar:
         with torch.no_grad():
-            src = node.inputs[0]
-            x = torch_exec.run(graph, xin, weights=done_t, act_q=aq, stop_after=src) if src != graph.input_name \
-                else torch_exec.fake_quant(xin, *aq[src])
+            x = torch_exec.quantized_input(graph, xin, node, done_t, aq)
             y = torch_exec.run(graph, xin, stop_after=node.output)
         learner = _LEARNERS[method](torch.from_numpy(node.weight), torch.from_numpy(node.bias), bits_of[node.name])
         _fit_layer(node, learner, x, y, cfg)
