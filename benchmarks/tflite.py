@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from nupes_edge import examples, tflite_export  # noqa: E402
 from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
 from nupes_edge.importers import import_module  # noqa: E402
+from nupes_edge.interpreters import run_litert, run_tflm  # noqa: E402
 from nupes_edge.intref import quantize_input, run_int  # noqa: E402
 from nupes_edge.layout import to_device  # noqa: E402
 from nupes_edge.quant.driver import quantize_graph  # noqa: E402
@@ -32,30 +33,12 @@ README = os.path.join(os.path.dirname(HERE), "README.md")
 BEGIN, END = "<!-- tflite:begin -->", "<!-- tflite:end -->"
 
 
-def tflm_top1(data: bytes, rows: np.ndarray, shape, y) -> float:
-    from tflite_micro import runtime
-
-    it = runtime.Interpreter.from_bytes(data)
-    hits = 0
-    for r, label in zip(rows, y):
-        it.set_input(r.reshape(shape), 0)
-        it.invoke()
-        hits += int(it.get_output(0).ravel().argmax() == label)
-    return hits / len(y)
+def tflm_top1(data: bytes, rows: np.ndarray, y) -> float:
+    return float((run_tflm(data, rows).argmax(1) == y).mean())
 
 
 def litert_top1(data: bytes, x: np.ndarray, y) -> float:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=data)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    hits = 0
-    for r, label in zip(x, y):
-        it.set_tensor(i["index"], r[None].astype(np.float32))
-        it.invoke()
-        hits += int(it.get_tensor(o["index"]).ravel().argmax() == label)
-    return hits / len(y)
+    return float((run_litert(data, x).argmax(1) == y).mean())
 
 
 def main() -> int:
@@ -69,7 +52,6 @@ def main() -> int:
         g = import_module(examples.model(name), examples.models.example_input(name), name)
         xc, _ = examples.load(name, "calib")
         x, y = examples.load(name, "test")
-        shape = [1, *x.shape[2:], x.shape[1]]
         for cfg in args.configs.split(","):
             method, bits = cfg.split(":")
             print(f"[tflite] {name} {method} W{bits} ...", file=sys.stderr, flush=True)
@@ -79,11 +61,11 @@ def main() -> int:
             f32, i8 = tflite_export.export(qm, "float"), tflite_export.export(qm, "int8")
             row = {"example": name, "method": method, "wbits": int(bits), "nupes_int_top1": ours,
                    "float_tflite_litert_top1": litert_top1(f32, x.transpose(0, 2, 3, 1), y),
-                   "int8_tflite_tflm_top1": tflm_top1(i8, to_device(xq), shape, y),
+                   "int8_tflite_tflm_top1": tflm_top1(i8, to_device(xq), y),
                    "float_bytes": len(f32), "int8_bytes": len(i8)}
             if int(bits) <= 7:
                 lut = tflite_export.export(qm, "tflm-lut")
-                row.update(tflm_lut_top1=tflm_top1(lut, to_device(xq), shape, y), tflm_lut_bytes=len(lut))
+                row.update(tflm_lut_top1=tflm_top1(lut, to_device(xq), y), tflm_lut_bytes=len(lut))
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
     atomic_write_bytes(os.path.join(HERE, "results", "tflite.json"), (json.dumps(rows, indent=1) + "\n").encode())

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from nupes_edge import examples, tflite_export, torch_exec
 from nupes_edge.errors import NupesError
 from nupes_edge.importers import import_module, import_tflite, import_tflite_bytes
+from nupes_edge.interpreters import litert_interpreter
 from nupes_edge.quant.driver import quantize_graph
 from tests.test_cli import cli
 
@@ -114,7 +115,6 @@ def test_fuzz_oversized_vectors_and_bad_offsets(pos, value):
 def test_hand_built_model_with_same_padding_mean_and_softmax_matches_litert():
     """A .tflite built here without TensorFlow, using ops our exporter never writes."""
     from ai_edge_litert import schema_py_generated as S
-    from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.default_rng(0)
     b = tflite_export._Builder()
@@ -144,8 +144,7 @@ def test_hand_built_model_with_same_padding_mean_and_softmax_matches_litert():
     g = import_tflite_bytes(data, "hand.tflite")
     assert [n.op for n in g.nodes] == ["conv2d", "global_avgpool", "flatten", "linear"] and g.output_softmax
     assert g.nodes[0].act == "relu6" and g.nodes[0].attrs["pads"] == [1, 1, 1, 1]
-    it = Interpreter(model_content=data)
-    it.allocate_tensors()
+    it = litert_interpreter(data)
     xs = rng.normal(0, 2, (6, 5, 5, 3)).astype(np.float32)
     want = []
     for r in xs:
