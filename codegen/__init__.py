@@ -1,7 +1,8 @@
 """Render a QuantModel into a self-contained C model library (Jinja2 templates).
 
 Python decides (codegen/plan.py), the templates only lay out prepared values.
-Output: <name>.h, <name>.c, <name>_data.c, and runtime/ with the kernels they call.
+Output: nupes_model_<name>.h, nupes_model_<name>.c, nupes_model_<name>_data.c (a prefix no runtime or
+board file uses, so no model name can shadow one) and runtime/ with the kernels they call.
 """
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import jinja2
 import numpy as np
 
 from .. import __version__
+from ..errors import NupesError
 from ..fileio import atomic_write_bytes
 from ..qmodel import QuantModel
 from .. import runtime_c
-from .plan import Plan, c_identifier, plan
+from .cvalues import c_comment, c_float, c_identifier, c_int, c_string
+from .plan import Plan, plan
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=False)
 
-__all__ = ["generate", "plan", "c_identifier", "Generated"]
+__all__ = ["generate", "plan", "c_identifier", "file_stem", "Generated"]
 
 
 @dataclass
@@ -45,39 +48,53 @@ def _hwc(shape) -> str:
     return "x".join(str(s) for s in (list(shape[1:]) + [shape[0]] if len(shape) == 3 else shape))
 
 
+def file_stem(cname: str) -> str:
+    """The generated files' common name stem for the C model name ``cname``."""
+    return f"nupes_model_{cname}"
+
+
 def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tuple[Plan, dict[str, str]]:
-    """The generated sources as {relative path: text}."""
+    """The generated sources as {relative path: text}. Text from the model file reaches them only
+    escaped, in comments and string literals; numbers only checked (codegen/cvalues.py)."""
     p = plan(qm, name)
     g = qm.graph
     bits = sorted({L.bits for L in p.layers})
+    digest = model_hash(qm)
+    if not (isinstance(digest, str) and len(digest) == 64 and all(ch in "0123456789abcdef" for ch in digest)):
+        raise NupesError(f"model hash {str(digest)[:70]!r} is not a SHA-256 hex digest")
     ctx = {
-        "name": p.name, "NAME": p.name.upper(), "version": __version__, "source": qm.meta.get("name", "model"),
-        "method": qm.method, "bits_summary": "/".join(f"W{b}" for b in bits), "hash": model_hash(qm),
-        "softmax": g.output_softmax, "input_size": p.input_size, "output_size": p.output_size,
+        "name": p.name, "NAME": p.name.upper(), "stem": file_stem(p.name), "version": __version__,
+        "source": c_comment(qm.meta.get("name", "model")), "method": c_comment(qm.method),
+        "bits_summary": "/".join(f"W{b}" for b in bits), "hash": digest,
+        "softmax": bool(g.output_softmax), "input_size": p.input_size, "output_size": p.output_size,
         "input_shape_hwc": _hwc(p.input_shape), "output_shape_hwc": _hwc(p.output_shape),
-        "input_scale": repr(float(qm.input_q.scale)), "input_zp": qm.input_q.zero_point,
-        "output_scale": repr(float(qm.output_q.scale)), "output_zp": qm.output_q.zero_point,
+        "input_scale": c_float(qm.input_q.scale, "input scale"),
+        "input_zp": c_int(qm.input_q.zero_point, -128, 127, "input zero point"),
+        "output_scale": c_float(qm.output_q.scale, "output scale"),
+        "output_zp": c_int(qm.output_q.zero_point, -128, 127, "output zero point"),
         "arena_bytes": p.arena_bytes, "arena_naive_bytes": p.arena_naive_bytes,
         "scratch_bytes": p.scratch_entries * 2, "scratch_entries": p.scratch_entries,
-        "num_layers": len(p.steps), "steps": p.steps,
+        "num_layers": len(p.steps),
+        "steps": [{"index": st.index, "comment": c_comment(st.node_name), "literal": c_string(st.node_name),
+                   "op": st.op, "call": st.call} for st in p.steps],
         "layers": [L.cname for L in p.layers], "adds": list(p.adds),
         "output_copy": f"arena.b + {p.offsets[_storage_of_output(qm)]}" if p.output_in_arena else None,
     }
     data_layers = [{
-        "cname": L.cname, "node": L.cname[len(p.name) + 1:], "bits": L.bits, "a": f"{L.p.a:.6g}", "G": L.p.G,
+        "cname": L.cname, "node": c_comment(L.node_name), "bits": L.bits, "a": f"{float(L.p.a):.6g}", "G": int(L.p.G),
         "rows": L.bias.size, "row_bytes": L.row_bytes, "packed_len": L.packed.size,
         "packed": _lines(L.packed, 16, lambda v: f"0x{v:02x}"), "lut_len": L.lut.size,
         "lut": ", ".join(str(v) for v in L.lut.tolist()), "bias": _lines(L.bias, 8), "mult": _lines(L.mult, 6),
-        "shift": _lines(L.shift, 16), "in_zp": L.p.in_zp, "out_zp": L.p.out_zp, "act_min": L.p.act_min,
-        "act_max": L.p.act_max,
+        "shift": _lines(L.shift, 16), "in_zp": int(L.p.in_zp), "out_zp": int(L.p.out_zp),
+        "act_min": int(L.p.act_min), "act_max": int(L.p.act_max),
     } for L in p.layers]
     data_adds = [{"cname": k, "init": ", ".join(str(int(getattr(a, f))) for f in (
         "in1_zp", "in2_zp", "in1_mult", "in1_shift", "in2_mult", "in2_shift", "out_mult", "out_shift",
         "left_shift", "out_zp", "act_min", "act_max"))} for k, a in p.adds.items()]
     files = {
-        f"{p.name}.h": _env.get_template("model.h.j2").render(ctx),
-        f"{p.name}.c": _env.get_template("model.c.j2").render(ctx),
-        f"{p.name}_data.c": _env.get_template("model_data.c.j2").render(
+        f"{ctx['stem']}.h": _env.get_template("model.h.j2").render(ctx),
+        f"{ctx['stem']}.c": _env.get_template("model.c.j2").render(ctx),
+        f"{ctx['stem']}_data.c": _env.get_template("model_data.c.j2").render(
             {**ctx, "layers": data_layers, "adds": data_adds}),
     }
     if runner:

@@ -8,7 +8,6 @@ tensor lifetimes (TFLite Micro's idea), so tensors that are never alive together
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +19,7 @@ from ..ir import macs
 from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
+from .cvalues import c_identifier, c_int, c_ints
 
 ALIGN = 4
 _ALLOWED_ATTRS = {
@@ -34,6 +34,7 @@ class LayerData:
     """One weight layer's flash arrays, in C order."""
 
     cname: str
+    node_name: str
     packed: np.ndarray  # uint8, rows + one guard byte
     row_bytes: int
     bits: int
@@ -73,11 +74,6 @@ class Plan:
     report: dict = field(default_factory=dict)
 
 
-def c_identifier(name: str) -> str:
-    s = re.sub(r"[^0-9a-zA-Z_]", "_", name).lower()
-    return ("m_" + s) if not s or s[0].isdigit() else s
-
-
 def _refuse(node, msg: str) -> NupesError:
     return NupesError(f"codegen: layer '{node.name}' [{node.op}]: {msg}; the C runtime does not implement it")
 
@@ -100,6 +96,10 @@ def _validate(qm: QuantModel) -> None:
             if max(pt, pb) >= kh or max(pl, pr) >= kw:
                 raise _refuse(node, f"padding {node.attrs['pads']} as large as the kernel")
         p = qm.params.get(node.name)
+        if node.op in ("conv2d", "linear"):
+            _check_layer(node, p)
+        elif node.op == "add":
+            _check_add(node, p)
         if isinstance(p, IntLayer):
             left = np.maximum(p.shift.astype(np.int64), 0)
             if np.any(p.acc_bound.astype(np.int64) << left > INT32_MAX):
@@ -113,6 +113,68 @@ def _validate(qm: QuantModel) -> None:
 
 def _hwc_size(shape) -> int:
     return int(np.prod(shape))
+
+
+INT32 = (-(1 << 31), (1 << 31) - 1)
+DIM = (0, 1 << 20)  # any tensor dimension, kernel size, stride or padding the generator writes
+
+
+def _geom(node, values) -> str:
+    """A nupes_conv_geom_t initializer; every field a checked integer."""
+    return "{" + ", ".join(str(c_int(v, *DIM, f"layer '{node.name}': geometry")) for v in values) + "}"
+
+
+def _params_of(node, p, cls):
+    if not isinstance(p, cls):
+        raise NupesError(f"layer '{node.name}' [{node.op}]: integer parameters missing or of the wrong kind "
+                         f"({type(p).__name__}, expected {cls.__name__})")
+    return p
+
+
+def _clamp_bounds(node, p) -> tuple[int, int]:
+    p = _params_of(node, p, IntClamp)
+    lo, hi = (c_int(v, -128, 127, f"layer '{node.name}': clamp bound") for v in (p.lo, p.hi))
+    if lo > hi:
+        raise NupesError(f"layer '{node.name}': clamp bounds [{lo}, {hi}] are empty")
+    return lo, hi
+
+
+def _check_layer(node, p: IntLayer) -> None:
+    """The integer parameters of a weight layer, in the types and ranges the C declares."""
+    what = f"layer '{node.name}'"
+    _params_of(node, p, IntLayer)
+    bits = c_int(p.bits, 2, 8, f"{what}: bits")
+    c_ints(p.lut, 0, (1 << 15) - 1, f"{what}: lut")
+    if np.asarray(p.lut).shape != (1 << (bits - 1),):
+        raise NupesError(f"{what}: lut has {np.asarray(p.lut).size} entries, {bits}-bit codes need {1 << (bits - 1)}")
+    c_ints(p.packed, 0, 255, f"{what}: packed codes")
+    w_shape = tuple(node.weight.shape)
+    k = int(np.prod(w_shape[1:]))
+    if tuple(np.asarray(p.weight_shape).tolist()) != w_shape or np.asarray(p.packed).shape != (w_shape[0], (k * bits + 7) // 8):
+        raise NupesError(f"{what}: packed codes of shape {np.asarray(p.packed).shape} do not fit a {list(w_shape)} "
+                         f"weight at {bits} bits")
+    rows = np.asarray(p.bias).shape
+    for arr, lo, hi, field in ((p.bias, *INT32, "bias"), (p.mult, 0, INT32[1], "mult"), (p.shift, -31, 30, "shift")):
+        c_ints(arr, lo, hi, f"{what}: {field}")
+        if np.asarray(arr).shape != rows or rows != (int(np.asarray(p.packed).shape[0]),):
+            raise NupesError(f"{what}: {field} has shape {np.asarray(arr).shape}, expected one per output channel")
+    for v, field in ((p.in_zp, "in_zp"), (p.out_zp, "out_zp"), (p.act_min, "act_min"), (p.act_max, "act_max")):
+        c_int(v, -128, 127, f"{what}: {field}")
+    c_int(p.G, 0, 16, f"{what}: G")
+    if not (isinstance(p.a, (int, float, np.floating)) and 0 < float(p.a) < 100):
+        raise NupesError(f"{what}: exponent a = {str(p.a)[:40]!r} is not a number in (0, 100)")
+
+
+def _check_add(node, p: IntAdd) -> None:
+    what = f"layer '{node.name}'"
+    _params_of(node, p, IntAdd)
+    for f in ("in1_zp", "in2_zp", "out_zp", "act_min", "act_max"):
+        c_int(getattr(p, f), -128, 127, f"{what}: {f}")
+    for f in ("in1_mult", "in2_mult", "out_mult"):
+        c_int(getattr(p, f), 0, INT32[1], f"{what}: {f}")
+    for f in ("in1_shift", "in2_shift", "out_shift"):
+        c_int(getattr(p, f), -31, 30, f"{what}: {f}")
+    c_int(p.left_shift, 0, 30, f"{what}: left_shift")
 
 
 def plan(qm: QuantModel, name: str | None = None) -> Plan:
@@ -177,19 +239,17 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         p = qm.params.get(node.name)
         ins = [ptr(t) for t in node.inputs]
         out = ptr(node.output)
-        ident = c_identifier(node.name)
         if node.op in ("conv2d", "linear"):
             rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))
             packed = pack_rows(rows, p.bits)
             data = np.concatenate([packed.ravel(), np.zeros(1, np.uint8)])  # guard byte for the 2-byte window
-            layers.append(LayerData(f"{cname}_{ident}", data, packed.shape[1], p.bits, p.lut, p.bias, p.mult, p.shift, p))
-            lname = f"{cname}_{ident}"
+            lname = f"{cname}_layer{i}"  # derived: never a name from the file
+            layers.append(LayerData(lname, node.name, data, packed.shape[1], p.bits, p.lut, p.bias, p.mult, p.shift, p))
         if node.op == "conv2d":
             c_in, h, w = g.shapes[node.inputs[0]]
             c_out, oh, ow = g.shapes[node.output]
             _, _, kh, kw = node.weight.shape
-            geom = (f"{{{h}, {w}, {c_in}, {oh}, {ow}, {c_out}, {kh}, {kw}, {node.attrs['stride'][0]}, "
-                    f"{node.attrs['stride'][1]}, {node.attrs['pads'][0]}, {node.attrs['pads'][1]}}}")
+            geom = _geom(node, (h, w, c_in, oh, ow, c_out, kh, kw, *node.attrs["stride"][:2], *node.attrs["pads"][:2]))
             depthwise = node.attrs["groups"] != 1
             kernel = "nupes_depthwise_conv2d" if depthwise else "nupes_conv2d"
             scratch = max(scratch, kh * kw * (1 if depthwise else 2 * c_in))  # conv decodes two channels at a time
@@ -200,25 +260,26 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             kernel = "nupes_fully_connected"
             call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}, scratch.h);"
         elif node.op == "add":
-            adds[f"{cname}_{ident}"] = p
+            adds[f"{cname}_layer{i}"] = p
             kernel = "nupes_add"
-            call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &{cname}_{ident});"
+            call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &{cname}_layer{i});"
         elif node.op in ("maxpool2d", "avgpool2d"):
+            lo, hi = _clamp_bounds(node, p)
             c, h, w = g.shapes[node.inputs[0]]
             _, oh, ow = g.shapes[node.output]
             kh, kw = node.attrs["kernel"]
-            geom = (f"{{{h}, {w}, {c}, {oh}, {ow}, {c}, {kh}, {kw}, {node.attrs['stride'][0]}, "
-                    f"{node.attrs['stride'][1]}, {node.attrs['pads'][0]}, {node.attrs['pads'][1]}}}")
+            geom = _geom(node, (h, w, c, oh, ow, c, kh, kw, *node.attrs["stride"][:2], *node.attrs["pads"][:2]))
             kernel = "nupes_max_pool2d" if node.op == "maxpool2d" else "nupes_avg_pool2d"
-            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, {p.lo}, {p.hi}); }}"
+            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, {lo}, {hi}); }}"
         elif node.op == "global_avgpool":
+            lo, hi = _clamp_bounds(node, p)
             c, h, w = g.shapes[node.inputs[0]]
             kernel = "nupes_global_avg_pool"
-            call = f"{kernel}({ins[0]}, {out}, {h * w}, {c}, {p.lo}, {p.hi});"
+            call = f"{kernel}({ins[0]}, {out}, {h * w}, {c}, {lo}, {hi});"
         elif node.op in ("relu", "relu6"):
-            assert isinstance(p, IntClamp)
+            lo, hi = _clamp_bounds(node, p)
             kernel = "nupes_clamp"
-            call = f"{kernel}({ins[0]}, {out}, {_hwc_size(g.shapes[node.output])}, {p.lo}, {p.hi});"
+            call = f"{kernel}({ins[0]}, {out}, {_hwc_size(g.shapes[node.output])}, {lo}, {hi});"
         else:  # pragma: no cover - _validate rejects the rest
             raise _refuse(node, "no kernel")
         steps.append(Step(i, node.name, kernel, call, list(node.inputs), node.output))

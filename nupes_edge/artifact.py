@@ -11,7 +11,9 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -24,6 +26,9 @@ from .qmodel import QuantModel
 from .quant.types import ActQuant, LayerWeights
 
 FORMAT = "nupes-edge-model"
+# Names in a model file become C comments, strings and (derived) identifiers: only this shape,
+# which every importer produces (torch.fx names, t<i> / op_<i> for .tflite), is accepted.
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
 VERSION = 1
 _PARAM_TYPES = {"IntLayer": IntLayer, "IntAdd": IntAdd, "IntClamp": IntClamp}
 
@@ -134,6 +139,46 @@ def load(path: str) -> QuantModel:
         raise NupesError(f"{path}: corrupt or truncated model file ({type(e).__name__}: {e})") from None
 
 
+def _check_name(value, what: str, path: str) -> None:
+    if not (isinstance(value, str) and NAME_RE.fullmatch(value)):
+        raise NupesError(f"{path}: {what} {str(value)[:60]!r} is not a valid name "
+                         f"(letters, digits, '_' and '.', at most 128, a letter or '_' first)")
+
+
+def _check_strings(m: dict, path: str) -> None:
+    """Every name and string in the manifest, before anything uses them."""
+    from .quant import METHODS
+
+    if m.get("method") not in METHODS:
+        raise NupesError(f"{path}: unknown method {str(m.get('method'))[:40]!r} (known: {', '.join(METHODS)})")
+    meta = m.get("meta")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name", ""), str) or len(meta.get("name", "")) > 128:
+        raise NupesError(f"{path}: meta.name must be a string of at most 128 characters")
+    gj = m.get("graph")
+    if not isinstance(gj, dict) or not isinstance(gj.get("nodes"), list):
+        raise NupesError(f"{path}: the manifest has no graph")
+    _check_name(gj.get("input_name"), "graph input", path)
+    _check_name(gj.get("output_name"), "graph output", path)
+    for d in gj["nodes"]:
+        if not isinstance(d, dict) or not isinstance(d.get("inputs"), list):
+            raise NupesError(f"{path}: a graph node is malformed")
+        _check_name(d.get("name"), "node name", path)
+        _check_name(d.get("output"), f"output of node '{d['name']}'", path)
+        for t in d["inputs"]:
+            _check_name(t, f"input of node '{d['name']}'", path)
+    for section in ("act", "weights", "params"):
+        if not isinstance(m.get(section), dict):
+            raise NupesError(f"{path}: the manifest has no '{section}' table")
+        for k in m[section]:
+            _check_name(k, f"{section} entry", path)
+    for k, v in m["act"].items():
+        scale, zp = (v.get("scale"), v.get("zero_point")) if isinstance(v, dict) else (None, None)
+        if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+            raise NupesError(f"{path}: tensor '{k}': activation scale {str(scale)[:40]!r} is not a finite positive number")
+        if not (isinstance(zp, int) and not isinstance(zp, bool) and -128 <= zp <= 127):
+            raise NupesError(f"{path}: tensor '{k}': zero point {str(zp)[:40]!r} is not an int8")
+
+
 def loads(data: bytes, path: str = "<bytes>") -> QuantModel:
     if not data.startswith(b"PK"):
         raise NupesError(f"{path}: not a nupes-edge model file (.nq)")
@@ -153,6 +198,7 @@ def loads(data: bytes, path: str = "<bytes>") -> QuantModel:
                 raise NupesError(f"{path}: array '{key}' does not match its checksum (corrupt file)")
             return np.load(io.BytesIO(raw), allow_pickle=False)
 
+        _check_strings(m, path)
         gj = m["graph"]
         nodes = [Node(name=d["name"], op=d["op"], inputs=list(d["inputs"]), output=d["output"], attrs=d["attrs"],
                       weight=array(d["weight"]) if "weight" in d else None,

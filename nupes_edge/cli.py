@@ -241,6 +241,7 @@ def cmd_boards(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nupes-edge", description="NUPES power-exponent quantization for microcontrollers")
+    p.add_argument("--debug", action="store_true", help="on an internal error (exit 3), print its traceback")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     q = sub.add_parser("quantize", help="quantize a model into a model.nq")
@@ -339,16 +340,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _internal_error(e: BaseException, debug: bool) -> int:
+    """A bug, not the user's mistake: one line, the traceback in a log file (or on stderr with --debug)."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(e))
+    if debug:
+        sys.stderr.write(text)
+        print(f"nupes-edge: internal error (a bug): {type(e).__name__}: {e}", file=sys.stderr)
+        return 3
+    fd, log = tempfile.mkstemp(prefix="nupes-edge-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    print(f"nupes-edge: internal error (a bug): {type(e).__name__}: {str(e)[:200]}; traceback in {log}",
+          file=sys.stderr)
+    return 3
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
     except NupesError as e:
         print(f"nupes-edge: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, read-only folder, permissions: the environment, with path and reason
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"nupes-edge: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nupes-edge: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - everything else is a bug: say so, exit 3
+        return _internal_error(e, debug)
 
 
 if __name__ == "__main__":

@@ -125,5 +125,5 @@ def test_generated_sources_are_deterministic(tmp_path):
     _, a = codegen.render(qm)
     _, b = codegen.render(qm)
     assert a == b
-    assert "float" not in a["digits.c"] and "float" not in a["digits_data.c"]
+    assert "float" not in a["nupes_model_digits.c"] and "float" not in a["nupes_model_digits_data.c"]
     assert "malloc" not in "".join(a.values())

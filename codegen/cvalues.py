@@ -1,0 +1,71 @@
+"""Values that may reach generated C, made safe: a model file is untrusted input.
+
+Nothing read from a file is spliced into C as given. Identifiers are derived (sanitized and
+length-bounded); text goes only into comments and string literals, escaped so that it cannot
+end them or start a preprocessor line; every number is checked for type and range and written
+by Python's own formatting of an int or a finite float.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from ..errors import NupesError
+
+MAX_IDENT = 48
+_SAFE_TEXT = re.compile(r"[^A-Za-z0-9_.,:;=+\-()\[\] ]")
+
+
+def c_identifier(name: str) -> str:
+    """A C identifier derived from ``name``: [a-z0-9_] only, a letter first, at most MAX_IDENT chars."""
+    s = re.sub(r"[^0-9a-zA-Z_]", "_", str(name)).lower()[:MAX_IDENT]
+    return ("m_" + s) if not s or not s[0].isalpha() else s
+
+
+def c_comment(text) -> str:
+    """Text for inside a /* */ comment: a bounded run of harmless characters (no '*/', no newline,
+    no '?' that could form a trigraph, no backslash)."""
+    return _SAFE_TEXT.sub("_", str(text))[:80]
+
+
+def c_string(text) -> str:
+    """A C string literal (quotes included) holding ``text``: printable ASCII kept except
+    '"', '\\' and '?', everything else as an octal escape of its UTF-8 bytes; at most 80 bytes."""
+    out = []
+    for b in str(text).encode("utf-8", "replace")[:80]:
+        ch = chr(b)
+        out.append(ch if 0x20 <= b < 0x7F and ch not in '"\\?' else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def c_int(value, lo: int, hi: int, what: str) -> int:
+    """``value`` as a Python int in [lo, hi], or a NupesError naming ``what``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise NupesError(f"{what}: expected an integer, got {type(value).__name__} {str(value)[:40]!r}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise NupesError(f"{what}: {v} is outside [{lo}, {hi}]")
+    return v
+
+
+def c_ints(values: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
+    """An integer array whose every element lies in [lo, hi], as int64."""
+    a = np.asarray(values)
+    if a.dtype.kind not in "iu":
+        raise NupesError(f"{what}: expected an integer array, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise NupesError(f"{what}: values outside [{lo}, {hi}] (min {a.min()}, max {a.max()})")
+    return a
+
+
+def c_float(value, what: str) -> str:
+    """A finite positive float as a C literal (repr round-trips it exactly)."""
+    if isinstance(value, bool) or not isinstance(value, (float, int, np.floating, np.integer)):
+        raise NupesError(f"{what}: expected a number, got {type(value).__name__}")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise NupesError(f"{what}: {v} is not a finite positive number")
+    return repr(v)

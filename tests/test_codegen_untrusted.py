@@ -1,0 +1,141 @@
+"""A model file is untrusted input: nothing in it reaches generated C except derived identifiers,
+escaped text and checked numbers (codegen/cvalues.py), and crafted files are refused (exit 2)."""
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nupes_edge import artifact, codegen
+from nupes_edge.errors import NupesError
+from nupes_edge.quant.driver import quantize_graph
+from tests.test_cli import cli
+
+INJECT = ('conv2d", 0 }; int system(const char *); __attribute__((constructor)) static void f(void) '
+          '{ system("touch PWNED"); } static const char *x[] = { "')
+
+
+@pytest.fixture(scope="module")
+def model(digits_graph, digits_calib):
+    return quantize_graph(digits_graph, digits_calib, "uniform", 8, name="digits")
+
+
+def edit_manifest(qm, edit) -> bytes:
+    """The model file with its manifest changed by ``edit`` (the arrays kept)."""
+    src = zipfile.ZipFile(io.BytesIO(artifact.dumps(qm)))
+    m = json.loads(src.read("manifest.json"))
+    edit(m)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for item in src.namelist():
+            z.writestr(item, json.dumps(m).encode() if item == "manifest.json" else src.read(item))
+    return out.getvalue()
+
+
+def rename_node(m, old, new):
+    for d in m["graph"]["nodes"]:
+        if d["name"] == old:
+            d["name"] = new
+    for section in ("weights", "params"):
+        if old in m[section]:
+            m[section][new] = m[section].pop(old)
+
+
+def first_param(m, type_name):
+    return next(v for v in m["params"].values() if v["type"] == type_name)
+
+
+CRAFTED = {
+    "node name closes a C string": lambda m: rename_node(m, "conv2d", INJECT),
+    "node name with a newline and #include": lambda m: rename_node(m, "conv2d", 'x\n#include "/etc/hostname"\n'),
+    "method closes a comment": lambda m: m.__setitem__("method", "uniform */ int evil; /*"),
+    "act_max spliced as text": lambda m: first_param(m, "IntLayer").__setitem__("act_max", "127 }; int evil; //"),
+    "G spliced as text": lambda m: first_param(m, "IntLayer").__setitem__("G", "0 */ int evil; /*"),
+    "zero point infinite": lambda m: next(iter(m["act"].values())).__setitem__("zero_point", float("inf")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_crafted_model_files_are_refused_and_run_nothing(model, tmp_path, case):
+    (tmp_path / "evil.nq").write_bytes(edit_manifest(model, CRAFTED[case]))
+    r = cli("verify", "--board", "host", "evil.nq", "-n", "4", cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.startswith("nupes-edge: error:")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_lut_cut_short_is_refused_before_any_c_is_written(model, tmp_path):
+    qm = artifact.loads(artifact.dumps(model))
+    qm.params["conv2d"].lut = qm.params["conv2d"].lut[:1]
+    with pytest.raises(NupesError, match="lut has 1 entries"):
+        codegen.generate(qm, str(tmp_path / "src"))
+    assert not (tmp_path / "src").exists()
+
+
+def test_text_fields_reach_c_only_escaped(model):
+    qm = artifact.loads(artifact.dumps(model))
+    qm.meta["name"] = 'evil */ #include "/etc/passwd" /* ??/'
+    _, files = codegen.render(qm, name="digits")
+    header = files["nupes_model_digits.h"]
+    assert "#include \"/etc/passwd\"" not in header and "??/" not in header
+    assert header.count("*/") == header.count("/*")
+
+
+def strip_comments_and_strings(src: str) -> str:
+    """The C token stream with every comment replaced by a space and every string literal by ""."""
+    out, i, n = [], 0, len(src)
+    while i < n:
+        if src.startswith("/*", i):
+            j = src.find("*/", i + 2)
+            assert j >= 0, "unterminated comment"
+            out.append(" ")
+            i = j + 2
+        elif src[i] == '"':
+            j = i + 1
+            while src[j] != '"':
+                assert src[j] != "\n", "newline inside a string literal"
+                j += 2 if src[j] == "\\" else 1
+            out.append('""')
+            i = j + 1
+        else:
+            out.append(src[i])
+            i += 1
+    return "".join(out)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(min_size=1, max_size=120))
+def test_random_unicode_names_never_change_the_token_structure(model, name):
+    """Node and model names from the file only ever appear inside comments and string literals."""
+    qm = artifact.loads(artifact.dumps(model))
+    baseline = {k: strip_comments_and_strings(v) for k, v in codegen.render(qm, name="m")[1].items()}
+    node = qm.graph.nodes[0]
+    node.name = name  # codegen itself must hold even for names the loader would refuse
+    qm.params[name] = qm.params.pop("conv2d")
+    qm.meta["name"] = name
+    qm.method = name
+    _, files = codegen.render(qm, name="m")
+    assert {k: strip_comments_and_strings(v) for k, v in files.items()} == baseline
+
+
+@pytest.mark.parametrize("name", ["nupes_kernels", "nupes_dot", "board_config", "app_model"])
+def test_no_model_name_shadows_a_runtime_or_board_file(model, name):
+    _, files = codegen.render(model, name=name)
+    runtime = {"nupes_kernels.h", "nupes_dot.h", "nupes_dsp.h", "nupes_fixedpoint.h", "nupes_window.h",
+               "board_config.h", "app_model.h", "nupes_board.h"}
+    assert not runtime & set(files)
+    assert all(f.startswith("nupes_model_") for f in files)
+
+
+def test_generated_numbers_are_checked(model):
+    qm = artifact.loads(artifact.dumps(model))
+    qm.params["conv2d"].shift = np.full_like(qm.params["conv2d"].shift, 40)
+    with pytest.raises(NupesError, match="shift"):
+        codegen.render(qm)
+    qm = artifact.loads(artifact.dumps(model))
+    qm.params["conv2d"].bias = qm.params["conv2d"].bias.astype("U12")
+    with pytest.raises(NupesError, match="bias: expected an integer array"):
+        codegen.render(qm)
