@@ -154,12 +154,12 @@ def _check_layer(node, p: IntLayer) -> None:
         raise NupesError(f"{what}: packed codes of shape {np.asarray(p.packed).shape} do not fit a {list(w_shape)} "
                          f"weight at {bits} bits")
     rows = np.asarray(p.bias).shape
-    for arr, lo, hi, field in ((p.bias, *INT32, "bias"), (p.mult, 0, INT32[1], "mult"), (p.shift, -31, 30, "shift")):
-        c_ints(arr, lo, hi, f"{what}: {field}")
+    for arr, lo, hi, label in ((p.bias, *INT32, "bias"), (p.mult, 0, INT32[1], "mult"), (p.shift, -31, 30, "shift")):
+        c_ints(arr, lo, hi, f"{what}: {label}")
         if np.asarray(arr).shape != rows or rows != (int(np.asarray(p.packed).shape[0]),):
-            raise NupesError(f"{what}: {field} has shape {np.asarray(arr).shape}, expected one per output channel")
-    for v, field in ((p.in_zp, "in_zp"), (p.out_zp, "out_zp"), (p.act_min, "act_min"), (p.act_max, "act_max")):
-        c_int(v, -128, 127, f"{what}: {field}")
+            raise NupesError(f"{what}: {label} has shape {np.asarray(arr).shape}, expected one per output channel")
+    for v, label in ((p.in_zp, "in_zp"), (p.out_zp, "out_zp"), (p.act_min, "act_min"), (p.act_max, "act_max")):
+        c_int(v, -128, 127, f"{what}: {label}")
     c_int(p.G, 0, 16, f"{what}: G")
     if not (isinstance(p.a, (int, float, np.floating)) and 0 < float(p.a) < 100):
         raise NupesError(f"{what}: exponent a = {str(p.a)[:40]!r} is not a number in (0, 100)")
