@@ -124,6 +124,31 @@ def _geom(node, values) -> str:
     return "{" + ", ".join(str(c_int(v, *DIM, f"layer '{node.name}': geometry")) for v in values) + "}"
 
 
+C1_MAX_TAPS = 32  # NUPES_C1_MAX_TAPS in runtime_c/nupes_kernels.h
+C1_MAX_SCRATCH = 2048  # int16 entries the single-input-channel kernel may ask for
+
+
+def conv_kernel(depthwise: bool, c_in: int, c_out: int, kh: int, kw: int) -> tuple[str, int]:
+    """Which C kernel a convolution gets, and the int16 scratch entries it needs (decided here,
+    once, from the shapes; the generated schedule calls it directly)."""
+    if depthwise:
+        # depthwise scratch: every channel's levels and an int32 folded bias each (DSP path, multiplier 1)
+        return "nupes_depthwise_conv2d", (kh * kw + 2) * c_out
+    taps2 = (kh * kw + 1) // 2 * 2
+    if c_in == 1 and kh * kw <= C1_MAX_TAPS and c_out * taps2 <= C1_MAX_SCRATCH:
+        # one input channel: a kernel row is only kw long, so the window is built once per position
+        return "nupes_conv2d_c1", c_out * taps2
+    return "nupes_conv2d", 2 * kh * kw * c_in  # two output channels decoded at a time
+
+
+def signed_lut(lut: np.ndarray, bits: int) -> np.ndarray:
+    """The C table: 2^bits int16 levels indexed by the whole sign-magnitude field f, so a kernel
+    decodes a code with one load: t[f] = (f has the sign bit ? -1 : 1) * lut[f & (Qmax)]."""
+    fields = np.arange(1 << bits)
+    mag = np.asarray(lut, np.int32)[fields & ((1 << (bits - 1)) - 1)]
+    return np.where(fields >> (bits - 1), -mag, mag).astype(np.int16)
+
+
 def _params_of(node, p, cls):
     if not isinstance(p, cls):
         raise NupesError(f"layer '{node.name}' [{node.op}]: integer parameters missing or of the wrong kind "
@@ -244,15 +269,15 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             packed = pack_rows(rows, p.bits)
             data = np.concatenate([packed.ravel(), np.zeros(1, np.uint8)])  # guard byte for the 2-byte window
             lname = f"{cname}_layer{i}"  # derived: never a name from the file
-            layers.append(LayerData(lname, node.name, data, packed.shape[1], p.bits, p.lut, p.bias, p.mult, p.shift, p))
+            layers.append(LayerData(lname, node.name, data, packed.shape[1], p.bits, signed_lut(p.lut, p.bits), p.bias,
+                                    p.mult, p.shift, p))
         if node.op == "conv2d":
             c_in, h, w = g.shapes[node.inputs[0]]
             c_out, oh, ow = g.shapes[node.output]
             _, _, kh, kw = node.weight.shape
             geom = _geom(node, (h, w, c_in, oh, ow, c_out, kh, kw, *node.attrs["stride"][:2], *node.attrs["pads"][:2]))
-            depthwise = node.attrs["groups"] != 1
-            kernel = "nupes_depthwise_conv2d" if depthwise else "nupes_conv2d"
-            scratch = max(scratch, kh * kw * (1 if depthwise else 2 * c_in))  # conv decodes two channels at a time
+            kernel, entries = conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw)
+            scratch = max(scratch, entries)
             call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch.h); }}"
         elif node.op == "linear":
             k = node.weight.shape[1]

@@ -19,10 +19,31 @@
 #include <arm_acle.h>
 #define NUPES_USE_DSP 1
 #define nupes_sxtb16(x) ((int32_t)__sxtb16((int8x4_t)(x)))
-/* GCC's arm_acle.h has no __ror; it folds this rotate into "sxtb16 rd, rm, ror #8" */
-#define nupes_sxtb16_ror8(x) ((int32_t)__sxtb16((int8x4_t)((((uint32_t)(x)) >> 8) | (((uint32_t)(x)) << 24))))
+/* GCC's arm_acle.h has no __ror, and GCC 12 does not fold a rotate into SXTB16's operand: one
+ * instruction here instead of two in every inner loop. */
+static inline int32_t nupes_sxtb16_ror8(int32_t x)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
 #define nupes_ssub16(a, b) ((int32_t)__ssub16((int16x2_t)(a), (int16x2_t)(b)))
 #define nupes_smlad(a, b, acc) ((int32_t)__smlad((int16x2_t)(a), (int16x2_t)(b), (acc)))
+/* acc + bottom(a) * bottom(b), acc + top(a) * top(b): one 16x16 product each (depthwise) */
+#define nupes_smlabb(a, b, acc) ((int32_t)__smlabb((int32_t)(a), (int32_t)(b), (acc)))
+#define nupes_smlatt(a, b, acc) ((int32_t)__smlatt((int32_t)(a), (int32_t)(b), (acc)))
+/* Per-byte signed max / min of four int8 lanes: SSUB8 sets GE[i] where a[i] >= b[i], SEL then
+ * takes a[i] where GE[i] is set, else b[i] (GCC tracks the GE flags from __ssub8 to __sel). */
+static inline int32_t nupes_max_s8x4(int32_t a, int32_t b)
+{
+    (void)__ssub8((int8x4_t)a, (int8x4_t)b);
+    return (int32_t)__sel((uint8x4_t)a, (uint8x4_t)b);
+}
+static inline int32_t nupes_min_s8x4(int32_t a, int32_t b)
+{
+    (void)__ssub8((int8x4_t)a, (int8x4_t)b);
+    return (int32_t)__sel((uint8x4_t)b, (uint8x4_t)a);
+}
 #elif defined(NUPES_DSP_EMULATE)
 #define NUPES_USE_DSP 1
 /* Portable definitions with the exact lane semantics of the ARM instructions. */
@@ -51,6 +72,38 @@ static inline int32_t nupes_smlad(int32_t a, int32_t b, int32_t acc)
     /* wraps like the instruction; the no-overflow proof makes wrapping unreachable */
     return (int32_t)((uint32_t)acc + (uint32_t)(nupes_lo16(a) * nupes_lo16(b)) + (uint32_t)(nupes_hi16(a) * nupes_hi16(b)));
 }
+static inline int32_t nupes_smlabb(int32_t a, int32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(nupes_lo16(a) * nupes_lo16(b)));
+}
+static inline int32_t nupes_smlatt(int32_t a, int32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(nupes_hi16(a) * nupes_hi16(b)));
+}
+/* SSUB8's GE flags: bit i set where signed byte i of a >= byte i of b (a[i] - b[i] >= 0). */
+static inline uint32_t nupes_ssub8_ge(int32_t a, int32_t b)
+{
+    uint32_t ge = 0;
+    int32_t i;
+    for (i = 0; i < 4; ++i) {
+        const int32_t ai = (int8_t)(((uint32_t)a >> (8 * i)) & 0xFFu);
+        const int32_t bi = (int8_t)(((uint32_t)b >> (8 * i)) & 0xFFu);
+        ge |= (ai - bi >= 0 ? 1u : 0u) << i;
+    }
+    return ge;
+}
+/* SEL: byte i from a where GE bit i is set, else from b. */
+static inline int32_t nupes_sel_ge(int32_t a, int32_t b, uint32_t ge)
+{
+    uint32_t r = 0;
+    int32_t i;
+    for (i = 0; i < 4; ++i) {
+        r |= (((ge >> i) & 1u) ? (uint32_t)a : (uint32_t)b) & (0xFFu << (8 * i));
+    }
+    return (int32_t)r;
+}
+static inline int32_t nupes_max_s8x4(int32_t a, int32_t b) { return nupes_sel_ge(a, b, nupes_ssub8_ge(a, b)); }
+static inline int32_t nupes_min_s8x4(int32_t a, int32_t b) { return nupes_sel_ge(b, a, nupes_ssub8_ge(a, b)); }
 #else
 #define NUPES_USE_DSP 0
 #endif

@@ -8,7 +8,8 @@
  * Layout: activations are int8 HWC (channels innermost), one sample. Weights are packed b-bit
  * sign-magnitude codes (b = 2..8), one byte-padded row per output channel, each row in the
  * kernel's reduction order: (kh, kw, c_in) for conv, (kh, kw) for depthwise, (k) for dense.
- * A row decodes through the layer's power LUT into int16 levels v = sign(q) * lut[|q|].
+ * A row decodes through the layer's power LUT into int16 levels v = sign(q) * L[|q|]; the table in
+ * flash is indexed by the whole b-bit field, sign bit included, so decoding is one load.
  */
 #ifndef NUPES_KERNELS_H
 #define NUPES_KERNELS_H
@@ -24,7 +25,7 @@ typedef struct {
     const uint8_t *packed; /* out_c rows of row_bytes bytes (plus one guard byte at the end) */
     int32_t row_bytes;
     int32_t bits;          /* 2..8 */
-    const int16_t *lut;    /* Qmax + 1 levels, Qmax = 2^(bits-1) - 1 */
+    const int16_t *lut;    /* 2^bits signed levels: lut[field] = sign(q) * L[|q|] */
     const int32_t *bias;   /* per output channel */
     const int32_t *mult;   /* per output channel, TFLite QuantizeMultiplier mantissa */
     const int32_t *shift;  /* per output channel, TFLite QuantizeMultiplier exponent */
@@ -42,15 +43,27 @@ typedef struct {
  * __SXTB16 unpacks four int8 inputs. `run` = c_in for conv, k for dense, 1 for none.
  */
 void nupes_decode_row(const uint8_t *row, int32_t bits, const int16_t *lut, int32_t k, int32_t run, int16_t *dst);
+/* (lut: the layer's 2^bits signed table, as in nupes_layer_t) */
 
-/* Scratch (int16 levels) the conv / depthwise / dense kernels need: k_h * k_w * c_in or k entries. */
+/* Scratch (int16 levels) the conv / dense kernels need: 2 * k_h * k_w * c_in or k entries
+ * (depthwise: nupes_depthwise_conv2d_get_buffer_size below). */
 int32_t nupes_conv2d_get_buffer_size(const nupes_conv_geom_t *g);
 int32_t nupes_fully_connected_get_buffer_size(int32_t k);
 
 /* Standard convolution, zero padding (in the real domain). in: in_h x in_w x in_c. out: out_h x out_w x out_c. */
 void nupes_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 
-/* Depthwise convolution, output channel o reads input channel o / (out_c / in_c). */
+/* Standard convolution of a single-channel input (in_c == 1) with k_h * k_w <= NUPES_C1_MAX_TAPS:
+ * the same result as nupes_conv2d, the window built once per position for all output channels.
+ * Scratch: nupes_conv2d_c1_get_buffer_size bytes (out_c rows of k_h*k_w levels, padded to even). */
+#define NUPES_C1_MAX_TAPS 32
+int32_t nupes_conv2d_c1_get_buffer_size(const nupes_conv_geom_t *g);
+void nupes_conv2d_c1(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
+
+/* Depthwise convolution, output channel o reads input channel o / (out_c / in_c). Scratch: on the
+ * DSP path with out_c == in_c, (k_h * k_w + 2) * out_c int16 entries, 4-byte aligned (all channels'
+ * levels and an int32 folded bias per channel); else k_h * k_w. The size in bytes: */
+int32_t nupes_depthwise_conv2d_get_buffer_size(const nupes_conv_geom_t *g);
 void nupes_depthwise_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 
 /* Dense: out[o] = requant(bias[o] + sum_k v[o][k] * (in[k] - in_zp)). */
