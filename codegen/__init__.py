@@ -18,7 +18,8 @@ from ..errors import NupesError
 from ..fileio import atomic_write_bytes
 from ..qmodel import QuantModel
 from .. import runtime_c
-from .cvalues import c_comment, c_float, c_identifier, c_int, c_string
+from ..intref.fixedpoint import multiply_by_quantized_multiplier
+from .cvalues import c_comment, c_float, c_identifier, c_int, c_ints, c_string
 from .plan import Plan, plan
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -53,6 +54,25 @@ def file_stem(cname: str) -> str:
     return f"nupes_model_{cname}"
 
 
+def _add_data(cname: str, a) -> dict:
+    """An add layer's C data: its parameters and the two 256-entry tables the kernel reads,
+    t[x + 128] = requant((x - zp) * 2^left_shift, mult, shift) for x = -128..127: each input's
+    rescaling, computed with the reference's own arithmetic (``add`` in intref/reference.py)."""
+    what, int32 = f"add '{cname}'", (-(1 << 31), (1 << 31) - 1)
+    x = np.arange(-128, 128, dtype=np.int64)
+    t1, t2 = (c_ints(multiply_by_quantized_multiplier((x - int(zp)) * (1 << int(a.left_shift)), int(m), int(sh)),
+                     *int32, f"{what}: input {i} rescaling table")
+              for i, zp, m, sh in ((1, a.in1_zp, a.in1_mult, a.in1_shift), (2, a.in2_zp, a.in2_mult, a.in2_shift)))
+    # the kernel requantizes sums s = t1[i] + t2[j]: it needs 2 * s * 2^max(out_shift, 0) in int32
+    scale = 2 << max(int(a.out_shift), 0)
+    for s in (int(t1.min()) + int(t2.min()), int(t1.max()) + int(t2.max())):
+        c_int(s * scale, *int32, f"{what}: table sum {s} times {scale}")
+    fields = ("in1_zp", "in2_zp", "in1_mult", "in1_shift", "in2_mult", "in2_shift", "out_mult", "out_shift",
+              "left_shift", "out_zp", "act_min", "act_max")
+    return {"cname": cname, "init": ", ".join(str(c_int(getattr(a, f), *int32, f"{what}: {f}")) for f in fields),
+            "t1": _lines(t1, 8), "t2": _lines(t2, 8)}
+
+
 def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tuple[Plan, dict[str, str]]:
     """The generated sources as {relative path: text}. Text from the model file reaches them only
     escaped, in comments and string literals; numbers only checked (codegen/cvalues.py)."""
@@ -83,14 +103,14 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tup
     data_layers = [{
         "cname": L.cname, "node": c_comment(L.node_name), "bits": L.bits, "a": f"{float(L.p.a):.6g}", "G": int(L.p.G),
         "rows": L.bias.size, "row_bytes": L.row_bytes, "packed_len": L.packed.size,
-        "packed": _lines(L.packed, 16, lambda v: f"0x{v:02x}"), "lut_len": L.lut.size,
-        "lut": ", ".join(str(v) for v in L.lut.tolist()), "bias": _lines(L.bias, 8), "mult": _lines(L.mult, 6),
+        "packed": _lines(L.packed, 16, lambda v: f"0x{v:02x}"), "lut_len": 0 if L.lut is None else L.lut.size,
+        "lut": None if L.lut is None else ", ".join(str(v) for v in L.lut.tolist()), "bias": _lines(L.bias, 8), "mult": _lines(L.mult, 6),
         "shift": _lines(L.shift, 16), "in_zp": int(L.p.in_zp), "out_zp": int(L.p.out_zp),
-        "act_min": int(L.p.act_min), "act_max": int(L.p.act_max),
+        "act_min": int(L.p.act_min), "act_max": int(L.p.act_max), "lshift": int(L.lshift),
+        "pairs": None if L.pairs is None else _lines(L.pairs, 8, lambda v: f"0x{v:08x}u"),
+        "pairs_len": 0 if L.pairs is None else L.pairs.size,
     } for L in p.layers]
-    data_adds = [{"cname": k, "init": ", ".join(str(int(getattr(a, f))) for f in (
-        "in1_zp", "in2_zp", "in1_mult", "in1_shift", "in2_mult", "in2_shift", "out_mult", "out_shift",
-        "left_shift", "out_zp", "act_min", "act_max"))} for k, a in p.adds.items()]
+    data_adds = [_add_data(k, a) for k, a in p.adds.items()]
     files = {
         f"{ctx['stem']}.h": _env.get_template("model.h.j2").render(ctx),
         f"{ctx['stem']}.c": _env.get_template("model.c.j2").render(ctx),

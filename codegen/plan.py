@@ -38,11 +38,13 @@ class LayerData:
     packed: np.ndarray  # uint8, rows + one guard byte
     row_bytes: int
     bits: int
-    lut: np.ndarray
+    lut: np.ndarray | None  # the signed table, None where it is omitted (identity / unused)
     bias: np.ndarray
     mult: np.ndarray
     shift: np.ndarray
     p: IntLayer
+    pairs: np.ndarray | None = None  # uint32 (lo, hi) level pairs for nupes_fully_connected_pairs
+    lshift: int = 0  # G of a layer whose levels are q << G (nupes_fully_connected_s8)
 
 
 @dataclass
@@ -124,21 +126,69 @@ def _geom(node, values) -> str:
     return "{" + ", ".join(str(c_int(v, *DIM, f"layer '{node.name}': geometry")) for v in values) + "}"
 
 
-C1_MAX_TAPS = 32  # NUPES_C1_MAX_TAPS in runtime_c/nupes_kernels.h
-C1_MAX_SCRATCH = 2048  # int16 entries the single-input-channel kernel may ask for
+CONV_MAX_TAPS = 64  # NUPES_CONV_MAX_TAPS in runtime_c/nupes_conv2d.c
+WINDOW_MAX = 64  # NUPES_WINDOW_MAX in runtime_c/nupes_kernels.h: k_h * k_w * c_in of nupes_conv2d_window
+WINDOW_CHUNK = 16  # NUPES_WINDOW_CHUNK: output channels it decodes at a time
+WINDOW_MAX_CIN = 4  # beyond this the general kernel's runs are long enough
+RQ_ENTRIES = 10  # sizeof(nupes_rq_t) in int16 entries (five int32)
 
 
-def conv_kernel(depthwise: bool, c_in: int, c_out: int, kh: int, kw: int) -> tuple[str, int]:
+def conv_kernel(depthwise: bool, c_in: int, c_out: int, kh: int, kw: int, stride=(1, 1), pads=(0, 0, 0, 0)) -> tuple[str, int]:
     """Which C kernel a convolution gets, and the int16 scratch entries it needs (decided here,
     once, from the shapes; the generated schedule calls it directly)."""
     if depthwise:
-        # depthwise scratch: every channel's levels and an int32 folded bias each (DSP path, multiplier 1)
-        return "nupes_depthwise_conv2d", (kh * kw + 2) * c_out
-    taps2 = (kh * kw + 1) // 2 * 2
-    if c_in == 1 and kh * kw <= C1_MAX_TAPS and c_out * taps2 <= C1_MAX_SCRATCH:
-        # one input channel: a kernel row is only kw long, so the window is built once per position
-        return "nupes_conv2d_c1", c_out * taps2
-    return "nupes_conv2d", 2 * kh * kw * c_in  # two output channels decoded at a time
+        return "nupes_depthwise_conv2d", kh * kw  # depthwise scratch: one decoded channel
+    taps2 = (kh * kw * c_in + 1) // 2 * 2
+    if kh == kw == 1 and tuple(stride) == (1, 1) and not any(pads) and c_in % 4 == 0:
+        return "nupes_conv2d_1x1", 2 * c_in  # a matrix product over pixels: no window, no border
+    if c_in <= WINDOW_MAX_CIN and kh * kw * c_in <= WINDOW_MAX:
+        # few input channels: a kernel row is only kw * c_in long, so each position's window is built
+        # once for all output channels instead
+        return "nupes_conv2d_window", min(c_out, WINDOW_CHUNK) * (taps2 + RQ_ENTRIES)
+    # two output channels decoded at a time; the fast kernel needs whole DSP groups per tap
+    kernel = "nupes_conv2d" if c_in % 4 == 0 and kh * kw <= CONV_MAX_TAPS else "nupes_conv2d_ref"
+    return kernel, 2 * kh * kw * c_in
+
+
+def _shift_lut(p: IntLayer) -> bool:
+    """Levels are the codes shifted: L[q] = q << G (uniform a = 1 at 8 bits, every 2-bit table)."""
+    q = np.arange(len(p.lut), dtype=np.int64)
+    return bool(np.array_equal(np.asarray(p.lut, np.int64), q << int(p.G)))
+
+
+def _folded_bias(p: IntLayer, levels: np.ndarray) -> np.ndarray:
+    """bias - in_zp * sum(levels) per row: the DSP dense kernels sum w * x and add this, exactly
+    sum w * (x - zp) + bias. |bias| + 128 * sum|w| <= acc_bound < 2^31 (max|x - zp| >= 128)."""
+    b = np.asarray(p.bias, np.int64) - int(p.in_zp) * levels.astype(np.int64).sum(axis=1)
+    return c_ints(b, *INT32, "folded bias").astype(np.int32)
+
+
+def fc_kernel(p: IntLayer, rows: np.ndarray) -> tuple[str, dict]:
+    """Which dense kernel a layer gets and the flash arrays it reads (decided here, from the bits
+    and the table). rows: (out, k) int8 codes in the device's column order."""
+    levels = np.sign(rows) * np.asarray(p.lut, np.int64)[np.abs(rows.astype(np.int64))]
+    if p.bits == 8 and _shift_lut(p):
+        # int8 two's-complement codes (the same bytes as 8-bit packed codes), unpacked by SXTB16 like inputs
+        data = np.concatenate([rows.astype(np.int8).view(np.uint8).ravel(), np.zeros(1, np.uint8)])
+        return "nupes_fully_connected_s8", {"packed": data, "row_bytes": rows.shape[1], "lshift": int(p.G),
+                                            "bias": _folded_bias(p, levels), "lut": None}
+    if p.bits in (2, 4):
+        # codes of each group of four stored as (c0, c2, c1, c3): one 2b-bit field is a pair of levels in
+        # SXTB16's lane order, looked up in a table of 2^(2b) packed pairs (4-bit: 1 KB, 2-bit: 64 B)
+        k4 = -(-rows.shape[1] // 4) * 4
+        padded = np.zeros((rows.shape[0], k4), rows.dtype)
+        padded[:, :rows.shape[1]] = rows
+        perm = padded.reshape(rows.shape[0], -1, 4)[:, :, [0, 2, 1, 3]].reshape(rows.shape[0], k4)
+        packed = pack_rows(perm, p.bits)
+        slut = signed_lut(p.lut, p.bits).astype(np.int64) & 0xFFFF
+        idx = np.arange(1 << (2 * p.bits))
+        pairs = (slut[idx & ((1 << p.bits) - 1)] | (slut[idx >> p.bits] << 16)).astype(np.uint32)
+        return "nupes_fully_connected_pairs", {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]),
+                                               "row_bytes": packed.shape[1], "pairs": pairs,
+                                               "bias": _folded_bias(p, levels)}
+    packed = pack_rows(rows, p.bits)
+    return "nupes_fully_connected", {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]),
+                                     "row_bytes": packed.shape[1], "bias": np.asarray(p.bias)}
 
 
 def signed_lut(lut: np.ndarray, bits: int) -> np.ndarray:
@@ -266,24 +316,36 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         out = ptr(node.output)
         if node.op in ("conv2d", "linear"):
             rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))
-            packed = pack_rows(rows, p.bits)
-            data = np.concatenate([packed.ravel(), np.zeros(1, np.uint8)])  # guard byte for the 2-byte window
             lname = f"{cname}_layer{i}"  # derived: never a name from the file
-            layers.append(LayerData(lname, node.name, data, packed.shape[1], p.bits, signed_lut(p.lut, p.bits), p.bias,
-                                    p.mult, p.shift, p))
+            if node.op == "linear":
+                kernel, fc = fc_kernel(p, rows)
+            elif p.bits == 8 and _shift_lut(p) and int(p.G) == 0:
+                # identity table (uniform 8-bit): the codes are stored as int8 levels and the table is
+                # omitted (lut = NULL in C; nupes_decode_row sign-extends bytes), 512 bytes less per layer
+                fc = {"packed": np.concatenate([rows.astype(np.int8).view(np.uint8).ravel(), np.zeros(1, np.uint8)]),
+                      "row_bytes": rows.shape[1], "bias": np.asarray(p.bias), "lut": None}
+            else:
+                packed = pack_rows(rows, p.bits)  # + a guard byte: the decoder may touch the byte after a row
+                fc = {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]), "row_bytes": packed.shape[1],
+                      "bias": np.asarray(p.bias)}
+            lut = fc["lut"] if "lut" in fc else signed_lut(p.lut, p.bits)
+            layers.append(LayerData(lname, node.name, fc["packed"], fc["row_bytes"], p.bits, lut,
+                                    fc["bias"], p.mult, p.shift, p, fc.get("pairs"), fc.get("lshift", 0)))
         if node.op == "conv2d":
             c_in, h, w = g.shapes[node.inputs[0]]
             c_out, oh, ow = g.shapes[node.output]
             _, _, kh, kw = node.weight.shape
             geom = _geom(node, (h, w, c_in, oh, ow, c_out, kh, kw, *node.attrs["stride"][:2], *node.attrs["pads"][:2]))
-            kernel, entries = conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw)
+            kernel, entries = conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw, node.attrs["stride"][:2],
+                                          node.attrs["pads"])
             scratch = max(scratch, entries)
             call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch.h); }}"
         elif node.op == "linear":
             k = node.weight.shape[1]
-            scratch = max(scratch, k)
-            kernel = "nupes_fully_connected"
-            call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}, scratch.h);"
+            if kernel == "nupes_fully_connected":
+                scratch = max(scratch, k)  # one decoded row (the others decode as they multiply)
+            scratch_arg = ", scratch.h" if kernel == "nupes_fully_connected" else ""
+            call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}{scratch_arg});"
         elif node.op == "add":
             adds[f"{cname}_layer{i}"] = p
             kernel = "nupes_add"
@@ -315,8 +377,13 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         "params": params,
         "macs": macs(g),
         "flash_weights_bytes": int(sum(L.packed.size for L in layers)),
-        "flash_weights_bound_bytes": int(packed_bound + sum(L.p.bias.size + 1 for L in layers)),
-        "flash_tables_bytes": int(sum(L.lut.size * 2 for L in layers)),
+        # per row: byte padding, and for the pairs kernel the codes padding the row to a group of four
+        "flash_weights_bound_bytes": int(packed_bound + sum(
+            L.p.bias.size * (1 if L.pairs is None else 2 + 3 * L.bits // 8) + 1 for L in layers)),
+        # power LUTs, dense pair tables, and each add's two 256-entry int32 rescaling tables
+        "flash_tables_bytes": int(sum((0 if L.lut is None else L.lut.size * 2) + (0 if L.pairs is None else L.pairs.size * 4)
+                                      for L in layers)
+                                  + 2 * 256 * 4 * len(adds)),
         "flash_meta_bytes": int(sum(L.bias.size * 12 for L in layers)),
         "arena_bytes": int(arena_bytes),
         "arena_naive_bytes": int(arena_naive),

@@ -1,13 +1,61 @@
+#include "nupes_dsp.h"
 #include "nupes_fixedpoint.h"
 #include "nupes_kernels.h"
 
+#if NUPES_USE_DSP
+/*
+ * requant(s, mult, -right) + zp, saturated to int8, for 1 <= right <= 30 and |2 s| < 2^31:
+ *   y = SMMULR(2 s, mult) = floor((2 s mult + 2^31) / 2^32) = floor((s mult + 2^30) / 2^31)
+ *     = SRDHM(s, mult) (mult >= 0, see nupes_fixedpoint.h), and |y| <= 2^30;
+ *   RoundingDivideByPOT(y, right) = (y + (y < 0 ? -1 : 0) + 2^(right-1)) >> right (halves away
+ *     from zero; the sum stays within int32).
+ * LSL, SMMULR, ADD (y asr #31), ADD, ASR, ADD zp, SSAT: 7 instructions, where nupes_requantize
+ * and the clamp take ~20.
+ */
+static inline int32_t nupes_add_out(int32_t s, int32_t mult, int32_t right, int32_t half, int32_t zp)
+{
+    const int32_t y = nupes_smmulr(2 * s, mult);
+    return nupes_ssat8(((y + (y >> 31) + half) >> right) + zp);
+}
+#endif
+
+/*
+ * out = clamp(requant(t1[in1] + t2[in2], out_mult, out_shift) + out_zp): t1, t2 (in flash, 256
+ * entries each, indexed x + 128) hold each input's rescaling to the common grid,
+ * requant((x - zp) * 2^left_shift, mult, shift), computed by the code generator with the
+ * reference's own arithmetic. The code generator also checks that every sum s of two entries has
+ * |2 s 2^max(out_shift, 0)| < 2^31.
+ */
 void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p)
 {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        const int32_t a = nupes_requantize(((int32_t)in1[i] - p->in1_zp) * (1 << p->left_shift), p->in1_mult, p->in1_shift);
-        const int32_t b = nupes_requantize(((int32_t)in2[i] - p->in2_zp) * (1 << p->left_shift), p->in2_mult, p->in2_shift);
-        const int32_t sum = nupes_requantize(a + b, p->out_mult, p->out_shift) + p->out_zp;
-        out[i] = nupes_clamp_s8(sum, p->act_min, p->act_max);
+    /* locals: the int8 stores may alias *p, which would force a reload of every field per element */
+    const int32_t *const t1 = p->in1_table + 128, *const t2 = p->in2_table + 128;
+    const int32_t out_mult = p->out_mult, out_shift = p->out_shift, out_zp = p->out_zp;
+    const int32_t act_min = p->act_min, act_max = p->act_max;
+    int32_t i = 0;
+#if NUPES_USE_DSP
+    if (out_shift <= -1 && out_shift >= -30) {
+        const int32_t right = -out_shift, half = 1 << (right - 1);
+        /* Four elements per step. Per element: 2 LDRSB, 2 LDR (table), ADD, the 7 of nupes_add_out,
+         * STRB, and a quarter of the loop's pointer steps and test: ~14 instructions. */
+        for (; i + 4 <= n; i += 4) {
+            out[i] = (int8_t)nupes_add_out(t1[in1[i]] + t2[in2[i]], out_mult, right, half, out_zp);
+            out[i + 1] = (int8_t)nupes_add_out(t1[in1[i + 1]] + t2[in2[i + 1]], out_mult, right, half, out_zp);
+            out[i + 2] = (int8_t)nupes_add_out(t1[in1[i + 2]] + t2[in2[i + 2]], out_mult, right, half, out_zp);
+            out[i + 3] = (int8_t)nupes_add_out(t1[in1[i + 3]] + t2[in2[i + 3]], out_mult, right, half, out_zp);
+        }
+        if (act_min > -128 || act_max < 127) { /* a fused ReLU / ReLU6 narrower than int8 */
+            int32_t j;
+            for (j = 0; j < i; ++j) {
+                out[j] = nupes_clamp_s8(out[j], act_min, act_max);
+            }
+        }
+    }
+#endif
+    /* The portable path, and the DSP path's last n % 4 elements (or all, for an out_shift outside
+     * [-30, -1]): 2 LDRSB, 2 LDR, ADD, nupes_requantize (~20), clamp and STRB per element. */
+    for (; i < n; ++i) {
+        const int32_t sum = nupes_requantize(t1[in1[i]] + t2[in2[i]], out_mult, out_shift) + out_zp;
+        out[i] = nupes_clamp_s8(sum, act_min, act_max);
     }
 }

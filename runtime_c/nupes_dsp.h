@@ -2,13 +2,23 @@
  * nupes_dsp.h - selects the kernels' inner-loop path at compile time.
  *
  * NUPES_USE_DSP is 1 when the Cortex-M DSP extension is available (__ARM_FEATURE_DSP, e.g.
- * -mcpu=cortex-m4/m7/m33) and then the dot products use ACLE __SXTB16 / __SMLAD from
- * <arm_acle.h>. Define NUPES_DSP_EMULATE on a host to run that same DSP path with portable C
- * versions of the four intrinsics (this is how the host tests check the DSP path bit for bit).
+ * -mcpu=cortex-m4/m7/m33) and then the kernels use the ACLE SIMD intrinsics from <arm_acle.h>
+ * (SXTB16, SSUB16, SMLAD, SMLABB/SMLATT, SSUB8 + SEL, SSAT) plus two one-line inline-asm forms
+ * GCC lacks (SXTB16 with ROR #8, SMMULR). Define NUPES_DSP_EMULATE on a host to run that same DSP
+ * path with portable C versions of exactly the same lane semantics (this is how the host tests
+ * check the DSP path bit for bit).
  * Define NUPES_NO_DSP to force the portable path.
  */
 #ifndef NUPES_DSP_H
 #define NUPES_DSP_H
+
+/* Keeps a cold or register-hungry helper out of its caller (GCC and Clang; elsewhere a no-op):
+ * inlined, it made the caller spill its accumulators, or grew flash for no speed. */
+#if defined(__GNUC__)
+#define NUPES_NOINLINE __attribute__((noinline))
+#else
+#define NUPES_NOINLINE
+#endif
 
 #include <stdint.h>
 #include <string.h>
@@ -44,6 +54,15 @@ static inline int32_t nupes_min_s8x4(int32_t a, int32_t b)
     (void)__ssub8((int8x4_t)a, (int8x4_t)b);
     return (int32_t)__sel((uint8x4_t)b, (uint8x4_t)a);
 }
+/* round(a * b / 2^32), ties up: (a * b + 2^31) >> 32 (GCC's arm_acle.h has no SMMULR) */
+static inline int32_t nupes_smmulr(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+/* x saturated to [-128, 127] */
+#define nupes_ssat8(x) ((int32_t)__ssat((int32_t)(x), 8))
 #elif defined(NUPES_DSP_EMULATE)
 #define NUPES_USE_DSP 1
 /* Portable definitions with the exact lane semantics of the ARM instructions. */
@@ -104,6 +123,11 @@ static inline int32_t nupes_sel_ge(int32_t a, int32_t b, uint32_t ge)
 }
 static inline int32_t nupes_max_s8x4(int32_t a, int32_t b) { return nupes_sel_ge(a, b, nupes_ssub8_ge(a, b)); }
 static inline int32_t nupes_min_s8x4(int32_t a, int32_t b) { return nupes_sel_ge(b, a, nupes_ssub8_ge(a, b)); }
+static inline int32_t nupes_smmulr(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 31)) >> 32); /* arithmetic shift: floor */
+}
+static inline int32_t nupes_ssat8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }
 #else
 #define NUPES_USE_DSP 0
 #endif

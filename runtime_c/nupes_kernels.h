@@ -25,11 +25,14 @@ typedef struct {
     const uint8_t *packed; /* out_c rows of row_bytes bytes (plus one guard byte at the end) */
     int32_t row_bytes;
     int32_t bits;          /* 2..8 */
-    const int16_t *lut;    /* 2^bits signed levels: lut[field] = sign(q) * L[|q|] */
+    const int16_t *lut;    /* 2^bits signed levels: lut[field] = sign(q) * L[|q|]; NULL for an 8-bit
+                            * identity table (then `packed` holds int8 levels) and for _s8 dense */
     const int32_t *bias;   /* per output channel */
     const int32_t *mult;   /* per output channel, TFLite QuantizeMultiplier mantissa */
     const int32_t *shift;  /* per output channel, TFLite QuantizeMultiplier exponent */
     int32_t in_zp, out_zp, act_min, act_max;
+    const uint32_t *pairs; /* nupes_fully_connected_pairs only: 2^(2 bits) packed (lo, hi) level pairs */
+    int32_t lshift;        /* nupes_fully_connected_s8 only: levels are codes << lshift */
 } nupes_layer_t;
 
 typedef struct {
@@ -50,33 +53,60 @@ void nupes_decode_row(const uint8_t *row, int32_t bits, const int16_t *lut, int3
 int32_t nupes_conv2d_get_buffer_size(const nupes_conv_geom_t *g);
 int32_t nupes_fully_connected_get_buffer_size(int32_t k);
 
-/* Standard convolution, zero padding (in the real domain). in: in_h x in_w x in_c. out: out_h x out_w x out_c. */
+/* Standard convolution, zero padding (in the real domain). in: in_h x in_w x in_c. out: out_h x out_w x out_c.
+ * nupes_conv2d_ref takes any shape. nupes_conv2d is the fast one: on the DSP path it needs
+ * in_c % 4 == 0 and k_h * k_w <= 64 (the code generator checks; other shapes get _ref). Both:
+ * scratch of nupes_conv2d_get_buffer_size bytes. */
+void nupes_conv2d_ref(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 void nupes_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 
-/* Standard convolution of a single-channel input (in_c == 1) with k_h * k_w <= NUPES_C1_MAX_TAPS:
- * the same result as nupes_conv2d, the window built once per position for all output channels.
- * Scratch: nupes_conv2d_c1_get_buffer_size bytes (out_c rows of k_h*k_w levels, padded to even). */
-#define NUPES_C1_MAX_TAPS 32
-int32_t nupes_conv2d_c1_get_buffer_size(const nupes_conv_geom_t *g);
-void nupes_conv2d_c1(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
+/* 1x1 convolution, stride 1, no padding: a matrix product over HWC pixels; the same result as
+ * nupes_conv2d. Scratch: nupes_conv2d_get_buffer_size (two decoded channels). */
+void nupes_conv2d_1x1(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 
-/* Depthwise convolution, output channel o reads input channel o / (out_c / in_c). Scratch: on the
- * DSP path with out_c == in_c, (k_h * k_w + 2) * out_c int16 entries, 4-byte aligned (all channels'
- * levels and an int32 folded bias per channel); else k_h * k_w. The size in bytes: */
+/* Standard convolution of an input with few channels (a first layer) with k_h * k_w * in_c <=
+ * NUPES_WINDOW_MAX: the same result as nupes_conv2d, each position's window (x - zp) built once for
+ * all output channels. Scratch: nupes_conv2d_window_get_buffer_size bytes (NUPES_WINDOW_CHUNK
+ * channels' levels and requantizations). */
+#define NUPES_WINDOW_MAX 64
+#define NUPES_WINDOW_CHUNK 16 /* output channels decoded at a time */
+int32_t nupes_conv2d_window_get_buffer_size(const nupes_conv_geom_t *g);
+void nupes_conv2d_window(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
+
+/* Depthwise convolution, output channel o reads input channel o / (out_c / in_c). Scratch: k_h * k_w
+ * int16 entries (one decoded channel; on the DSP path with out_c == in_c, four channels' levels and
+ * their requantization constants live on the stack: about 700 bytes deep in all). The size in bytes: */
 int32_t nupes_depthwise_conv2d_get_buffer_size(const nupes_conv_geom_t *g);
 void nupes_depthwise_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 
 /* Dense: out[o] = requant(bias[o] + sum_k v[o][k] * (in[k] - in_zp)). */
 void nupes_fully_connected(const int8_t *in, int8_t *out, int32_t k, int32_t out_n, const nupes_layer_t *w, int16_t *scratch);
 
-/* TFLite int8 ADD, n elements. */
+/* Dense layers whose levels are codes << lshift (uniform 8-bit): `packed` holds int8 two's-complement
+ * codes, rows of k bytes, and `bias` is folded: bias - in_zp * sum(levels). Same result as
+ * nupes_fully_connected. No scratch. */
+void nupes_fully_connected_s8(const int8_t *in, int8_t *out, int32_t k, int32_t out_n, const nupes_layer_t *w);
+
+/* Dense layers with 2- or 4-bit codes: each group of four codes of a row is stored (c0, c2, c1, c3)
+ * (the row padded to a whole group), so one 2b-bit field indexes `pairs`, two levels in SXTB16's
+ * lane order; `bias` is folded as for _s8. Same result as nupes_fully_connected. No scratch. */
+void nupes_fully_connected_pairs(const int8_t *in, int8_t *out, int32_t k, int32_t out_n, const nupes_layer_t *w);
+
+/* TFLite int8 ADD, n elements: out = clamp(requant(in1_table[in1 + 128] + in2_table[in2 + 128],
+ * out_mult, out_shift) + out_zp, act_min, act_max). The two 256-entry tables (in flash) hold each
+ * input's rescaling to the common grid, requant((x - inK_zp) * 2^left_shift, inK_mult, inK_shift)
+ * for x = -128..127; the kernel reads only them and the out_* and act_* fields (the in*_ fields and
+ * left_shift say how the tables were made). Every sum s of two entries has
+ * |2 s 2^max(out_shift, 0)| < 2^31 (checked by the code generator). */
 typedef struct {
     int32_t in1_zp, in2_zp, in1_mult, in1_shift, in2_mult, in2_shift;
     int32_t out_mult, out_shift, left_shift, out_zp, act_min, act_max;
+    const int32_t *in1_table, *in2_table;
 } nupes_add_params_t;
 void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p);
 
-/* Pools (HWC). Output quantization = input quantization. Max: padding never wins.
+/* Pools (HWC). Output quantization = input quantization. Max: padding never wins (taps outside the
+ * image are skipped); in and out must not overlap (the DSP path accumulates in out).
  * Average (no padding): TFLite rounding, sum +- count/2 then truncating division. */
 void nupes_max_pool2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, int32_t act_min, int32_t act_max);
 void nupes_avg_pool2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, int32_t act_min, int32_t act_max);

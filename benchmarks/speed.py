@@ -1,0 +1,136 @@
+"""Emulated instructions per inference on the emulated STM32F405, per layer, beside TFLite Micro +
+CMSIS-NN on the same emulator (benchmarks/data/tflm_cmsis_nn.json, with its source).
+
+    python benchmarks/speed.py [--configs uniform:8,nupes:4,nupes:2] [--models digits,mnist5k,ic,kws]
+                               [--update-readme] [--update-guard]
+
+Each model goes through quantize -> build --board stm32 -> QEMU -> verify (0 mismatches required)
+with per-layer profiling. The MLPerf Tiny models (ic, kws) are read from
+../shared/models/mlperf-tiny/ (their float files) and calibrated on synthetic N(0, 1) inputs: their
+test data is not available offline, and instruction counts do not depend on the data beyond a few
+clamps. Their nupes runs use a short reconstruction (40 iterations) for the same reason.
+Writes benchmarks/results/speed.json; --update-readme rewrites the README's speed table,
+--update-guard the figures tests/test_speed_guard.py holds the kernels to.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from nupes_edge import api, artifact, examples  # noqa: E402
+from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
+from nupes_edge.importers import import_module, import_tflite  # noqa: E402
+from nupes_edge.quant.driver import quantize_graph  # noqa: E402
+from nupes_edge.quant.reconstruct import ReconConfig  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results")
+README = os.path.join(ROOT, "README.md")
+BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+TFLM = json.load(open(os.path.join(HERE, "data", "tflm_cmsis_nn.json")))
+MLPERF_DIR = os.path.join(ROOT, "..", "shared", "models", "mlperf-tiny")
+MLPERF = {"ic": "pretrainedResnet.tflite", "kws": "kws_ref_model_float32.tflite"}
+
+
+def _quantized(model: str, method: str, bits: int):
+    """(quantized model, .npz of inputs for verify or None for the bundled test split)."""
+    if model in MLPERF:
+        path = os.path.join(MLPERF_DIR, MLPERF[model])
+        if not os.path.isfile(path):
+            return None, None
+        g = import_tflite(path)
+        x = np.random.default_rng(0).normal(0, 1, (64,) + tuple(g.input_shape)).astype(np.float32)
+        return quantize_graph(g, x, method, bits, name=model, recon=ReconConfig(iters=40, batch=16)), x[:3]
+    g = import_module(examples.model(model, progress=False), examples.models.example_input(model), model)
+    return quantize_graph(g, examples.load(model, "calib")[0], method, bits, name=model), None
+
+
+def measure(model: str, method: str, bits: int, n: int = 5) -> dict | None:
+    """Build and run one configuration on the emulated STM32; None if the model file is absent."""
+    qm, x = _quantized(model, method, bits)
+    if qm is None:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.nq")
+        artifact.save(qm, path)
+        data = None
+        if x is not None:
+            data = os.path.join(d, "x.npz")
+            np.savez(data, x=x, y=np.zeros(len(x), np.int64))
+        fb, r = api.run_emulated(path, "stm32", os.path.join(d, "out"), data, n if x is None else len(x),
+                                 profile=True, progress=False)
+    if r.mismatches:
+        raise RuntimeError(f"{model} {method} W{bits}: {r.mismatches} mismatches on the board")
+    return {"model": model, "method": method, "wbits": bits, "total": round(r.count_mean),
+            "flash": fb.sizes["flash_used"], "ram": fb.sizes["ram_used"],
+            "arena": fb.sizes["arena_bytes"], "scratch": fb.sizes["scratch_bytes"],
+            "layers": [{"layer": p["layer"], "op": p["op"], "count": p["count"]} for p in r.profile]}
+
+
+def per_layer_text(r: dict) -> str:
+    tl = TFLM["layers"].get(r["model"], {})
+    out = [f"\n{r['model']} {r['method']} W{r['wbits']}: {r['total']:,} emulated instructions",
+           f"  {'layer':<22} {'kernel':<30} {'nupes-edge':>12} {'TFLM':>10} {'ratio':>6}"]
+    for p in r["layers"]:
+        t = tl.get(p["layer"])
+        ratio = f"{p['count'] / t:.2f}" if t else "-"
+        out.append(f"  {p['layer']:<22} {p['op']:<30} {p['count']:>12,} {t if t else '-':>10} {ratio:>6}")
+    return "\n".join(out)
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    md = ("| model | weights | instructions | TFLM + CMSIS-NN | ratio | flash B (TFLM) | arena + scratch B |\n"
+          "|---|---|---:|---:|---:|---:|---:|\n")
+    for r in rows:
+        t = TFLM["models"].get(r["model"], {})
+        ratio = f"{r['total'] / t['total']:.2f}" if t.get("total") else "-"
+        md += (f"| {r['model']} | {r['method']} W{r['wbits']} | {r['total']:,} | {t.get('total', 0):,} | {ratio} | "
+               f"{r['flash']:,} ({t.get('flash', 0):,}) | {r['arena']:,} + {r['scratch']:,} |\n")
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="uniform:8,nupes:4,nupes:2")
+    ap.add_argument("--models", default="digits,mnist5k,ic,kws")
+    ap.add_argument("--update-readme", action="store_true")
+    ap.add_argument("--update-guard", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    for model in args.models.split(","):
+        for cfg in args.configs.split(","):
+            method, bits = cfg.split(":")
+            print(f"[speed] {model} {method} W{bits} ...", file=sys.stderr, flush=True)
+            r = measure(model, method, int(bits))
+            if r is None:
+                print(f"[speed] {model}: {MLPERF[model]} not found in {os.path.abspath(MLPERF_DIR)}: skipped",
+                      file=sys.stderr)
+                break
+            print(per_layer_text(r), flush=True)
+            rows.append(r)
+    md = summary_markdown(rows)
+    print("\n" + md)
+    os.makedirs(RESULTS, exist_ok=True)
+    atomic_write_bytes(os.path.join(RESULTS, "speed.json"), json.dumps(rows, indent=1).encode())
+    if args.update_guard:
+        guard = {f"{r['model']}:{r['method']}:{r['wbits']}": r["total"] for r in rows if r["model"] in examples.NAMES}
+        atomic_write_bytes(os.path.join(RESULTS, "speed_guard.json"), json.dumps(guard, indent=1).encode())
+    if args.update_readme:
+        text = open(README).read()
+        cmd = "Measured with `python benchmarks/speed.py --update-readme` (QEMU netduinoplus2, `-icount shift=0`):\n\n"
+        new = BEGIN + "\n" + cmd + md + END
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: new, text, flags=re.S)
+        atomic_write_bytes(README, text.encode())
+
+
+if __name__ == "__main__":
+    main()

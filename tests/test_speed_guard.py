@@ -1,0 +1,24 @@
+"""Emulated instruction counts are deterministic (QEMU -icount), so a kernel change that makes a
+bundled model slower is caught here: a count may not rise more than 2% over the figure recorded in
+benchmarks/results/speed_guard.json (updated on purpose with `benchmarks/speed.py --update-guard`,
+in the commit of the kernel change that earns it). Correctness is checked too: 0 mismatches."""
+import json
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+GUARD = json.load(open(os.path.join(HERE, "..", "benchmarks", "results", "speed_guard.json")))
+
+
+@pytest.mark.parametrize("key", ["mnist5k:uniform:8", "digits:uniform:8"])
+def test_emulated_count_does_not_rise(key):
+    from speed import measure
+
+    name, method, bits = key.split(":")
+    print(f"\n[speed guard] {key} on the emulated STM32 ...", file=sys.stderr)
+    r = measure(name, method, int(bits), n=3)
+    assert r is not None
+    assert r["total"] <= GUARD[key] * 1.02, f"{key}: {r['total']:,} instructions, recorded {GUARD[key]:,}"
