@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from nupes_edge import examples
@@ -28,9 +29,24 @@ def test_training_is_deterministic():
         assert torch.equal(a[k], b[k]), k
 
 
-def test_reference_models_are_accurate():
-    for name, floor in (("digits", 0.95), ("mnist5k", 0.95)):
-        x, y = examples.load(name, "test")
-        with torch.no_grad():
-            acc = (examples.model(name, progress=False)(torch.from_numpy(x)).argmax(1).numpy() == y).mean()
-        assert acc >= floor, (name, acc)
+def accuracy(net, name):
+    x, y = examples.load(name, "test")
+    with torch.no_grad():
+        return float((net(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+# The shipped weights' test accuracy (README "float" column): exact, the same on every machine.
+SHIPPED = {"digits": 0.9950, "mnist5k": 0.9690}
+# Retraining differs across CPUs (float summation order); on these machines it lands this close.
+MARGIN = {"digits": 0.010, "mnist5k": 0.015}
+
+
+def test_shipped_models_have_the_stated_accuracy():
+    for name, acc in SHIPPED.items():
+        assert accuracy(examples.model(name), name) == pytest.approx(acc, abs=1e-9), name
+
+
+def test_retraining_here_matches_the_shipped_models_within_the_margin():
+    for name in examples.NAMES:
+        retrained = accuracy(train(name, progress=False), name)
+        assert abs(retrained - SHIPPED[name]) <= MARGIN[name], (name, retrained)

@@ -1,17 +1,13 @@
 """The reference CNNs of the bundled examples: BN, a residual add and a depthwise conv each."""
 from __future__ import annotations
 
-import hashlib
-import inspect
 import os
-import sys
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import NupesError
-from ..fileio import atomic_write_bytes, cache_dir
 from .datasets import NAMES, load
 
 
@@ -67,12 +63,6 @@ def build(name: str) -> nn.Module:
     return _ARCH[name]()
 
 
-def _cache_key(name: str) -> str:
-    src = inspect.getsource(sys.modules[__name__]) + inspect.getsource(load)
-    h = hashlib.sha256(f"{name}|{src}|{torch.__version__}".encode()).hexdigest()
-    return h[:16]
-
-
 def train(name: str, progress: bool = True) -> nn.Module:
     """Train the example's CNN deterministically on one thread (seconds)."""
     from ..progress import bar as progress_bar
@@ -102,23 +92,27 @@ def train(name: str, progress: bool = True) -> nn.Module:
     return net.eval()
 
 
-def model(name: str, progress: bool = True) -> nn.Module:
-    """The trained reference CNN of a bundled example (trained once, then loaded from cache)."""
-    net = build(name)
-    path = os.path.join(cache_dir(), f"{name}-{_cache_key(name)}.pt")
-    if os.path.exists(path):
-        try:
-            net.load_state_dict(torch.load(path, weights_only=True))
-            return net.eval()
-        except Exception:
-            pass  # a corrupt cache entry is retrained and rewritten below
-    net = train(name, progress)
-    import io
+WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
-    buf = io.BytesIO()
-    torch.save(net.state_dict(), buf)
-    atomic_write_bytes(path, buf.getvalue())
-    return net
+
+def weights_path(name: str) -> str:
+    return os.path.join(WEIGHTS, f"{name}.npz")
+
+
+def model(name: str, progress: bool = True) -> nn.Module:
+    """The trained reference CNN of a bundled example, from the weights shipped in the package
+    (examples/weights/<name>.npz, written by scripts/train_examples.py with ``train``): training is
+    deterministic on one machine but not across CPUs, so every machine quantizes this same model."""
+    del progress  # kept for callers: loading is instant
+    net = build(name)
+    path = weights_path(name)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            state = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+        net.load_state_dict(state)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise NupesError(f"{path}: the bundled {name} weights cannot be read ({e}); reinstall nupes-edge") from None
+    return net.eval()
 
 
 def example_input(name: str) -> torch.Tensor:
