@@ -57,11 +57,25 @@ def eval_model(path_or_model, data: str) -> EvalReport:
 
 
 def codegen(model_path: str, out_dir: str, name: str | None = None):
-    """Generate the C model library for a model.nq into ``out_dir``; returns codegen.Generated."""
+    """Generate the C model library for a model.nq into ``out_dir``; returns codegen.Generated.
+
+    The folder appears whole or not at all (written beside it, then renamed): an existing one is
+    replaced only if it holds nothing but a previous codegen's files, else refused."""
     from . import codegen as cg
+    from .locking import folder_lock, fresh_folder
 
     qm = artifact.load(model_path)
-    return cg.generate(qm, out_dir, name)
+    if os.path.isdir(out_dir):
+        foreign = [f for f in os.listdir(out_dir) if not (f.startswith("nupes_model_") or f in ("runtime", "nupes_host_runner.c"))]
+        if foreign:
+            raise NupesError(f"{out_dir}: holds other files ({', '.join(sorted(foreign)[:3])}...); codegen replaces "
+                             f"its output folder whole, so give it an empty or new folder")
+    elif os.path.exists(out_dir):
+        raise NupesError(f"{out_dir}: exists and is not a folder")
+    with folder_lock(out_dir, "codegen"), fresh_folder(out_dir) as work:
+        gen = cg.generate(qm, work, name)
+    gen.out_dir = out_dir
+    return gen
 
 
 def build_host(model_path: str, out_dir: str, sanitize: bool = False, dsp: bool = False):

@@ -13,6 +13,7 @@ import jinja2
 from . import boards, codegen
 from .errors import NupesError
 from .fileio import atomic_write_bytes
+from .locking import folder_lock, fresh_folder
 from .qmodel import QuantModel
 
 INSTALL_HINT = ("sudo apt-get install --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi "
@@ -97,6 +98,15 @@ def _section_sizes(elf: str) -> dict[str, int]:
 
 
 def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None = None) -> FirmwareBuild:
+    """Generate, cross-compile and size the firmware in ``out_dir``. One build at a time per folder
+    (a second one waits); the folder is replaced whole on success and left as it was on failure."""
+    with folder_lock(out_dir, "firmware build"), fresh_folder(out_dir) as work:
+        fb = _build_in(qm, board, work, name)
+    final = {p: os.path.join(out_dir, os.path.relpath(p, work)) for p in (fb.elf, fb.bin)}  # after the move
+    return FirmwareBuild(fb.board, final[fb.elf], final[fb.bin], fb.generated, fb.sizes)
+
+
+def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None) -> FirmwareBuild:
     gcc = toolchain("gcc")
     src = os.path.join(out_dir, "src")
     gen = codegen.generate(qm, src, name)
