@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from ..errors import NupesError
+from ..validate import c_int, c_ints  # noqa: F401 - the numeric checks, re-exported for the generator
 
 MAX_IDENT = 48
 _SAFE_TEXT = re.compile(r"[^A-Za-z0-9_.,:;=+\-()\[\] ]")
@@ -38,27 +39,6 @@ def c_string(text) -> str:
         ch = chr(b)
         out.append(ch if 0x20 <= b < 0x7F and ch not in '"\\?' else f"\\{b:03o}")
     return '"' + "".join(out) + '"'
-
-
-def c_int(value, lo: int, hi: int, what: str) -> int:
-    """``value`` as a Python int in [lo, hi], or a NupesError naming ``what``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise NupesError(f"{what}: expected an integer, got {type(value).__name__} {str(value)[:40]!r}")
-    v = int(value)
-    if not lo <= v <= hi:
-        raise NupesError(f"{what}: {v} is outside [{lo}, {hi}]")
-    return v
-
-
-def c_ints(values: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
-    """An integer array whose every element lies in [lo, hi], as int64."""
-    a = np.asarray(values)
-    if a.dtype.kind not in "iu":
-        raise NupesError(f"{what}: expected an integer array, got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    if a.size and (a.min() < lo or a.max() > hi):
-        raise NupesError(f"{what}: values outside [{lo}, {hi}] (min {a.min()}, max {a.max()})")
-    return a
 
 
 def c_float(value, what: str) -> str:

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import NupesError
-from ..intparams import IntAdd, IntClamp, IntLayer
+from ..intparams import IntAdd, IntLayer
 from ..intref.fixedpoint import INT32_MAX
 from ..ir import macs
 from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
+from ..validate import INT32, check_add, check_layer, clamp_bounds
 from .cvalues import c_identifier, c_int, c_ints
 
 ALIGN = 4
@@ -99,9 +100,9 @@ def _validate(qm: QuantModel) -> None:
                 raise _refuse(node, f"padding {node.attrs['pads']} as large as the kernel")
         p = qm.params.get(node.name)
         if node.op in ("conv2d", "linear"):
-            _check_layer(node, p)
+            check_layer(node, p)
         elif node.op == "add":
-            _check_add(node, p)
+            check_add(node, p)
         if isinstance(p, IntLayer):
             left = np.maximum(p.shift.astype(np.int64), 0)
             if np.any(p.acc_bound.astype(np.int64) << left > INT32_MAX):
@@ -117,7 +118,6 @@ def _hwc_size(shape) -> int:
     return int(np.prod(shape))
 
 
-INT32 = (-(1 << 31), (1 << 31) - 1)
 DIM = (0, 1 << 20)  # any tensor dimension, kernel size, stride or padding the generator writes
 
 
@@ -197,59 +197,6 @@ def signed_lut(lut: np.ndarray, bits: int) -> np.ndarray:
     fields = np.arange(1 << bits)
     mag = np.asarray(lut, np.int32)[fields & ((1 << (bits - 1)) - 1)]
     return np.where(fields >> (bits - 1), -mag, mag).astype(np.int16)
-
-
-def _params_of(node, p, cls):
-    if not isinstance(p, cls):
-        raise NupesError(f"layer '{node.name}' [{node.op}]: integer parameters missing or of the wrong kind "
-                         f"({type(p).__name__}, expected {cls.__name__})")
-    return p
-
-
-def _clamp_bounds(node, p) -> tuple[int, int]:
-    p = _params_of(node, p, IntClamp)
-    lo, hi = (c_int(v, -128, 127, f"layer '{node.name}': clamp bound") for v in (p.lo, p.hi))
-    if lo > hi:
-        raise NupesError(f"layer '{node.name}': clamp bounds [{lo}, {hi}] are empty")
-    return lo, hi
-
-
-def _check_layer(node, p: IntLayer) -> None:
-    """The integer parameters of a weight layer, in the types and ranges the C declares."""
-    what = f"layer '{node.name}'"
-    _params_of(node, p, IntLayer)
-    bits = c_int(p.bits, 2, 8, f"{what}: bits")
-    c_ints(p.lut, 0, (1 << 15) - 1, f"{what}: lut")
-    if np.asarray(p.lut).shape != (1 << (bits - 1),):
-        raise NupesError(f"{what}: lut has {np.asarray(p.lut).size} entries, {bits}-bit codes need {1 << (bits - 1)}")
-    c_ints(p.packed, 0, 255, f"{what}: packed codes")
-    w_shape = tuple(node.weight.shape)
-    k = int(np.prod(w_shape[1:]))
-    if tuple(np.asarray(p.weight_shape).tolist()) != w_shape or np.asarray(p.packed).shape != (w_shape[0], (k * bits + 7) // 8):
-        raise NupesError(f"{what}: packed codes of shape {np.asarray(p.packed).shape} do not fit a {list(w_shape)} "
-                         f"weight at {bits} bits")
-    rows = np.asarray(p.bias).shape
-    for arr, lo, hi, label in ((p.bias, *INT32, "bias"), (p.mult, 0, INT32[1], "mult"), (p.shift, -31, 30, "shift")):
-        c_ints(arr, lo, hi, f"{what}: {label}")
-        if np.asarray(arr).shape != rows or rows != (int(np.asarray(p.packed).shape[0]),):
-            raise NupesError(f"{what}: {label} has shape {np.asarray(arr).shape}, expected one per output channel")
-    for v, label in ((p.in_zp, "in_zp"), (p.out_zp, "out_zp"), (p.act_min, "act_min"), (p.act_max, "act_max")):
-        c_int(v, -128, 127, f"{what}: {label}")
-    c_int(p.G, 0, 16, f"{what}: G")
-    if not (isinstance(p.a, (int, float, np.floating)) and 0 < float(p.a) < 100):
-        raise NupesError(f"{what}: exponent a = {str(p.a)[:40]!r} is not a number in (0, 100)")
-
-
-def _check_add(node, p: IntAdd) -> None:
-    what = f"layer '{node.name}'"
-    _params_of(node, p, IntAdd)
-    for f in ("in1_zp", "in2_zp", "out_zp", "act_min", "act_max"):
-        c_int(getattr(p, f), -128, 127, f"{what}: {f}")
-    for f in ("in1_mult", "in2_mult", "out_mult"):
-        c_int(getattr(p, f), 0, INT32[1], f"{what}: {f}")
-    for f in ("in1_shift", "in2_shift", "out_shift"):
-        c_int(getattr(p, f), -31, 30, f"{what}: {f}")
-    c_int(p.left_shift, 0, 30, f"{what}: left_shift")
 
 
 def plan(qm: QuantModel, name: str | None = None) -> Plan:
@@ -351,7 +298,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             kernel = "nupes_add"
             call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &{cname}_layer{i});"
         elif node.op in ("maxpool2d", "avgpool2d"):
-            lo, hi = _clamp_bounds(node, p)
+            lo, hi = clamp_bounds(node, p)
             c, h, w = g.shapes[node.inputs[0]]
             _, oh, ow = g.shapes[node.output]
             kh, kw = node.attrs["kernel"]
@@ -359,12 +306,12 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             kernel = "nupes_max_pool2d" if node.op == "maxpool2d" else "nupes_avg_pool2d"
             call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, {lo}, {hi}); }}"
         elif node.op == "global_avgpool":
-            lo, hi = _clamp_bounds(node, p)
+            lo, hi = clamp_bounds(node, p)
             c, h, w = g.shapes[node.inputs[0]]
             kernel = "nupes_global_avg_pool"
             call = f"{kernel}({ins[0]}, {out}, {h * w}, {c}, {lo}, {hi});"
         elif node.op in ("relu", "relu6"):
-            lo, hi = _clamp_bounds(node, p)
+            lo, hi = clamp_bounds(node, p)
             kernel = "nupes_clamp"
             call = f"{kernel}({ins[0]}, {out}, {_hwc_size(g.shapes[node.output])}, {lo}, {hi});"
         else:  # pragma: no cover - _validate rejects the rest

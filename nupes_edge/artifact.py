@@ -24,6 +24,7 @@ from .intparams import IntAdd, IntClamp, IntLayer
 from .ir import Graph, Node, infer_shapes
 from .qmodel import QuantModel
 from .quant.types import ActQuant, LayerWeights
+from . import validate
 
 FORMAT = "nupes-edge-model"
 # Names in a model file become C comments, strings and (derived) identifiers: only this shape,
@@ -31,6 +32,11 @@ FORMAT = "nupes-edge-model"
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
 VERSION = 1
 _PARAM_TYPES = {"IntLayer": IntLayer, "IntAdd": IntAdd, "IntClamp": IntClamp}
+# Limits checked before anything is read or allocated: a small file must not become a memory bomb.
+MAX_ENTRIES = 4096
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_ARRAY_BYTES = 256 << 20
+MAX_TOTAL_BYTES = 512 << 20
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -135,7 +141,8 @@ def load(path: str) -> QuantModel:
         return loads(data, path)
     except NupesError:
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, json.JSONDecodeError, EOFError, OSError) as e:
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, json.JSONDecodeError, EOFError, OSError,
+            IndexError, AttributeError, OverflowError, RecursionError, np.exceptions.AxisError) as e:
         raise NupesError(f"{path}: corrupt or truncated model file ({type(e).__name__}: {e})") from None
 
 
@@ -183,8 +190,12 @@ def loads(data: bytes, path: str = "<bytes>") -> QuantModel:
     if not data.startswith(b"PK"):
         raise NupesError(f"{path}: not a nupes-edge model file (.nq)")
     with zipfile.ZipFile(io.BytesIO(data)) as z:
+        _check_sizes(z, path)
         manifest_bytes = z.read("manifest.json")
-        m = json.loads(manifest_bytes)
+        try:
+            m = json.loads(manifest_bytes)
+        except RecursionError:
+            raise NupesError(f"{path}: the manifest is nested too deeply") from None
         if not isinstance(m, dict) or m.get("format") != FORMAT:
             raise NupesError(f"{path}: not a nupes-edge model file (format {m.get('format') if isinstance(m, dict) else '?'!r})")
         if m.get("version") != VERSION:
@@ -193,10 +204,12 @@ def loads(data: bytes, path: str = "<bytes>") -> QuantModel:
         digests = m["arrays"]
 
         def array(key: str) -> np.ndarray:
+            if not isinstance(key, str) or key not in digests:
+                raise NupesError(f"{path}: array reference {str(key)[:60]!r} is not in the manifest's checksums")
             raw = z.read(f"arrays/{key}.npy")
             if hashlib.sha256(raw).hexdigest() != digests[key]:
                 raise NupesError(f"{path}: array '{key}' does not match its checksum (corrupt file)")
-            return np.load(io.BytesIO(raw), allow_pickle=False)
+            return _npy_array(raw, f"{path}: array '{key}'")
 
         _check_strings(m, path)
         gj = m["graph"]
@@ -211,5 +224,47 @@ def loads(data: bytes, path: str = "<bytes>") -> QuantModel:
         weights = {k: _from_json(LayerWeights, v, array) for k, v in m["weights"].items()}
         params = {k: _from_json(_PARAM_TYPES[v["type"]], v, array) for k, v in m["params"].items()}
     qm = QuantModel(graph=graph, act=act, weights=weights, params=params, method=m["method"], meta=m["meta"])
+    missing = [t for t in graph.shapes if t not in act]
+    if missing:
+        raise NupesError(f"{path}: tensor '{missing[0]}' has no activation quantization")
+    try:
+        validate.check_model(qm)
+    except NupesError as e:
+        raise NupesError(f"{path}: {e}") from None
     qm.meta["hash"] = model_hash(manifest_bytes)
     return qm
+
+
+def _check_sizes(z: zipfile.ZipFile, path: str) -> None:
+    infos = z.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise NupesError(f"{path}: {len(infos)} entries (at most {MAX_ENTRIES})")
+    total = 0
+    for info in infos:
+        limit = MAX_MANIFEST_BYTES if info.filename == "manifest.json" else MAX_ARRAY_BYTES
+        if info.file_size > limit:
+            raise NupesError(f"{path}: entry '{info.filename[:60]}' unpacks to {info.file_size} bytes (at most {limit})")
+        total += info.file_size
+    if total > MAX_TOTAL_BYTES:
+        raise NupesError(f"{path}: unpacks to {total} bytes (at most {MAX_TOTAL_BYTES})")
+
+
+def _npy_array(raw: bytes, what: str) -> np.ndarray:
+    """An .npy payload whose header is checked before numpy allocates: a plain numeric dtype and a
+    shape whose size is exactly the bytes that follow."""
+    buf = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(buf, max_header_size=10000)
+    except (ValueError, OSError) as e:
+        raise NupesError(f"{what}: not a valid .npy array ({e})") from None
+    if dtype.kind not in "biuf" or dtype.hasobject:
+        raise NupesError(f"{what}: dtype {dtype} is not a plain numeric type")
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n * dtype.itemsize != len(raw) - buf.tell():
+        raise NupesError(f"{what}: its header declares shape {tuple(shape)} ({n * dtype.itemsize} bytes) "
+                         f"but {len(raw) - buf.tell()} bytes follow")
+    return np.load(io.BytesIO(raw), allow_pickle=False)

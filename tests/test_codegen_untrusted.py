@@ -139,3 +139,73 @@ def test_generated_numbers_are_checked(model):
     qm.params["conv2d"].bias = qm.params["conv2d"].bias.astype("U12")
     with pytest.raises(NupesError, match="bias: expected an integer array"):
         codegen.render(qm)
+
+
+def rewrite(qm, edit_manifest_fn=None, arrays=None) -> bytes:
+    """The model file with its manifest and/or some arrays replaced (array digests re-sealed)."""
+    import hashlib
+
+    src = zipfile.ZipFile(io.BytesIO(artifact.dumps(qm)))
+    m = json.loads(src.read("manifest.json"))
+    arrays = arrays or {}
+    for key, raw in arrays.items():
+        m["arrays"][key] = hashlib.sha256(raw).hexdigest()
+    if edit_manifest_fn:
+        edit_manifest_fn(m)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for item in src.namelist():
+            key = item[len("arrays/"):-len(".npy")] if item.startswith("arrays/") else None
+            data = json.dumps(m).encode() if item == "manifest.json" else arrays.get(key, src.read(item))
+            z.writestr(item, data)
+    return out.getvalue()
+
+
+def test_memory_bombs_are_refused_before_allocation(model, tmp_path):
+    import time
+
+    import numpy as np
+
+    bombs = {}
+    big = io.BytesIO()  # a manifest that inflates to 64 MiB from a few KB
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("manifest.json", b" " * (64 << 20))
+    bombs["inflating manifest"] = (big.getvalue(), "unpacks to")
+    deep = io.BytesIO()
+    with zipfile.ZipFile(deep, "w") as z:
+        z.writestr("manifest.json", b'{"format": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    bombs["deep nesting"] = (deep.getvalue(), "nested too deeply")
+    key = "params/conv2d.bias"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<i4", "fortran_order": False, "shape": (1 << 40,)})
+    bombs["npy header declaring 4 TiB"] = (rewrite(model, arrays={key: b"\x93NUMPY" + header.getvalue()[6:] + b"\0" * 64}),
+                                           "declares shape")
+    for name, (data, msg) in bombs.items():
+        p = tmp_path / f"{name.replace(' ', '_')}.nq"
+        p.write_bytes(data)
+        t = time.perf_counter()
+        with pytest.raises(NupesError, match=msg):
+            artifact.load(str(p))
+        assert time.perf_counter() - t < 5, name
+
+
+def test_integer_parameters_are_checked_at_load(model, tmp_path):
+    import numpy as np
+
+    def npy(a):
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        return buf.getvalue()
+
+    p = model.params["conv2d"]
+    cases = {
+        "lut has 1 entries": {"params/conv2d.lut": npy(p.lut[:1])},
+        "acc_bound does not match": {"params/conv2d.acc_bound": npy(p.acc_bound // 2)},
+        "bias: values outside": {"params/conv2d.bias": npy(np.full(p.bias.shape, 2**40, np.int64))},
+        "accumulator can overflow": {"params/conv2d.bias": npy(np.full(p.bias.shape, 2**31 - 1, np.int32))},
+    }
+    for msg, arrays in cases.items():
+        f = tmp_path / "m.nq"
+        f.write_bytes(rewrite(model, arrays=arrays))
+        with pytest.raises(NupesError, match=msg):
+            artifact.load(str(f))

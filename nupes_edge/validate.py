@@ -1,0 +1,109 @@
+"""The integer parameters of a model, checked: types, ranges, shapes, and the accumulator bound
+recomputed. A model file is untrusted input: artifact.load runs these before anything uses the
+model, and the code generator runs them again before it writes a number into C."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import NupesError
+from .intparams import IntAdd, IntClamp, IntLayer
+from .packing import unpack_rows
+
+INT32 = (-(1 << 31), (1 << 31) - 1)
+
+
+def c_int(value, lo: int, hi: int, what: str) -> int:
+    """``value`` as a Python int in [lo, hi], or a NupesError naming ``what``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise NupesError(f"{what}: expected an integer, got {type(value).__name__} {str(value)[:40]!r}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise NupesError(f"{what}: {v} is outside [{lo}, {hi}]")
+    return v
+
+
+def c_ints(values: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
+    """An integer array whose every element lies in [lo, hi], as int64."""
+    a = np.asarray(values)
+    if a.dtype.kind not in "iu":
+        raise NupesError(f"{what}: expected an integer array, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise NupesError(f"{what}: values outside [{lo}, {hi}] (min {a.min()}, max {a.max()})")
+    return a
+
+
+def params_of(node, p, cls):
+    if not isinstance(p, cls):
+        raise NupesError(f"layer '{node.name}' [{node.op}]: integer parameters missing or of the wrong kind "
+                         f"({type(p).__name__}, expected {cls.__name__})")
+    return p
+
+
+def clamp_bounds(node, p) -> tuple[int, int]:
+    p = params_of(node, p, IntClamp)
+    lo, hi = (c_int(v, -128, 127, f"layer '{node.name}': clamp bound") for v in (p.lo, p.hi))
+    if lo > hi:
+        raise NupesError(f"layer '{node.name}': clamp bounds [{lo}, {hi}] are empty")
+    return lo, hi
+
+
+def check_layer(node, p: IntLayer) -> None:
+    """The integer parameters of a weight layer, in the types and ranges the C declares."""
+    what = f"layer '{node.name}'"
+    params_of(node, p, IntLayer)
+    bits = c_int(p.bits, 2, 8, f"{what}: bits")
+    c_ints(p.lut, 0, (1 << 15) - 1, f"{what}: lut")
+    if np.asarray(p.lut).shape != (1 << (bits - 1),):
+        raise NupesError(f"{what}: lut has {np.asarray(p.lut).size} entries, {bits}-bit codes need {1 << (bits - 1)}")
+    c_ints(p.packed, 0, 255, f"{what}: packed codes")
+    w_shape = tuple(node.weight.shape)
+    k = int(np.prod(w_shape[1:]))
+    if tuple(np.asarray(p.weight_shape).tolist()) != w_shape or np.asarray(p.packed).shape != (w_shape[0], (k * bits + 7) // 8):
+        raise NupesError(f"{what}: packed codes of shape {np.asarray(p.packed).shape} do not fit a {list(w_shape)} "
+                         f"weight at {bits} bits")
+    rows = np.asarray(p.bias).shape
+    for arr, lo, hi, label in ((p.bias, *INT32, "bias"), (p.mult, 0, INT32[1], "mult"), (p.shift, -31, 30, "shift")):
+        c_ints(arr, lo, hi, f"{what}: {label}")
+        if np.asarray(arr).shape != rows or rows != (int(np.asarray(p.packed).shape[0]),):
+            raise NupesError(f"{what}: {label} has shape {np.asarray(arr).shape}, expected one per output channel")
+    for v, label in ((p.in_zp, "in_zp"), (p.out_zp, "out_zp"), (p.act_min, "act_min"), (p.act_max, "act_max")):
+        c_int(v, -128, 127, f"{what}: {label}")
+    c_int(p.G, 0, 16, f"{what}: G")
+    # the accumulator bound, recomputed from the codes, table and bias (not trusted from the file)
+    levels = np.abs(np.asarray(p.lut, np.int64)[np.abs(unpack_rows(np.asarray(p.packed), bits, k).astype(np.int64))])
+    x_max = max(128 + int(p.in_zp), 127 - int(p.in_zp))
+    bound = levels.sum(axis=1) * x_max + np.abs(np.asarray(p.bias, np.int64))
+    if bound.max(initial=0) > INT32[1]:
+        raise NupesError(f"{what}: the int32 accumulator can overflow (worst case {int(bound.max())})")
+    stored = np.asarray(p.acc_bound)
+    if stored.shape != bound.shape or stored.dtype.kind not in "iu" or not np.array_equal(stored.astype(np.int64), bound):
+        raise NupesError(f"{what}: acc_bound does not match the codes, table and bias")
+    if not (isinstance(p.a, (int, float, np.floating)) and 0 < float(p.a) < 100):
+        raise NupesError(f"{what}: exponent a = {str(p.a)[:40]!r} is not a number in (0, 100)")
+
+
+def check_add(node, p: IntAdd) -> None:
+    what = f"layer '{node.name}'"
+    params_of(node, p, IntAdd)
+    for f in ("in1_zp", "in2_zp", "out_zp", "act_min", "act_max"):
+        c_int(getattr(p, f), -128, 127, f"{what}: {f}")
+    for f in ("in1_mult", "in2_mult", "out_mult"):
+        c_int(getattr(p, f), 0, INT32[1], f"{what}: {f}")
+    for f in ("in1_shift", "in2_shift", "out_shift"):
+        c_int(getattr(p, f), -31, 30, f"{what}: {f}")
+    c_int(p.left_shift, 0, 30, f"{what}: left_shift")
+
+
+
+
+def check_model(qm) -> None:
+    """Every node's integer parameters, as the integer reference and the C runtime need them."""
+    for node in qm.graph.nodes:
+        p = qm.params.get(node.name)
+        if node.op in ("conv2d", "linear"):
+            check_layer(node, p)
+        elif node.op == "add":
+            check_add(node, p)
+        elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool", "relu", "relu6"):
+            clamp_bounds(node, p)
