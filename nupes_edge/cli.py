@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from . import __version__
 from .errors import NupesError
 from .quant.types import METHODS
 
@@ -221,7 +222,6 @@ def cmd_export(args) -> int:
 def cmd_init(args) -> int:
     from . import project
 
-    os.makedirs(args.folder, exist_ok=True)
     path = project.init(args.folder, args.example, args.method, args.wbits, args.board)
     print(f"wrote {path}\nnext: cd {args.folder} && nupes-edge build --board {args.board}")
     return 0
@@ -242,6 +242,7 @@ def cmd_boards(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nupes-edge", description="NUPES power-exponent quantization for microcontrollers")
     p.add_argument("--debug", action="store_true", help="on an internal error (exit 3), print its traceback")
+    p.add_argument("--version", action="version", version=f"nupes-edge {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     q = sub.add_parser("quantize", help="quantize a model into a model.nq")
@@ -317,11 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("init", help="create a project folder with nupes-edge.toml")
-    i.add_argument("folder")
-    i.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"))
-    i.add_argument("--method", default="nupes", choices=METHODS)
-    i.add_argument("--wbits", type=_wbits, default=4)
-    i.add_argument("--board", default="stm32")
+    i.add_argument("folder", help="the project folder (created if missing)")
+    i.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"), help="bundled model and data (default mnist5k)")
+    i.add_argument("--method", default="nupes", choices=METHODS, help="quantization method (default nupes)")
+    i.add_argument("--wbits", type=_wbits, default=4, help="weight bits, 2..8 (default 4)")
+    i.add_argument("--board", default="stm32", help="target board, see `nupes-edge boards` (default stm32)")
     i.set_defaults(func=cmd_init)
 
     bl = sub.add_parser("boards", help="list the boards")

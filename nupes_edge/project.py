@@ -61,8 +61,17 @@ class Project:
 
 
 def init(folder: str, example: str = "mnist5k", method: str = "nupes", wbits: int = 4, board: str = "stm32") -> str:
+    from . import boards
+
     if example not in examples.NAMES:
         raise NupesError(f"unknown example '{example}' (bundled: {', '.join(examples.NAMES)})")
+    if method not in METHODS:
+        raise NupesError(f"unknown method '{method}' (known: {', '.join(METHODS)})")
+    if not (isinstance(wbits, int) and 2 <= wbits <= 8):
+        raise NupesError(f"weight bits {wbits!r}: expected 2..8")
+    if board != "host":
+        boards.get(board)  # an unknown board is refused now, not after quantizing
+    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, FILE)
     if os.path.exists(path):
         raise NupesError(f"{path} already exists")

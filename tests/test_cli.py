@@ -78,3 +78,14 @@ def test_export_tflite_writes_a_file_litert_loads(tmp_path):
         assert data[4:8] == b"TFL3" and json.loads(r.stdout)["bytes"] == len(data)
     r = cli("export-tflite", str(tmp_path / "missing.nq"), "-o", str(tmp_path / "x.tflite"))
     assert r.returncode == 2 and not (tmp_path / "x.tflite").exists()
+
+
+def test_version_and_init_validation(tmp_path):
+    from nupes_edge import __version__
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"nupes-edge {__version__}"
+    r = cli("init", str(tmp_path / "p"), "--board", "nonesuch")
+    assert r.returncode == 2 and "nonesuch" in r.stderr and not (tmp_path / "p").exists()
+    r = cli("init", str(tmp_path / "p"), "--board", "nucleo-f446re")
+    assert r.returncode == 0 and (tmp_path / "p" / "nupes-edge.toml").exists()
