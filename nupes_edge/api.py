@@ -52,8 +52,15 @@ def eval_model(path_or_model, data: str) -> EvalReport:
     """Evaluate a model.nq (or QuantModel) on ``data`` (the test split of a bundled name, or a whole .npz)."""
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
     qm = artifact.load(path_or_model) if isinstance(path_or_model, str) else path_or_model
-    x, y = load_data(data, "test", qm.graph.input_shape)
+    x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm))
     return evaluate(qm, x, y)
+
+
+def _n_classes(qm: QuantModel) -> int:
+    """The model's output size: the number of classes its labels index."""
+    import math
+
+    return math.prod(qm.graph.output_shape)
 
 
 def codegen(model_path: str, out_dir: str, name: str | None = None):
@@ -91,7 +98,7 @@ def _verify_inputs(qm: QuantModel, data: str | None, n: int):
     if n <= 0:
         raise NupesError(f"-n must be positive, got {n}")
     data = data or qm.meta.get("calibration", {}).get("data") or qm.name
-    x, y = load_data(data, "test", qm.graph.input_shape)
+    x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm))
     return x[:n], y[:n]
 
 

@@ -10,16 +10,21 @@ from . import examples
 from .errors import NupesError
 
 
-def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | None = None,
+              n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` from a bundled name (its ``split``) or an .npz file (all of it).
 
-    x must be float32 exactly as the model takes it (N × input_shape), y integer labels.
+    x must be float32 exactly as the model takes it (N × input_shape), y integer labels (in
+    [0, n_classes) when the model's output size is given).
     """
     if spec in examples.NAMES:
         x, y = examples.load(spec, split)
     else:
         if not os.path.isfile(spec):
             raise NupesError(f"{spec}: no such file, and not a bundled data set ({', '.join(examples.NAMES)})")
+        with open(spec, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise NupesError(f"{spec}: not an .npz file (an .npz is a zip of arrays x and y, written by numpy.savez)")
         try:
             with np.load(spec, allow_pickle=False) as z:
                 if "x" not in z.files or "y" not in z.files:
@@ -41,4 +46,7 @@ def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | Non
             raise NupesError(f"{spec}: 'x' contains NaN or infinite values")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise NupesError(f"{spec}: 'x' has shape {list(x.shape)}, the model takes N×{list(input_shape)}")
+    if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise NupesError(f"{spec}: label {bad} is outside the model's {n_classes} classes (0..{n_classes - 1})")
     return np.ascontiguousarray(x, np.float32), np.asarray(y, np.int64)

@@ -22,8 +22,8 @@ static inline void nupes_store4(int16_t *dst, const int16_t *lut, uint32_t c0, u
 /*
  * bits is a constant after inlining (2..6: four codes fit the 32-bit buffer's refill; 8: whole
  * bytes; 7 and any other value: one code at a time). Groups of four restart at each run start
- * (see nupes_dot.h); the tail of a run is stored in plain order. About 4 instructions per level
- * for 2..6 and 8 bits (one refill test per four codes), 7 for 7 bits.
+ * (see nupes_dot.h); the tail of a run is stored in plain order. For 2..6 and 8 bits one refill
+ * test serves four codes; 7 bits refills per code.
  */
 static inline void nupes_decode_fixed(const uint8_t *p, const int32_t bits, const int16_t *lut, int32_t k, int32_t run,
                                       int16_t *dst)

@@ -37,3 +37,18 @@ def test_missing_and_unreadable_files(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(NupesError, match="bad.npz"):
         load_data(str(bad))
+
+
+def test_labels_outside_the_models_classes_are_refused(tmp_path):
+    p = tmp_path / "d.npz"
+    np.savez(p, x=np.zeros((3, 1, 8, 8), np.float32), y=np.array([0, 99, 2]))
+    with pytest.raises(NupesError, match="label 99 is outside the model's 10 classes"):
+        load_data(str(p), input_shape=(1, 8, 8), n_classes=10)
+    assert len(load_data(str(p), input_shape=(1, 8, 8))[0]) == 3  # calibration ignores labels
+
+
+def test_a_file_that_is_not_an_npz_says_so(tmp_path):
+    p = tmp_path / "d.npz"
+    p.write_bytes(b"x,y\n1,2\n")
+    with pytest.raises(NupesError, match="not an .npz file"):
+        load_data(str(p))

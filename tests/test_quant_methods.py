@@ -61,3 +61,18 @@ def test_per_layer_bits_override(digits_graph, digits_calib):
 def test_calibration_data_of_the_wrong_shape_is_refused(digits_graph):
     with pytest.raises(NupesError, match="calibration data has shape"):
         quantize_graph(digits_graph, np.zeros((4, 1, 9, 9), np.float32), "uniform", 4)
+
+
+def test_a_bias_no_table_shift_can_hold_is_a_clear_error_not_a_crash():
+    from nupes_edge.errors import NupesError
+    from nupes_edge.ir import Graph, Node, infer_shapes
+    from nupes_edge.quant.driver import quantize_graph
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (4, 8)).astype(np.float32)
+    w[1] = 1e-12  # a (near-)zero channel with a large bias: its weight scale makes the int32 bias overflow
+    g = Graph("x", (8,), "y", [Node("fc", "linear", ["x"], "y", {"act": "none"}, w,
+                                    np.array([0.1, 1e6, 0.2, 0.3], np.float32))])
+    infer_shapes(g)
+    with pytest.raises(NupesError, match="layer 'fc': a bias does not fit int32"):
+        quantize_graph(g, rng.normal(0, 1, (16, 8)).astype(np.float32), "uniform", 8, name="k")

@@ -52,6 +52,7 @@ def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant) -
     x_max = max(128 + a_in.zero_point, 127 - a_in.zero_point)  # max |x - in_zp| over int8 x
     g_candidates = [0] if lw.a == 1.0 else range(max_table_shift(lw.bits), -1, -1)
     mags = np.abs(lw.codes.reshape(lw.codes.shape[0], -1).astype(np.int64))
+    bound = None  # stays None if the bias does not fit int32 at any table shift
     for G in g_candidates:
         lut = make_lut(lw.a, lw.bits, G)
         s_w = weight_scale(lw, G)
@@ -63,6 +64,9 @@ def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant) -
         if bound.max(initial=0) <= INT32_MAX:
             break
     else:
+        if bound is None:  # e.g. a channel of (near-)zero weights: a tiny weight scale makes its bias huge
+            raise NupesError(f"layer '{node.name}': a bias does not fit int32 at any table shift (its channel's "
+                             f"weight scale is too small for its bias); TFLite-style scale flooring is not implemented")
         raise NupesError(f"layer '{node.name}': the int32 accumulator can overflow even with G = 0 "
                          f"(worst case {int(bound.max())} > 2^31 - 1); the layer's fan-in or bias is too large")
     mult, shift = zip(*(quantize_multiplier(a_in.scale * s / a_out.scale) for s in s_w))
