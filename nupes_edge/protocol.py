@@ -117,7 +117,9 @@ class Client:
         self.seq = 0
         self.reader = FrameReader()
         self.retried = 0
+        self.bad_replies = 0  # CRC-valid replies that did not parse
         self.flush_bytes = 4096
+        self.output_size = None  # known after hello()
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
@@ -156,7 +158,10 @@ class Client:
         self.reader.feed(bytes(seen))
         return False
 
-    def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
+    def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None, parse=None):
+        """Send one frame and return the reply's payload, or ``parse(payload)``. A reply that passes
+        its CRC but does not parse (wrong length or fields) is a protocol error, retried like a
+        lost frame: never a traceback, never a result."""
         timeout = timeout or self.timeout
         for attempt in range(self.retries + 1):
             self.seq = (self.seq + 1) & 0xFF
@@ -179,23 +184,38 @@ class Client:
                     raise DeviceError(f"{self.url}: device reported {ERRORS.get(code, f'error {code}')}: "
                                       f"{frame.payload[1:].decode(errors='replace')}")
                 if frame.type == ftype | T_REPLY:
-                    return frame.payload
+                    if parse is None:
+                        return frame.payload
+                    try:
+                        return parse(frame.payload)
+                    except (struct.error, IndexError, ValueError, UnicodeError):
+                        self.bad_replies += 1
+                        break
         raise DeviceError(f"{self.url}: no valid reply after {self.retries + 1} attempts "
                           f"({timeout:.1f} s each); is the board running nupes-edge firmware?")
 
     def hello(self) -> Hello:
-        h = parse_hello(self.request(T_HELLO))
+        h = self.request(T_HELLO, parse=parse_hello)
         if h.version != PROTOCOL_VERSION:
             raise DeviceError(f"{self.url}: firmware speaks protocol {h.version}, this host {PROTOCOL_VERSION}")
         self.flush_bytes = h.input_size + 32
+        self.output_size = h.output_size
         return h
 
     def infer(self, x: bytes) -> tuple[int, bytes]:
-        p = self.request(T_INFER, x, timeout=self.timeout + len(x) / 2000.0)
-        lo, hi = struct.unpack_from("<II", p, 0)
-        return lo | (hi << 32), p[8:]
+        def parse(p: bytes) -> tuple[int, bytes]:
+            if self.output_size is not None and len(p) != 8 + self.output_size:
+                raise ValueError(f"INFER reply of {len(p)} bytes, expected {8 + self.output_size}")
+            lo, hi = struct.unpack_from("<II", p, 0)
+            return lo | (hi << 32), p[8:]
+
+        return self.request(T_INFER, x, timeout=self.timeout + len(x) / 2000.0, parse=parse)
 
     def profile(self) -> list[int]:
-        p = self.request(T_PROFILE)
-        (n,) = struct.unpack_from("<H", p, 0)
-        return list(struct.unpack_from(f"<{n}I", p, 2))
+        def parse(p: bytes) -> list[int]:
+            (n,) = struct.unpack_from("<H", p, 0)
+            if len(p) != 2 + 4 * n:
+                raise ValueError(f"PROFILE reply of {len(p)} bytes for {n} layers")
+            return list(struct.unpack_from(f"<{n}I", p, 2))
+
+        return self.request(T_PROFILE, parse=parse)
