@@ -125,7 +125,7 @@ def build_board(model_path: str, board_name: str, out_dir: str):
 
     board = boards.get(board_name)
     qm = artifact.load(model_path)
-    return firmware.build_firmware(qm, board, out_dir)
+    return firmware.build_firmware(qm, board, out_dir, model_file=model_path)
 
 
 def verify_port(model_path: str, url: str, data: str | None = None, n: int = 200, profile: bool = False,

@@ -47,9 +47,35 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def _project_model(args) -> str:
+    """The model.nq named on the command line, else the project's (quantized once, cached)."""
+    from . import project
+
+    if args.model:
+        return args.model
+    proj = _project()
+    if proj is None:
+        raise NupesError(f"no model given and no {project.FILE} here (pass a model.nq or run `nupes-edge init`)")
+    return project.quantized_model(proj)
+
+
+def _data(args) -> str | None:
+    """--data, else the project's test data, else None (the model's own data set)."""
+    from . import project
+
+    if args.data:
+        return args.data
+    proj = _project()
+    return project.test_data(proj) if proj else None
+
+
 def cmd_eval(args) -> int:
     from . import api
 
+    args.model = _project_model(args)
+    args.data = _data(args)
+    if not args.data:
+        raise NupesError("eval needs --data (a bundled name or an .npz) outside a project folder")
     r = api.eval_model(args.model, args.data)
     text = (f"{args.model} on {args.data} ({r.n} inputs)\n"
             f"  float top-1       {r.float_top1:.2%}\n  fake-quant top-1  {r.fakequant_top1:.2%}\n"
@@ -100,7 +126,7 @@ def _memory_text(rep: dict) -> str:
 def cmd_codegen(args) -> int:
     from . import api
 
-    gen = api.codegen(args.model, args.output, args.name)
+    gen = api.codegen(_project_model(args), args.output, args.name)
     text = f"wrote {len(gen.files)} files to {args.output}\n" + _memory_text(gen.report)
     _emit({**gen.report, "output": args.output, "files": gen.files}, args.json, text)
     return 0
@@ -141,7 +167,9 @@ def cmd_build(args) -> int:
               f"built {hb.runner}\n" + _memory_text(hb.generated.report))
         return 0
     fb = api.build_board(model, board, out)
-    _emit({**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name}, args.json, fb.text())
+    copy = os.path.join(out, "model.nq")  # the quantized model, beside the firmware built from it
+    _emit({**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name, "model": copy}, args.json,
+          fb.text() + f"\n  model.nq: {model} (copied to {copy})")
     return 0
 
 
@@ -156,6 +184,7 @@ def cmd_verify(args) -> int:
     from . import api
 
     model, board, _ = _resolve(args)
+    args.data = _data(args)
     if args.port:
         r = api.verify_port(model, args.port, args.data, args.n, profile=args.profile, timeout=args.timeout)
         return _verify_exit(r, args.json, args.port)
@@ -169,6 +198,7 @@ def cmd_run(args) -> int:
     from . import api
 
     model, board, out = _resolve(args)
+    args.data = _data(args)
     if board == "host":
         return _verify_exit(api.verify_host(model, args.data, args.n), args.json, "host")
     fb, r = api.run_emulated(model, board, out, args.data, args.n, profile=args.profile)
@@ -213,7 +243,7 @@ def cmd_flash(args) -> int:
 def cmd_export(args) -> int:
     from . import api
 
-    n = api.export_tflite(args.model, args.output, args.format)
+    n = api.export_tflite(_project_model(args), args.output, args.format)
     _emit({"output": args.output, "format": args.format, "bytes": n}, args.json,
           f"wrote {args.output} ({args.format}, {n} bytes)")
     return 0
@@ -259,14 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_quantize)
 
     e = sub.add_parser("eval", help="accuracy of a model.nq: float, fake-quant, integer reference")
-    e.add_argument("model", help="a model.nq")
-    e.add_argument("--data", required=True, help="evaluation data: .npz with x, y, or a bundled name (its test split)")
+    e.add_argument("model", nargs="?", help="a model.nq (default: the project's, in a project folder)")
+    e.add_argument("--data", help="evaluation data: .npz with x, y, or a bundled name (its test split); "
+                                  "default in a project: its test data")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("codegen", help="generate the C model library from a model.nq")
-    c.add_argument("model", help="a model.nq")
-    c.add_argument("-o", "--output", required=True, help="output folder")
+    c.add_argument("model", nargs="?", help="a model.nq (default: the project's, in a project folder)")
+    c.add_argument("-o", "--output", required=True, help="output folder (written whole; must be new or a previous codegen's)")
     c.add_argument("--name", help="C name of the model (default: the model's name)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_codegen)
@@ -308,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
             v.add_argument("--dsp", action="store_true", help="host: the DSP path with emulated intrinsics")
         v.set_defaults(func=fn)
 
-    x = sub.add_parser("export-tflite", help="write a model.nq as a TFLite flatbuffer (float or int8)")
-    x.add_argument("model", help="a model.nq")
+    x = sub.add_parser("export-tflite", help="write a model.nq as a TFLite flatbuffer (float, int8 or tflm-lut)")
+    x.add_argument("model", nargs="?", help="a model.nq (default: the project's, in a project folder)")
     x.add_argument("-o", "--output", required=True, help="the .tflite to write")
     x.add_argument("--format", choices=("float", "int8", "tflm-lut"), default="int8",
                    help="float: NUPES-dequantized float32 weights; int8: fully-int8 (bit-exact with TFLite Micro for "

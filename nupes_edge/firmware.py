@@ -97,11 +97,15 @@ def _section_sizes(elf: str) -> dict[str, int]:
     return sizes
 
 
-def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None = None) -> FirmwareBuild:
-    """Generate, cross-compile and size the firmware in ``out_dir``. One build at a time per folder
-    (a second one waits); the folder is replaced whole on success and left as it was on failure."""
+def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None = None,
+                   model_file: str | None = None) -> FirmwareBuild:
+    """Generate, cross-compile and size the firmware in ``out_dir`` (with a copy of ``model_file``
+    as model.nq beside it). One build at a time per folder (a second one waits); the folder is
+    replaced whole on success and left as it was on failure."""
     with folder_lock(out_dir, "firmware build"), fresh_folder(out_dir) as work:
         fb = _build_in(qm, board, work, name)
+        if model_file:
+            shutil.copyfile(model_file, os.path.join(work, "model.nq"))
     final = {p: os.path.join(out_dir, os.path.relpath(p, work)) for p in (fb.elf, fb.bin)}  # after the move
     return FirmwareBuild(fb.board, final[fb.elf], final[fb.bin], fb.generated, fb.sizes)
 

@@ -36,6 +36,7 @@ class Project:
     seed: int = 0
     board: str = "stm32"
     probe: str = "qemu"
+    test: str = ""  # evaluation data for an .npz project (bundled names use their test split)
 
     def path(self, rel: str) -> str:
         return rel if os.path.isabs(rel) or rel in examples.NAMES else os.path.join(self.root, rel)
@@ -99,6 +100,20 @@ def load(folder: str = ".") -> Project:
     if not isinstance(p.wbits, int) or not 2 <= p.wbits <= 8:
         raise NupesError(f"{path}: wbits must be 2..8, got {p.wbits!r}")
     return p
+
+
+def test_data(p: Project) -> str:
+    """What verify, run and eval use when no --data is given: the 'test' file, else the bundled
+    name (its held-out test split), else the calibration .npz, with a note saying so."""
+    import sys
+
+    if p.test:
+        return p.path(p.test)
+    if p.data in examples.NAMES:
+        return p.data
+    print(f"nupes-edge: note: no 'test' data in {FILE}: measuring on the calibration data {p.path(p.data)} "
+          f"(add test = \"your_test.npz\" under [project])", file=sys.stderr)
+    return p.path(p.data)
 
 
 def quantized_model(p: Project, progress: bool = True) -> str:

@@ -89,3 +89,29 @@ def test_version_and_init_validation(tmp_path):
     assert r.returncode == 2 and "nonesuch" in r.stderr and not (tmp_path / "p").exists()
     r = cli("init", str(tmp_path / "p"), "--board", "nucleo-f446re")
     assert r.returncode == 0 and (tmp_path / "p" / "nupes-edge.toml").exists()
+
+
+def test_project_commands_use_the_projects_model_and_test_data(tmp_path):
+    import numpy as np
+
+    from nupes_edge import examples
+
+    proj = tmp_path / "p"
+    assert cli("init", str(proj), "--example", "digits", "--method", "uniform", "--wbits", "8").returncode == 0
+    x, y = examples.load("digits", "calib")
+    np.savez(proj / "calib.npz", x=x, y=y)
+    xt, yt = examples.load("digits", "test")
+    np.savez(proj / "held_out.npz", x=xt[:40], y=yt[:40])
+    toml = (proj / "nupes-edge.toml").read_text().replace('data = "digits"', 'data = "calib.npz"')
+    (proj / "nupes-edge.toml").write_text(toml)
+    r = cli("verify", "--board", "host", "-n", "10", "--json", cwd=proj)  # no test data: says it uses calib
+    assert r.returncode == 0, r.stderr
+    assert "calibration data" in r.stderr and json.loads(r.stdout)["n"] == 10
+    (proj / "nupes-edge.toml").write_text(toml.replace("[project]\n", '[project]\ntest = "held_out.npz"\n'))
+    r = cli("eval", "--json", cwd=proj)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == 40 and "calibration data" not in r.stderr
+    assert cli("codegen", "-o", "lib", cwd=proj).returncode == 0 and (proj / "lib" / "nupes_model_digits.h").exists()
+    assert cli("export-tflite", "-o", "m.tflite", cwd=proj).returncode == 0 and (proj / "m.tflite").exists()
+    r = cli("verify", "--board", "host", "--json", cwd=proj)
+    assert r.returncode == 0 and json.loads(r.stdout)["n"] == 40

@@ -1,5 +1,6 @@
 """Builds in one folder at the same time, interrupted builds, codegen folders: one build per
 folder at a time, and an output folder is whole or untouched, never half-written."""
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ def test_concurrent_firmware_builds_in_one_folder_all_succeed(model_file, tmp_pa
         assert [p.returncode for p in procs] == [0, 0], [o[1][-400:] for o in outs]
     out = tmp_path / "build" / "stm32"
     assert (out / "firmware.elf").stat().st_size > 0 and (out / "firmware.bin").stat().st_size > 0
+    assert json.loads(outs[0][0])["model"] == str(out / "model.nq") or json.loads(outs[0][0])["model"].endswith("model.nq")
+    assert (out / "model.nq").read_bytes() == model_file.read_bytes()  # the model beside its firmware
     assert not [f for f in os.listdir(tmp_path / "build") if ".tmp-" in f or ".old-" in f]
 
 
