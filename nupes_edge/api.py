@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from . import artifact, examples
@@ -32,15 +33,30 @@ def load_graph(spec: str, progress: bool = True) -> tuple[Graph, str]:
     raise NupesError(f"{spec}: unsupported model format (expected a torch.export .pt2 file or a bundled example name)")
 
 
-def quantize(model: str, data: str, method: str = "nupes", wbits: int = 4, out: str | None = None,
-             overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = True) -> tuple[QuantModel, str]:
-    """Quantize ``model`` calibrating on ``data`` (the calib split of a bundled name, or a whole .npz).
+def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None = None,
+             overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = True,
+             example_input: torch.Tensor | None = None, name: str | None = None) -> tuple[QuantModel, str]:
+    """Quantize ``model`` calibrating on ``data``; returns the model and its hash.
 
-    Writes ``out`` atomically when given; returns the model and its hash.
+    model: a bundled example name, a .pt2 / .tflite path, or a ``torch.nn.Module`` together with
+    ``example_input`` (one batch of the input, N x C x H x W). data: a bundled name (its calib
+    split), an .npz path (its ``x``), or a float32 array shaped as the model takes it. Writes
+    ``out`` atomically when given.
     """
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
-    graph, name = load_graph(model, progress)
-    x, _ = load_data(data, "calib", graph.input_shape)
+    if isinstance(model, torch.nn.Module):
+        if example_input is None:
+            raise NupesError("quantize(nn.Module): pass example_input, one batch of the model's input")
+        graph, name = import_module(model.eval(), example_input, name or type(model).__name__), name or type(model).__name__
+    else:
+        graph, name = load_graph(model, progress)
+    if isinstance(data, str):
+        x, _ = load_data(data, "calib", graph.input_shape)
+    else:
+        x = np.ascontiguousarray(data, np.float32)
+        if tuple(x.shape[1:]) != tuple(graph.input_shape):
+            raise NupesError(f"calibration data has shape {list(x.shape)}, the model takes N×{list(graph.input_shape)}")
+        data = f"array {list(x.shape)}"
     qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name)
     qm.meta["calibration"]["data"] = data
     h = artifact.save(qm, out) if out else artifact.hash_of(qm)

@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     q = sub.add_parser("quantize", help="quantize a model into a model.nq")
-    q.add_argument("model", help="a torch.export .pt2 file, or a bundled example name (digits, mnist5k)")
+    q.add_argument("model", help="a torch.export .pt2 file (torch.export.save(torch.export.export(net, (x,)), "
+                                 "'net.pt2'); see docs/api.md), a float or int8 .tflite, or a bundled example "
+                                 "name (digits, mnist5k)")
     q.add_argument("--data", required=True, help="calibration data: .npz with x, y, or a bundled name (its calib split)")
     q.add_argument("--method", choices=METHODS, default="nupes")
     q.add_argument("--wbits", type=_wbits, default=4, help="weight bits, 2..8 (default 4)")
