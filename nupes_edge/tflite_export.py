@@ -70,7 +70,11 @@ class _Builder:
             t.quantization = qp
         self.tensors.append(t)
         if lut_bits is not None:
-            self.lut_tensors.append((len(self.tensors) - 1, axis, lut_bits))
+            # indices as wide as the largest per-channel value table needs (often less than the
+            # layer's bits: NUPES rarely uses every level), which TFLite Micro's compressor expects
+            w = np.moveaxis(np.asarray(data), axis, 0).reshape(np.shape(data)[axis], -1)
+            distinct = max(len(np.unique(row)) for row in w)
+            self.lut_tensors.append((len(self.tensors) - 1, axis, min(lut_bits, max(1, int(np.ceil(np.log2(distinct)))))))
         return len(self.tensors) - 1
 
     def op(self, code: int, version: int, inputs, outputs, opt_type=0, options=None) -> None:

@@ -115,3 +115,11 @@ def test_project_commands_use_the_projects_model_and_test_data(tmp_path):
     assert cli("export-tflite", "-o", "m.tflite", cwd=proj).returncode == 0 and (proj / "m.tflite").exists()
     r = cli("verify", "--board", "host", "--json", cwd=proj)
     assert r.returncode == 0 and json.loads(r.stdout)["n"] == 40
+
+
+def test_tflm_lut_export_prints_no_stray_warning(tmp_path):
+    out = tmp_path / "m.nq"
+    assert cli("quantize", "digits", "--data", "digits", "--method", "powerquant", "--wbits", "4", "-o", str(out),
+               "--quiet").returncode == 0
+    r = cli("export-tflite", str(out), "-o", str(tmp_path / "m.tflite"), "--format", "tflm-lut")
+    assert r.returncode == 0 and "warning" not in r.stderr.lower(), r.stderr
