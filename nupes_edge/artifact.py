@@ -25,6 +25,7 @@ from .ir import Graph, Node, infer_shapes
 from .qmodel import QuantModel
 from .quant.types import ActQuant, LayerWeights
 from . import validate
+from .npyfile import read_npy
 
 FORMAT = "nupes-edge-model"
 # Names in a model file become C comments, strings and (derived) identifiers: only this shape,
@@ -138,12 +139,14 @@ def load(path: str) -> QuantModel:
     try:
         with open(path, "rb") as f:
             data = f.read()
-        return loads(data, path)
-    except NupesError:
-        raise
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, json.JSONDecodeError, EOFError, OSError,
-            IndexError, AttributeError, OverflowError, RecursionError, np.exceptions.AxisError) as e:
-        raise NupesError(f"{path}: corrupt or truncated model file ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise NupesError(f"{path}: cannot read ({e.strerror or e})") from None
+    return loads(data, path)
+
+
+_MALFORMED = (zipfile.BadZipFile, KeyError, ValueError, TypeError, json.JSONDecodeError, EOFError, OSError,
+              IndexError, AttributeError, OverflowError, RecursionError, NotImplementedError,
+              np.exceptions.AxisError)
 
 
 def _check_name(value, what: str, path: str) -> None:
@@ -170,6 +173,8 @@ def _check_strings(m: dict, path: str) -> None:
         if not isinstance(d, dict) or not isinstance(d.get("inputs"), list):
             raise NupesError(f"{path}: a graph node is malformed")
         _check_name(d.get("name"), "node name", path)
+        if not isinstance(d.get("attrs", {}), dict) or not isinstance(d.get("op"), str):
+            raise NupesError(f"{path}: node '{d['name']}' has a malformed op or attributes")
         _check_name(d.get("output"), f"output of node '{d['name']}'", path)
         for t in d["inputs"]:
             _check_name(t, f"input of node '{d['name']}'", path)
@@ -187,6 +192,16 @@ def _check_strings(m: dict, path: str) -> None:
 
 
 def loads(data: bytes, path: str = "<bytes>") -> QuantModel:
+    """A model.nq's bytes → QuantModel; anything malformed is a NupesError naming ``path``."""
+    try:
+        return _loads(data, path)
+    except NupesError:
+        raise
+    except _MALFORMED as e:
+        raise NupesError(f"{path}: corrupt or truncated model file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _loads(data: bytes, path: str) -> QuantModel:
     if not data.startswith(b"PK"):
         raise NupesError(f"{path}: not a nupes-edge model file (.nq)")
     with zipfile.ZipFile(io.BytesIO(data)) as z:
@@ -209,7 +224,7 @@ def loads(data: bytes, path: str = "<bytes>") -> QuantModel:
             raw = z.read(f"arrays/{key}.npy")
             if hashlib.sha256(raw).hexdigest() != digests[key]:
                 raise NupesError(f"{path}: array '{key}' does not match its checksum (corrupt file)")
-            return _npy_array(raw, f"{path}: array '{key}'")
+            return read_npy(raw, f"{path}: array '{key}'")
 
         _check_strings(m, path)
         gj = m["graph"]
@@ -248,23 +263,3 @@ def _check_sizes(z: zipfile.ZipFile, path: str) -> None:
     if total > MAX_TOTAL_BYTES:
         raise NupesError(f"{path}: unpacks to {total} bytes (at most {MAX_TOTAL_BYTES})")
 
-
-def _npy_array(raw: bytes, what: str) -> np.ndarray:
-    """An .npy payload whose header is checked before numpy allocates: a plain numeric dtype and a
-    shape whose size is exactly the bytes that follow."""
-    buf = io.BytesIO(raw)
-    try:
-        version = np.lib.format.read_magic(buf)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(buf, max_header_size=10000)
-    except (ValueError, OSError) as e:
-        raise NupesError(f"{what}: not a valid .npy array ({e})") from None
-    if dtype.kind not in "biuf" or dtype.hasobject:
-        raise NupesError(f"{what}: dtype {dtype} is not a plain numeric type")
-    n = 1
-    for d in shape:
-        n *= int(d)
-    if n * dtype.itemsize != len(raw) - buf.tell():
-        raise NupesError(f"{what}: its header declares shape {tuple(shape)} ({n * dtype.itemsize} bytes) "
-                         f"but {len(raw) - buf.tell()} bytes follow")
-    return np.load(io.BytesIO(raw), allow_pickle=False)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import zipfile
 
 import numpy as np
 
 from . import examples
 from .errors import NupesError
+from .npyfile import read_npz
 
 
 def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | None = None,
@@ -25,15 +25,8 @@ def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | Non
         with open(spec, "rb") as f:
             if f.read(4) != b"PK\x03\x04":
                 raise NupesError(f"{spec}: not an .npz file (an .npz is a zip of arrays x and y, written by numpy.savez)")
-        try:
-            with np.load(spec, allow_pickle=False) as z:
-                if "x" not in z.files or "y" not in z.files:
-                    raise NupesError(f"{spec}: the .npz must hold arrays 'x' and 'y' (found: {', '.join(z.files) or 'none'})")
-                x, y = z["x"], z["y"]
-        except NupesError:
-            raise
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-            raise NupesError(f"{spec}: not a readable .npz file ({e})") from None
+        arrays = read_npz(spec, ("x", "y"))
+        x, y = arrays["x"], arrays["y"]
         if x.dtype != np.float32:
             raise NupesError(f"{spec}: 'x' must be float32 (got {x.dtype}); store it exactly as the model takes it")
         if not np.issubdtype(y.dtype, np.integer):

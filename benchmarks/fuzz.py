@@ -1,0 +1,182 @@
+"""Mutated model and data files through the loaders: every outcome must be a loaded model or a
+NupesError (a clear message, exit 2 in the CLI), never another exception, a hang or a memory bomb.
+
+    python benchmarks/fuzz.py [--n 10000] [--seed 0]
+
+Mutations: truncation, bit flips, byte runs overwritten, and for model.nq manifest fields replaced
+by strange values with the file re-sealed (valid zip, valid checksums), so the semantic checks
+are what stands between the file and the code generator; for .npz, header bombs. Prints counts by
+outcome and the first few failures; exit 1 if any input raised something other than NupesError.
+tests/test_fuzz.py runs a short version with a fixed seed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from collections import Counter
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nupes_edge import artifact, tflite_export  # noqa: E402
+from nupes_edge.data import load_data  # noqa: E402
+from nupes_edge.errors import NupesError  # noqa: E402
+from nupes_edge.importers import import_tflite_bytes  # noqa: E402
+
+STRANGE = [None, True, -1, 0, 2**31, -2**63, 1e308, float("inf"), float("nan"), "", "x" * 300, "*/", [], {}, [[1]],
+           {"array": "nope"}]
+
+
+def _byte_mutations(data: bytes, rng: np.random.Generator) -> bytes:
+    b = bytearray(data)
+    kind = rng.integers(3)
+    if kind == 0:
+        return bytes(b[:rng.integers(0, len(b))])
+    if kind == 1:
+        for _ in range(rng.integers(1, 8)):
+            i = rng.integers(len(b))
+            b[i] ^= 1 << int(rng.integers(8))
+        return bytes(b)
+    i = rng.integers(len(b))
+    b[i:i + 4] = rng.integers(0, 256, 4, dtype=np.uint8).tobytes()
+    return bytes(b)
+
+
+def _walk(obj, path=()):
+    """Every (path, value) in a JSON tree."""
+    yield path, obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _walk(v, path + (i,))
+
+
+def _manifest_mutation(data: bytes, rng: np.random.Generator) -> bytes:
+    src = zipfile.ZipFile(io.BytesIO(data))
+    m = json.loads(src.read("manifest.json"))
+    for _ in range(rng.integers(1, 3)):
+        paths = [p for p, _ in _walk(m) if p and p[0] != "arrays"]
+        p = paths[rng.integers(len(paths))]
+        node = m
+        for k in p[:-1]:
+            node = node[k]
+        node[p[-1]] = STRANGE[rng.integers(len(STRANGE))]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for item in src.namelist():
+            z.writestr(item, json.dumps(m).encode() if item == "manifest.json" else src.read(item))
+    return out.getvalue()
+
+
+def _npz_bomb(rng: np.random.Generator) -> bytes:
+    header = io.BytesIO()
+    shape = (1 << int(rng.integers(20, 45)),)
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("x.npy", header.getvalue() + b"\0" * 64)
+        z.writestr("y.npy", header.getvalue() + b"\0" * 64)
+    return out.getvalue()
+
+
+def seeds() -> dict[str, bytes]:
+    """Valid files to mutate: a small quantized model, its .tflite exports, an .npz."""
+    from nupes_edge.ir import Graph, Node, infer_shapes
+    from nupes_edge.quant.driver import quantize_graph
+
+    rng = np.random.default_rng(0)
+    conv = Node("c", "conv2d", ["x"], "y", {"stride": [1, 1], "pads": [1, 1, 1, 1], "groups": 1, "act": "relu"},
+                rng.normal(0, 1, (4, 2, 3, 3)).astype(np.float32), rng.normal(0, 1, 4).astype(np.float32))
+    fc = Node("f", "linear", ["z"], "out", {"act": "none"}, rng.normal(0, 1, (3, 64)).astype(np.float32),
+              rng.normal(0, 1, 3).astype(np.float32))
+    flat = Node("fl", "flatten", ["y"], "z", {})
+    g = Graph("x", (2, 4, 4), "out", [conv, flat, fc])
+    infer_shapes(g)
+    x = rng.normal(0, 1, (16, 2, 4, 4)).astype(np.float32)
+    qm = quantize_graph(g, x, "powerquant", 4, name="fuzz", progress=False)
+    npz = io.BytesIO()
+    np.savez(npz, x=x, y=rng.integers(0, 3, 16))
+    return {"nq": artifact.dumps(qm), "tflite-int8": tflite_export.export(qm, "int8"),
+            "tflite-float": tflite_export.export(qm, "float"), "npz": npz.getvalue()}
+
+
+def run_one(kind: str, data: bytes, tmp: str) -> str:
+    """'ok', 'refused' (NupesError) or 'crash: <type>'."""
+    try:
+        if kind == "nq":
+            qm = artifact.loads(data, "fuzz.nq")
+            from nupes_edge import codegen
+
+            codegen.render(qm)  # what the generator would write from it
+        elif kind.startswith("tflite"):
+            import_tflite_bytes(data, "fuzz.tflite")
+        else:
+            p = os.path.join(tmp, "fuzz.npz")
+            with open(p, "wb") as f:
+                f.write(data)
+            load_data(p, input_shape=(2, 4, 4), n_classes=3)
+        return "ok"
+    except NupesError:
+        return "refused"
+    except Exception as e:  # noqa: BLE001 - exactly what the campaign counts
+        return f"crash: {type(e).__name__}: {str(e)[:100]}"
+
+
+def campaign(n: int, seed: int = 0, progress: bool = True) -> Counter:
+    rng = np.random.default_rng(seed)
+    base = seeds()
+    outcomes: Counter = Counter()
+    crashes = []
+    slowest = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            kind = list(base)[i % len(base)]
+            data = base[kind]
+            r = rng.random()
+            if kind == "nq" and r < 0.4:
+                mutated = _manifest_mutation(data, rng)
+            elif kind == "npz" and r < 0.1:
+                mutated = _npz_bomb(rng)
+            else:
+                mutated = _byte_mutations(data, rng)
+            t = time.perf_counter()
+            out = run_one(kind, mutated, tmp)
+            slowest = max(slowest, time.perf_counter() - t)
+            outcomes[(kind, out.split(":")[0])] += 1
+            if out.startswith("crash") and len(crashes) < 10:
+                crashes.append((kind, i, out))
+            if progress and i % 500 == 499:
+                print(f"[fuzz] {i + 1}/{n}", file=sys.stderr, flush=True)
+    outcomes["_slowest_s"] = round(slowest, 2)
+    outcomes["_crashes"] = crashes
+    return outcomes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    res = campaign(args.n, args.seed)
+    crashes = res.pop("_crashes")
+    slowest = res.pop("_slowest_s")
+    print(f"{'file':<14} {'outcome':<10} {'count':>6}")
+    for (kind, out), c in sorted(res.items()):
+        print(f"{kind:<14} {out:<10} {c:>6}")
+    print(f"slowest case: {slowest} s")
+    for c in crashes:
+        print("CRASH", *c)
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Reading .npy / .npz from untrusted files: headers checked before numpy allocates anything."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+
+from .errors import NupesError
+
+MAX_ARRAY_BYTES = 1 << 30  # a data array larger than this is refused
+
+
+def read_npy(raw: bytes, what: str) -> np.ndarray:
+    """An .npy payload whose header is checked before numpy allocates: a plain numeric dtype and a
+    shape whose size is exactly the bytes that follow."""
+    buf = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(buf, max_header_size=10000)
+    except (ValueError, OSError) as e:
+        raise NupesError(f"{what}: not a valid .npy array ({e})") from None
+    if dtype.kind not in "biuf" or dtype.hasobject:
+        raise NupesError(f"{what}: dtype {dtype} is not a plain numeric type")
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n * dtype.itemsize != len(raw) - buf.tell():
+        raise NupesError(f"{what}: its header declares shape {tuple(shape)} ({n * dtype.itemsize} bytes) "
+                         f"but {len(raw) - buf.tell()} bytes follow")
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
+def read_npz(path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz (a zip of .npy), each header checked and size-bounded first."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            files = {n[:-4]: n for n in z.namelist() if n.endswith(".npy")}
+            missing = [n for n in names if n not in files]
+            if missing:
+                raise NupesError(f"{path}: the .npz must hold arrays {' and '.join(repr(n) for n in names)} "
+                                 f"(found: {', '.join(sorted(files)) or 'none'})")
+            for n in names:
+                info = z.getinfo(files[n])
+                if info.file_size > MAX_ARRAY_BYTES:
+                    raise NupesError(f"{path}: array '{n}' unpacks to {info.file_size} bytes (at most {MAX_ARRAY_BYTES})")
+                out[n] = read_npy(z.read(files[n]), f"{path}: array '{n}'")
+    except NupesError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError) as e:
+        raise NupesError(f"{path}: not a readable .npz file ({type(e).__name__}: {str(e)[:200]})") from None
+    return out

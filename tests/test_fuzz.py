@@ -1,0 +1,17 @@
+"""A short fixed-seed run of benchmarks/fuzz.py: mutated .nq / .tflite / .npz files are loaded or
+refused with a NupesError, never another exception (the full 10,000-file run: docs/reliability.md)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+
+def test_mutated_files_are_loaded_or_refused_cleanly():
+    from fuzz import campaign
+
+    res = campaign(400, seed=1, progress=False)
+    crashes = res.pop("_crashes")
+    slowest = res.pop("_slowest_s")
+    assert not crashes, crashes
+    assert sum(c for (kind, out), c in res.items() if out == "refused") > 200  # the mutations do bite
+    assert slowest < 5
