@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/nupes-edge demo
 
+# -v names every test as it runs (the device tests take a few seconds each); --durations lists the slowest
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -v --durations=8
 
 bench: setup
 	$(PY) benchmarks/accuracy.py

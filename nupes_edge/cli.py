@@ -41,7 +41,9 @@ def cmd_quantize(args) -> int:
     layers = [{"name": n, "bits": p.bits, "a": p.a, "G": p.G} for n, p in qm.params.items() if hasattr(p, "G")]
     obj = {"output": args.output, "hash": h, "method": qm.method, "wbits": args.wbits,
            "seconds": qm.meta["seconds"], "layers": layers}
-    lines = [f"wrote {args.output} ({qm.method}, W{args.wbits}A8, {qm.meta['seconds']:.1f} s, hash {h[:16]})"]
+    lines = [f"wrote {args.output} ({qm.method}, W{args.wbits}A8, {qm.meta['seconds']:.1f} s, hash {h[:16]})",
+             "  per layer: weight bits, power exponent a (1 = uniform), table shift G (levels are scaled by 2^G;"
+             " docs/numerics.md)"]
     lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']}" for d in layers]
     _emit(obj, args.json, "\n".join(lines))
     return 0
@@ -280,28 +282,30 @@ def build_parser() -> argparse.ArgumentParser:
                                  "'net.pt2'); see docs/api.md), a float or int8 .tflite, or a bundled example "
                                  "name (digits, mnist5k)")
     q.add_argument("--data", required=True, help="calibration data: .npz with x, y, or a bundled name (its calib split)")
-    q.add_argument("--method", choices=METHODS, default="nupes")
+    q.add_argument("--method", choices=METHODS, default="nupes",
+                   help="nupes (learned codes and exponent, needs data), powerquant (data-free exponent search), "
+                        "adaround, uniform (min-max), uniform-mse (default nupes; docs/quantization.md)")
     q.add_argument("--wbits", type=_wbits, default=4, help="weight bits, 2..8 (default 4)")
     q.add_argument("--layer-wbits", type=_bits_override, action="append", metavar="LAYER=BITS",
                    help="per-layer weight bits (repeatable)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="random seed of the learned methods (default 0)")
     q.add_argument("-o", "--output", required=True, help="the model.nq to write")
     q.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     q.set_defaults(func=cmd_quantize)
 
     e = sub.add_parser("eval", help="accuracy of a model.nq: float, fake-quant, integer reference")
     e.add_argument("model", nargs="?", help="a model.nq (default: the project's, in a project folder)")
     e.add_argument("--data", help="evaluation data: .npz with x, y, or a bundled name (its test split); "
                                   "default in a project: its test data")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     e.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("codegen", help="generate the C model library from a model.nq")
     c.add_argument("model", nargs="?", help="a model.nq (default: the project's, in a project folder)")
     c.add_argument("-o", "--output", required=True, help="output folder (written whole; must be new or a previous codegen's)")
     c.add_argument("--name", help="C name of the model (default: the model's name)")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     c.set_defaults(func=cmd_codegen)
 
     b = sub.add_parser("build", help="generate C and compile it for a board (in a project folder: quantize first)")
@@ -310,18 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", help="output folder (default build/BOARD)")
     b.add_argument("--sanitize", action="store_true", help="host: AddressSanitizer + UBSan")
     b.add_argument("--dsp", action="store_true", help="host: compile the Cortex-M DSP path with emulated intrinsics")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     b.set_defaults(func=cmd_build)
 
     f = sub.add_parser("flash", help="put the built firmware on a board (QEMU for emulated boards)")
     f.add_argument("model", nargs="?", help="a model.nq (default: the project's)")
     f.add_argument("--board", help="board (default: the project's)")
-    f.add_argument("--probe", choices=("qemu", "pyocd", "stlink", "openocd", "auto"))
+    f.add_argument("--probe", choices=("qemu", "pyocd", "stlink", "openocd", "auto"),
+                   help="how to flash: qemu (the emulated board), a real probe, or auto (default: the project's or qemu)")
     f.add_argument("--elf", help="firmware to flash (default build/BOARD/firmware.elf)")
     f.add_argument("-o", "--output", help=argparse.SUPPRESS)
     f.add_argument("--max-seconds", type=float, default=3600, help="QEMU: stop by itself after this long")
     f.add_argument("--stop", action="store_true", help="stop the emulator started from this folder")
-    f.add_argument("--json", action="store_true")
+    f.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     f.set_defaults(func=cmd_flash)
 
     for cmd_name, fn, hlp in (("verify", cmd_verify, "compare a board's outputs with the integer reference bit for bit"),
@@ -333,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         v.add_argument("-n", type=int, default=200, help="number of inputs (default 200)")
         v.add_argument("--profile", action="store_true", help="per-layer counts from the profiling hook")
         v.add_argument("-o", "--output", help=argparse.SUPPRESS)
-        v.add_argument("--json", action="store_true")
+        v.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
         if cmd_name == "verify":
             v.add_argument("--port", help="serial port of a running board: /dev/ttyACM0 or socket://HOST:PORT")
             v.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply")
@@ -345,9 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("model", nargs="?", help="a model.nq (default: the project's, in a project folder)")
     x.add_argument("-o", "--output", required=True, help="the .tflite to write")
     x.add_argument("--format", choices=("float", "int8", "tflm-lut"), default="int8",
-                   help="float: NUPES-dequantized float32 weights; int8: fully-int8 (bit-exact with TFLite Micro for "
-                        "uniform layers); tflm-lut: int8 with LUT-compressed b-bit weights (TFLite Micro only)")
-    x.add_argument("--json", action="store_true")
+                   help="float: NUPES-dequantized float32 weights; int8 (default): fully-int8 (bit-exact with TFLite "
+                        "Micro for uniform layers); tflm-lut: int8 with LUT-compressed b-bit weights (TFLite Micro only)")
+    x.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("init", help="create a project folder with nupes-edge.toml")
@@ -359,17 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_init)
 
     bl = sub.add_parser("boards", help="list the boards")
-    bl.add_argument("--json", action="store_true")
+    bl.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     bl.set_defaults(func=cmd_boards)
 
     d = sub.add_parser("demo", help="quantize a bundled example with several methods and compare them")
-    d.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"))
-    d.add_argument("--methods", default="uniform,powerquant,nupes")
-    d.add_argument("--wbits", type=_wbits, default=4)
+    d.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"), help="bundled example (default mnist5k)")
+    d.add_argument("--methods", default="uniform,powerquant,nupes", help="comma-separated methods to compare")
+    d.add_argument("--wbits", type=_wbits, default=4, help="weight bits, 2..8 (default 4)")
     d.add_argument("--out", default="out", help="folder for the model.nq files and builds (default out/)")
     d.add_argument("--board", default="stm32", help="emulated board to verify the last method on, or 'none'")
     d.add_argument("-n", type=int, default=200, help="inputs to verify on the board (default 200)")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -123,3 +123,17 @@ def test_tflm_lut_export_prints_no_stray_warning(tmp_path):
                "--quiet").returncode == 0
     r = cli("export-tflite", str(out), "-o", str(tmp_path / "m.tflite"), "--format", "tflm-lut")
     assert r.returncode == 0 and "warning" not in r.stderr.lower(), r.stderr
+
+
+def test_quantize_explains_its_per_layer_columns_and_every_option_has_help(tmp_path):
+    r = cli("quantize", "digits", "--data", "digits", "--method", "uniform", "--wbits", "8", "-o", str(tmp_path / "m.nq"),
+            "--quiet")
+    assert r.returncode == 0 and "power exponent a" in r.stdout and "table shift G" in r.stdout
+    from nupes_edge.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subs.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.option_strings or action.dest} has no help"
