@@ -10,7 +10,7 @@ from nupes_edge.ir import Graph, Node, infer_shapes
 from nupes_edge.quant.driver import quantize_graph
 from tests.test_kernels import conv_node, run_single
 
-settings_ = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings_ = settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def kernels_of(node, in_shape, method, bits):
@@ -22,7 +22,7 @@ def kernels_of(node, in_shape, method, bits):
 
 @settings_
 @given(seed=st.integers(0, 10_000), c_in=st.integers(1, 4), c_out=st.integers(1, 37), k=st.integers(1, 4),
-       h=st.integers(3, 9), stride=st.integers(1, 2), bits=st.sampled_from([2, 4, 8]), dsp=st.booleans())
+       h=st.integers(4, 9), stride=st.integers(1, 2), bits=st.sampled_from([2, 4, 8]), dsp=st.booleans())
 def test_few_input_channels_conv(tmp_path_factory, seed, c_in, c_out, k, h, stride, bits, dsp):
     """nupes_conv2d_window: chunks of 16 output channels, odd counts, padding on every side."""
     rng = np.random.default_rng(seed)
@@ -46,14 +46,14 @@ def test_pointwise_conv(tmp_path_factory, seed, c_in, c_out, h, bits, dsp):
 
 @settings_
 @given(seed=st.integers(0, 10_000), c_in=st.sampled_from([4, 8]), c_out=st.integers(1, 5), kh=st.integers(1, 4),
-       kw=st.integers(1, 4), w=st.integers(3, 10), stride=st.sampled_from([(1, 1), (2, 2), (1, 2)]),
+       kw=st.integers(1, 4), w=st.integers(4, 10), stride=st.sampled_from([(1, 1), (2, 2), (1, 2)]),
        bits=st.sampled_from([2, 4, 8]), dsp=st.booleans())
 def test_conv_with_folded_zero_point_at_every_border(tmp_path_factory, seed, c_in, c_out, kh, kw, w, stride, bits, dsp):
     """c_in % 4 == 0 takes the DSP path that folds zp into tap sums: padding on every side."""
     rng = np.random.default_rng(seed)
     pad = [int(rng.integers(0, kh)), int(rng.integers(0, kw)), int(rng.integers(0, kh)), int(rng.integers(0, kw))]
     node = conv_node(rng, c_in, c_out, (kh, kw), stride, pad, False)
-    shape = (c_in, int(rng.integers(3, 8)), w)
+    shape = (c_in, int(rng.integers(4, 8)), w)  # at least the kernel, whatever the padding
     run_single(tmp_path_factory.mktemp("cz"), node, shape, "powerquant", bits, seed, dsp)
 
 
