@@ -106,32 +106,42 @@ def test_device_errors_are_reported_by_type():
     srv.close()
 
 
-def test_a_reply_with_a_valid_crc_but_a_short_payload_is_retried_not_a_traceback():
-    """The first reply to each request is cut short (its CRC recomputed); the retry gets a good one."""
+def serve_frames(answer):
+    """A fake device on a loopback port: every frame it receives goes to answer(frame), whose
+    bytes (or None) are sent back. Returns (url, server socket)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
-    port = srv.getsockname()[1]
-    out = bytes(range(10))
 
-    def fake_device():
+    def run():
         conn, _ = srv.accept()
         r = FrameReader()
-        answered = set()
-        while True:
-            data = conn.recv(4096)
-            if not data:
-                break
+        while data := conn.recv(4096):
             r.feed(data)
             while (f := r.next()) is not None:
-                if f.type == 0x02:
-                    full = struct.pack("<II", 1234, 0) + out
-                    payload = full[:5] if f.payload not in answered else full  # first answer: truncated
-                    answered.add(f.payload)
-                    conn.sendall(encode_frame(0x82, f.seq, payload))
+                reply = answer(f)
+                if reply:
+                    conn.sendall(reply)
 
-    threading.Thread(target=fake_device, daemon=True).start()
-    with Client(f"socket://127.0.0.1:{port}", timeout=0.5, retries=3) as c:
+    threading.Thread(target=run, daemon=True).start()
+    return f"socket://127.0.0.1:{srv.getsockname()[1]}", srv
+
+
+def test_a_reply_with_a_valid_crc_but_a_short_payload_is_retried_not_a_traceback():
+    """The first reply to each request is cut short (its CRC recomputed); the retry gets a good one."""
+    out = bytes(range(10))
+    answered = set()
+
+    def answer(f):
+        if f.type != 0x02:
+            return None
+        full = struct.pack("<II", 1234, 0) + out
+        payload = full[:5] if f.payload not in answered else full  # first answer: truncated
+        answered.add(f.payload)
+        return encode_frame(0x82, f.seq, payload)
+
+    url, srv = serve_frames(answer)
+    with Client(url, timeout=0.5, retries=3) as c:
         c.output_size = len(out)
         assert c.infer(b"\x01\x02\x03") == (1234, out)
         assert c.bad_replies == 1 and c.retried == 1
@@ -139,24 +149,8 @@ def test_a_reply_with_a_valid_crc_but_a_short_payload_is_retried_not_a_traceback
 
 
 def test_a_device_that_only_sends_malformed_replies_fails_cleanly():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-
-    def fake_device():
-        conn, _ = srv.accept()
-        r = FrameReader()
-        while True:
-            data = conn.recv(4096)
-            if not data:
-                break
-            r.feed(data)
-            while (f := r.next()) is not None:
-                conn.sendall(encode_frame(f.type | 0x80, f.seq, b"\x01"))  # valid CRC, 1-byte payload
-
-    threading.Thread(target=fake_device, daemon=True).start()
-    with Client(f"socket://127.0.0.1:{port}", timeout=0.3, retries=2) as c:
+    url, srv = serve_frames(lambda f: encode_frame(f.type | 0x80, f.seq, b"\x01"))  # valid CRC, 1-byte payload
+    with Client(url, timeout=0.3, retries=2) as c:
         with pytest.raises(DeviceError, match="no valid reply after 3 attempts"):
             c.hello()
         with pytest.raises(DeviceError, match="no valid reply"):
