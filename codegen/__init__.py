@@ -54,11 +54,14 @@ def file_stem(cname: str) -> str:
     return f"nupes_model_{cname}"
 
 
-def _add_data(cname: str, a) -> dict:
+def _add_data(cname: str, a, tables: bool = True) -> dict:
     """An add layer's C data: its parameters and the two 256-entry tables the kernel reads,
     t[x + 128] = requant((x - zp) * 2^left_shift, mult, shift) for x = -128..127: each input's
     rescaling, computed with the reference's own arithmetic (``add`` in intref/reference.py)."""
     what, int32 = f"add '{cname}'", (-(1 << 31), (1 << 31) - 1)
+    if not tables:  # computed per element (nupes_add_computed): (x - zp) * 2^(left_shift + 1 + max(shift, 0)) in int32
+        for f in ("in1_shift", "in2_shift"):
+            c_int(255 << (int(a.left_shift) + 1 + max(int(getattr(a, f)), 0)), *int32, f"{what}: input rescaling ({f})")
     x = np.arange(-128, 128, dtype=np.int64)
     t1, t2 = (c_ints(multiply_by_quantized_multiplier((x - int(zp)) * (1 << int(a.left_shift)), int(m), int(sh)),
                      *int32, f"{what}: input {i} rescaling table")
@@ -70,7 +73,7 @@ def _add_data(cname: str, a) -> dict:
     fields = ("in1_zp", "in2_zp", "in1_mult", "in1_shift", "in2_mult", "in2_shift", "out_mult", "out_shift",
               "left_shift", "out_zp", "act_min", "act_max")
     return {"cname": cname, "init": ", ".join(str(c_int(getattr(a, f), *int32, f"{what}: {f}")) for f in fields),
-            "t1": _lines(t1, 8), "t2": _lines(t2, 8)}
+            "t1": _lines(t1, 8) if tables else None, "t2": _lines(t2, 8) if tables else None}
 
 
 def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tuple[Plan, dict[str, str]]:
@@ -110,7 +113,7 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tup
         "pairs": None if L.pairs is None else _lines(L.pairs, 8, lambda v: f"0x{v:08x}u"),
         "pairs_len": 0 if L.pairs is None else L.pairs.size,
     } for L in p.layers]
-    data_adds = [_add_data(k, a) for k, a in p.adds.items()]
+    data_adds = [_add_data(k, a, k not in p.table_free_adds) for k, a in p.adds.items()]
     files = {
         f"{ctx['stem']}.h": _env.get_template("model.h.j2").render(ctx),
         f"{ctx['stem']}.c": _env.get_template("model.c.j2").render(ctx),

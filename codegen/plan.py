@@ -75,6 +75,7 @@ class Plan:
     scratch_entries: int
     output_in_arena: bool
     report: dict = field(default_factory=dict)
+    table_free_adds: set = field(default_factory=set)  # adds (C names) that compute their rescaling
 
 
 def _refuse(node, msg: str) -> NupesError:
@@ -191,12 +192,44 @@ def fc_kernel(p: IntLayer, rows: np.ndarray) -> tuple[str, dict]:
                                      "row_bytes": packed.shape[1], "bias": np.asarray(p.bias)}
 
 
+def layer_flash_bytes(op: str, weight_shape: tuple, bits: int, table_free: bool = False) -> int:
+    """The flash bytes ``plan`` gives one weight layer at ``bits``: packed rows and their guard byte,
+    its tables, and 12 bytes of bias + requantization per output channel (the quantities
+    ``flash_weights_bytes + flash_tables_bytes + flash_meta_bytes`` add up). It depends on the shape
+    and the bits only, except ``table_free``: an 8-bit layer whose levels turn out to be the codes
+    shifted (uniform a = 1; for a convolution also G = 0) stores no table. Left False, the figure
+    is an upper bound, which is what a flash budget needs before the layer is quantized."""
+    rows = int(weight_shape[0])
+    k = int(np.prod(weight_shape[1:]))
+    meta = rows * 12
+    if bits == 8 and table_free:
+        return rows * k + 1 + meta
+    table = (1 << bits) * 2
+    if op == "linear" and bits in (2, 4):  # nupes_fully_connected_pairs: rows padded to groups of 4
+        k4 = -(-k // 4) * 4
+        return rows * ((k4 * bits + 7) // 8) + 1 + (1 << (2 * bits)) * 4 + table + meta
+    return rows * ((k * bits + 7) // 8) + 1 + table + meta
+
+
+ADD_TABLE_BYTES = 2 * 256 * 4  # each add's two int32 rescaling tables
+
+
 def signed_lut(lut: np.ndarray, bits: int) -> np.ndarray:
     """The C table: 2^bits int16 levels indexed by the whole sign-magnitude field f, so a kernel
     decodes a code with one load: t[f] = (f has the sign bit ? -1 : 1) * lut[f & (Qmax)]."""
     fields = np.arange(1 << bits)
     mag = np.asarray(lut, np.int32)[fields & ((1 << (bits - 1)) - 1)]
     return np.where(fields >> (bits - 1), -mag, mag).astype(np.int16)
+
+
+def table_free_adds(qm: QuantModel) -> set[str]:
+    """Names of the add nodes a flash-budget search built without rescaling tables (model.nq
+    meta.flash_budget.table_free_adds; names from the file are only compared, never emitted)."""
+    names = qm.meta.get("flash_budget", {}).get("table_free_adds", []) if isinstance(qm.meta.get("flash_budget"), dict) else []
+    adds = {n.name for n in qm.graph.nodes if n.op == "add"}
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in adds for n in names):
+        raise NupesError("meta.flash_budget.table_free_adds must list add layers of the model")
+    return set(names)
 
 
 def plan(qm: QuantModel, name: str | None = None) -> Plan:
@@ -255,6 +288,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
 
     layers: list[LayerData] = []
     adds: dict[str, IntAdd] = {}
+    no_tables, table_free = table_free_adds(qm), set()
     steps: list[Step] = []
     scratch = 0
     for i, node in enumerate(real):
@@ -295,6 +329,8 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}{scratch_arg});"
         elif node.op == "add":
             adds[f"{cname}_layer{i}"] = p
+            if node.name in no_tables:
+                table_free.add(f"{cname}_layer{i}")
             kernel = "nupes_add"
             call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &{cname}_layer{i});"
         elif node.op in ("maxpool2d", "avgpool2d"):
@@ -330,7 +366,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         # power LUTs, dense pair tables, and each add's two 256-entry int32 rescaling tables
         "flash_tables_bytes": int(sum((0 if L.lut is None else L.lut.size * 2) + (0 if L.pairs is None else L.pairs.size * 4)
                                       for L in layers)
-                                  + 2 * 256 * 4 * len(adds)),
+                                  + ADD_TABLE_BYTES * (len(adds) - len(table_free))),
         "flash_meta_bytes": int(sum(L.bias.size * 12 for L in layers)),
         "arena_bytes": int(arena_bytes),
         "arena_naive_bytes": int(arena_naive),
@@ -341,4 +377,5 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
     return Plan(name=cname, input_shape=tuple(g.input_shape), output_shape=tuple(g.output_shape),
                 input_size=_hwc_size(g.input_shape), output_size=_hwc_size(g.output_shape), layers=layers, adds=adds,
                 steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
-                scratch_entries=max(scratch, 1), output_in_arena=output_in_arena, report=report)
+                scratch_entries=max(scratch, 1), output_in_arena=output_in_arena, report=report,
+                table_free_adds=table_free)

@@ -35,13 +35,15 @@ def load_graph(spec: str, progress: bool = True) -> tuple[Graph, str]:
 
 def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None = None,
              overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = True,
-             example_input: torch.Tensor | None = None, name: str | None = None) -> tuple[QuantModel, str]:
+             example_input: torch.Tensor | None = None, name: str | None = None,
+             flash_budget: int | str | None = None) -> tuple[QuantModel, str]:
     """Quantize ``model`` calibrating on ``data``; returns the model and its hash.
 
     model: a bundled example name, a .pt2 / .tflite path, or a ``torch.nn.Module`` together with
     ``example_input`` (one batch of the input, N x C x H x W). data: a bundled name (its calib
     split), an .npz path (its ``x``), or a float32 array shaped as the model takes it. Writes
-    ``out`` atomically when given.
+    ``out`` atomically when given. flash_budget: bytes (or a size such as '24K'): per-layer bits
+    chosen so the model's flash fits it (``overrides`` then pins layers); see docs/mixed_precision.md.
     """
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
     if isinstance(model, torch.nn.Module):
@@ -57,7 +59,14 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
         if tuple(x.shape[1:]) != tuple(graph.input_shape):
             raise NupesError(f"calibration data has shape {list(x.shape)}, the model takes N×{list(graph.input_shape)}")
         data = f"array {list(x.shape)}"
-    qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name)
+    if isinstance(flash_budget, str):
+        from .quant.mixed import parse_size
+
+        try:
+            flash_budget = parse_size(flash_budget)
+        except ValueError as e:
+            raise NupesError(f"flash budget: {e}") from None
+    qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name, flash_budget=flash_budget)
     qm.meta["calibration"]["data"] = data
     h = artifact.save(qm, out) if out else artifact.hash_of(qm)
     qm.meta["hash"] = h

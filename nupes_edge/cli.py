@@ -29,6 +29,15 @@ def _wbits(s: str) -> int:
     return int(s)
 
 
+def _flash_size(s: str) -> int:
+    from .quant.mixed import parse_size
+
+    try:
+        return parse_size(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _emit(obj: dict, as_json: bool, text: str) -> None:
     print(json.dumps(obj, sort_keys=True) if as_json else text)
 
@@ -37,14 +46,32 @@ def cmd_quantize(args) -> int:
     from . import api
 
     qm, h = api.quantize(args.model, args.data, args.method, args.wbits, args.output, dict(args.layer_wbits or []),
-                         args.seed, progress=not args.quiet)
+                         args.seed, progress=not args.quiet, flash_budget=args.flash_budget)
+    fb = qm.meta.get("flash_budget")
     layers = [{"name": n, "bits": p.bits, "a": p.a, "G": p.G} for n, p in qm.params.items() if hasattr(p, "G")]
-    obj = {"output": args.output, "hash": h, "method": qm.method, "wbits": args.wbits,
+    widths = sorted({d["bits"] for d in layers})
+    wname = f"W{widths[0]}" if len(widths) == 1 else f"W{widths[0]}-{widths[-1]} mixed"
+    obj = {"output": args.output, "hash": h, "method": qm.method, "wbits": args.wbits if fb is None else None,
            "seconds": qm.meta["seconds"], "layers": layers}
-    lines = [f"wrote {args.output} ({qm.method}, W{args.wbits}A8, {qm.meta['seconds']:.1f} s, hash {h[:16]})",
+    lines = [f"wrote {args.output} ({qm.method}, {wname}A8, {qm.meta['seconds']:.1f} s, hash {h[:16]})",
              "  per layer: weight bits, power exponent a (1 = uniform), table shift G (levels are scaled by 2^G;"
              " docs/numerics.md)"]
-    lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']}" for d in layers]
+    if fb is None:
+        lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']}" for d in layers]
+    else:
+        obj["flash_budget"] = {k: fb[k] for k in ("budget_bytes", "flash_bytes", "min_bytes", "max_bytes", "seconds")}
+        for d in layers:
+            d.update(flash_bytes=fb["cost_bytes"][d["name"]][str(d["bits"])],
+                     sensitivity=fb["sensitivity"].get(d["name"], {}).get(str(d["bits"])))
+        lines[1] += (";\n  flash: the layer's bytes (weights, tables, bias + requantization); sensitivity: the output"
+                     " error with only this layer quantized, ||y - y_float||^2 / ||y_float||^2 on calibration data")
+        lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']:<3} flash {d['flash_bytes']:>7,} B"
+                  + ("" if d["sensitivity"] is None else f"  sensitivity {d['sensitivity']:.2e}") for d in layers]
+        obj["flash_budget"]["table_free_adds"] = fb["table_free_adds"]
+        lines += [f"  {a:<24} add without rescaling tables: their 2,048 B went to weight bits (the add computes"
+                  f" the same values, about 2.5x its instructions)" for a in fb["table_free_adds"]]
+        lines.append(f"  model flash {fb['flash_bytes']:,} B of the {fb['budget_bytes']:,} B budget "
+                     f"(possible: {fb['min_bytes']:,}-{fb['max_bytes']:,} B; search {fb['seconds']:.1f} s)")
     _emit(obj, args.json, "\n".join(lines))
     return 0
 
@@ -287,7 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "adaround, uniform (min-max), uniform-mse (default nupes; docs/quantization.md)")
     q.add_argument("--wbits", type=_wbits, default=4, help="weight bits, 2..8 (default 4)")
     q.add_argument("--layer-wbits", type=_bits_override, action="append", metavar="LAYER=BITS",
-                   help="per-layer weight bits (repeatable)")
+                   help="per-layer weight bits (repeatable); with --flash-budget, the layers pinned")
+    q.add_argument("--flash-budget", type=_flash_size, metavar="SIZE",
+                   help="choose each layer's weight bits (2..8) so the model's flash (weights, tables, bias and "
+                        "requantization, as codegen --json counts them) fits SIZE bytes, e.g. 24576, 24K, 24KiB "
+                        "(K = KB = KiB = 1,024 B); replaces --wbits (docs/mixed_precision.md)")
     q.add_argument("--seed", type=int, default=0, help="random seed of the learned methods (default 0)")
     q.add_argument("-o", "--output", required=True, help="the model.nq to write")
     q.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -26,7 +26,61 @@ static inline int32_t nupes_add_out(int32_t s, int32_t mult, int32_t right, int3
  * reference's own arithmetic. The code generator also checks that every sum s of two entries has
  * |2 s 2^max(out_shift, 0)| < 2^31.
  */
-void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p)
+/*
+ * Without tables (in1_table == NULL: a model built for a flash budget gives their 2 KB to weights):
+ * each input's rescaling requant((x - zp) * 2^left_shift, mult, shift) is computed per element, the
+ * reference's arithmetic. The code generator checks 255 * 2^(left_shift + 1 + max(shift, 0)) < 2^31.
+ * DSP path (input shifts in [-30, 0], output shift in [-30, -1]): per input SUB, MUL, SMMULR
+ * (= SRDHM, as in nupes_add_out), then the rounding shift.
+ */
+#if NUPES_USE_DSP
+/* One input's rescaling: SRDHM(x 2^left - zp 2^left, mult) by SMMULR of twice the argument (as in
+ * nupes_add_out; x2l = 2^(left+1), zp2l = zp 2^(left+1)), then RoundingDivideByPOT by right
+ * (0..30) without a branch: mask = right ? -1 : 0 and half = 2^right / 2, so right = 0 gives y. */
+static inline int32_t nupes_add_rescale(int32_t x, int32_t x2l, int32_t zp2l, int32_t mult, int32_t right,
+                                        int32_t half, int32_t mask)
+{
+    const int32_t y = nupes_smmulr(x * x2l - zp2l, mult);
+    return (y + ((y >> 31) & mask) + half) >> right;
+}
+#endif
+
+static void nupes_add_computed(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n,
+                               const nupes_add_params_t *p)
+{
+    const int32_t zp1 = p->in1_zp, zp2 = p->in2_zp, m1 = p->in1_mult, m2 = p->in2_mult;
+    const int32_t s1 = p->in1_shift, s2 = p->in2_shift, left = p->left_shift;
+    const int32_t out_mult = p->out_mult, out_shift = p->out_shift, out_zp = p->out_zp;
+    const int32_t act_min = p->act_min, act_max = p->act_max;
+    int32_t i = 0;
+#if NUPES_USE_DSP
+    if (s1 <= 0 && s1 >= -30 && s2 <= 0 && s2 >= -30 && out_shift <= -1 && out_shift >= -30) {
+        const int32_t r1 = -s1, r2 = -s2, h1 = (1 << r1) >> 1, h2 = (1 << r2) >> 1;
+        const int32_t k1 = r1 ? -1 : 0, k2 = r2 ? -1 : 0;
+        const int32_t right = -out_shift, half = 1 << (right - 1), x2l = 2 << left;
+        const int32_t zp1_2l = zp1 * x2l, zp2_2l = zp2 * x2l;
+        for (; i < n; ++i) {
+            const int32_t sum = nupes_add_rescale(in1[i], x2l, zp1_2l, m1, r1, h1, k1)
+                                + nupes_add_rescale(in2[i], x2l, zp2_2l, m2, r2, h2, k2);
+            out[i] = (int8_t)nupes_add_out(sum, out_mult, right, half, out_zp);
+        }
+        if (act_min > -128 || act_max < 127) { /* a fused ReLU / ReLU6 narrower than int8 */
+            int32_t j;
+            for (j = 0; j < n; ++j) {
+                out[j] = nupes_clamp_s8(out[j], act_min, act_max);
+            }
+        }
+    }
+#endif
+    for (; i < n; ++i) {
+        const int32_t sum = nupes_requantize((in1[i] - zp1) * (1 << left), m1, s1)
+                            + nupes_requantize((in2[i] - zp2) * (1 << left), m2, s2);
+        out[i] = nupes_clamp_s8(nupes_requantize(sum, out_mult, out_shift) + out_zp, act_min, act_max);
+    }
+}
+
+static void nupes_add_tables(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n,
+                             const nupes_add_params_t *p)
 {
     /* locals: the int8 stores may alias *p, which would force a reload of every field per element */
     const int32_t *const t1 = p->in1_table + 128, *const t2 = p->in2_table + 128;
@@ -57,5 +111,14 @@ void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, con
     for (; i < n; ++i) {
         const int32_t sum = nupes_requantize(t1[in1[i]] + t2[in2[i]], out_mult, out_shift) + out_zp;
         out[i] = nupes_clamp_s8(sum, act_min, act_max);
+    }
+}
+
+void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p)
+{
+    if (p->in1_table != 0) {
+        nupes_add_tables(in1, in2, out, n, p);
+    } else {
+        nupes_add_computed(in1, in2, out, n, p);
     }
 }

@@ -6,7 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nupes_edge import artifact, codegen
@@ -113,6 +113,7 @@ def test_random_unicode_names_never_change_the_token_structure(model, name):
     qm = artifact.loads(artifact.dumps(model))
     baseline = {k: strip_comments_and_strings(v) for k, v in codegen.render(qm, name="m")[1].items()}
     node = qm.graph.nodes[0]
+    assume(name not in {n.name for n in qm.graph.nodes[1:]})  # a duplicate name is a different model
     node.name = name  # codegen itself must hold even for names the loader would refuse
     qm.params[name] = qm.params.pop("conv2d")
     qm.meta["name"] = name

@@ -55,6 +55,25 @@ def test_board_is_bit_exact_with_the_reference(name, method, bits, tmp_path_fact
     assert 0.9 * r.count_min <= sum(p["count"] for p in r.profile) <= 1.01 * r.count_max
 
 
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_a_flash_budget_model_is_bit_exact_on_the_board(name, tmp_path_factory):
+    """Mixed widths in one model and adds without tables (a budget at the size of uniform W2, where
+    the search buys wider layers with the add tables' bytes), on the emulated board."""
+    from nupes_edge.codegen.plan import ADD_TABLE_BYTES
+    from nupes_edge.quant import mixed
+
+    g = import_module(examples.model(name, progress=False), examples.models.example_input(name), name)
+    w2 = mixed.flash_costs(g, "nupes", {n.name: (2,) for n in g.weight_nodes()})
+    budget = sum(c[2] for c in w2.values()) + ADD_TABLE_BYTES
+    qm = quantize_graph(g, examples.load(name, "calib")[0], "nupes", 4, name=name, flash_budget=budget,
+                        recon=ReconConfig(iters=100, batch=32))
+    assert len({p.bits for p in qm.params.values() if hasattr(p, "bits")}) > 1
+    assert qm.meta["flash_budget"]["table_free_adds"] == ["add"]
+    fb = firmware.build_firmware(qm, boards.get("stm32"), str(tmp_path_factory.mktemp("fw")))
+    r = verify_on_qemu(qm, fb)
+    assert r.n == N and r.mismatches == 0, r.first_diffs
+
+
 def test_instruction_counts_are_deterministic(tmp_path_factory):
     qm, fb = built("digits", "uniform", 8, tmp_path_factory)
     a = verify_on_qemu(qm, fb, n=10)

@@ -79,11 +79,14 @@ def test_max_pool_common_shapes(tmp_path):
 @settings_
 @given(seed=st.integers(0, 10_000), c=st.integers(1, 6), h=st.integers(1, 5), w=st.integers(1, 7),
        log_gain=st.floats(-1.5, 1.5), x_scale=st.floats(0.05, 20.0), act=st.sampled_from(["none", "relu", "relu6"]),
-       clamp=st.booleans())
-def test_add_random_scales(tmp_path_factory, seed, c, h, w, log_gain, x_scale, act, clamp):
+       clamp=st.booleans(), tables=st.booleans())
+def test_add_random_scales(tmp_path_factory, seed, c, h, w, log_gain, x_scale, act, clamp, tables):
+    """With its rescaling tables, and without (computed per element, as a flash budget may choose)."""
     rng = np.random.default_rng(seed)
     x = (rng.normal(0.3, 1.0, (16, c, h, w)) * x_scale).astype(np.float32)
     qm = quantized(add_graph(rng, c, 10.0 ** log_gain, act), (c, h, w), x)
+    if not tables:
+        qm.meta["flash_budget"] = {"table_free_adds": ["add"]}
     if clamp:  # a fused activation narrower than int8
         lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
         qm.params["add"] = dataclasses.replace(qm.params["add"], act_min=lo, act_max=hi)
@@ -102,7 +105,44 @@ def test_add_output_shifts_around_the_fast_path(tmp_path):
         mo, so = quantize_multiplier(real)
         assert so == shift
         qm.params["add"] = dataclasses.replace(p, left_shift=0, out_mult=mo, out_shift=so)
-        check_both_paths(tmp_path / str(shift + 1), qm, x)
+        for tables in (True, False):
+            qm.meta["flash_budget"] = {"table_free_adds": [] if tables else ["add"]}
+            check_both_paths(tmp_path / f"{shift + 1}{tables}", qm, x)
+
+
+def test_add_without_tables_input_shifts_outside_the_fast_path(tmp_path):
+    """The computed add's DSP loop takes input shifts in [-30, 0] (0: no rounding shift, its own
+    branch); a positive one takes the generic loop. Both agree with the reference."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(0.0, 1.0, (12, 3, 4, 4)).astype(np.float32)
+    qm = quantized(add_graph(rng, 3, 1.0, "none"), (3, 4, 4), x)
+    qm.meta["flash_budget"] = {"table_free_adds": ["add"]}
+    p = qm.params["add"]
+    for real, shift in ((0.6, 0), (1.5, 1)):
+        m, s = quantize_multiplier(real)
+        assert s == shift
+        qm.params["add"] = dataclasses.replace(p, left_shift=16, in1_mult=m, in1_shift=s)
+        check_both_paths(tmp_path / str(shift), qm, x)
+
+
+def test_add_without_tables_refuses_an_input_rescaling_that_overflows():
+    """Computed per element, (x - zp) * 2^(left_shift + 1) must fit int32: left_shift 24 does not."""
+    rng = np.random.default_rng(10)
+    x = rng.normal(0.0, 1.0, (12, 2, 3, 3)).astype(np.float32)
+    qm = quantized(add_graph(rng, 2, 1.0, "none"), (2, 3, 3), x)
+    qm.meta["flash_budget"] = {"table_free_adds": ["add"]}
+    qm.params["add"] = dataclasses.replace(qm.params["add"], left_shift=24)
+    with pytest.raises(NupesError, match="input rescaling"):
+        codegen.render(qm)
+
+
+def test_table_free_adds_must_name_adds():
+    rng = np.random.default_rng(11)
+    x = rng.normal(0.0, 1.0, (12, 2, 3, 3)).astype(np.float32)
+    qm = quantized(add_graph(rng, 2, 1.0, "none"), (2, 3, 3), x)
+    qm.meta["flash_budget"] = {"table_free_adds": ["conv"]}
+    with pytest.raises(NupesError, match="table_free_adds"):
+        codegen.render(qm)
 
 
 def test_add_tables_that_would_overflow_are_refused():
@@ -149,4 +189,7 @@ def test_max_pool_then_add_sanitized(tmp_path):
     conv = Node("conv", "conv2d", ["y"], "w", {"stride": [1, 1], "pads": [0, 0, 0, 0], "groups": 1, "act": "none"},
                 wt, rng.normal(0, 1, 7).astype(np.float32))
     nodes = [pool, conv, Node("add", "add", ["y", "w"], "z", {"act": "relu"})]
-    check_both_paths(tmp_path, quantized(nodes, (7, 5, 6), x), x, sanitize=True)
+    qm = quantized(nodes, (7, 5, 6), x)
+    check_both_paths(tmp_path / "tables", qm, x, sanitize=True)
+    qm.meta["flash_budget"] = {"table_free_adds": ["add"]}  # and the computed add
+    check_both_paths(tmp_path / "computed", qm, x, sanitize=True)

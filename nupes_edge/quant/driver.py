@@ -10,7 +10,7 @@ import torch
 from ..errors import NupesError
 from ..ir import Graph
 from ..qmodel import QuantModel
-from . import powerquant, reconstruct, uniform
+from . import mixed, powerquant, reconstruct, uniform
 from .biascorr import correct_biases
 from .calibrate import calibrate
 from .lower import lower
@@ -34,11 +34,13 @@ def layer_bits(graph: Graph, wbits: int, overrides: dict[str, int] | None = None
 def quantize_graph(graph: Graph, x_calib: np.ndarray, method: str = "nupes", wbits: int = 4,
                    overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = False,
                    recon: reconstruct.ReconConfig | None = None, name: str = "model",
-                   bias_correction: bool = True) -> QuantModel:
+                   bias_correction: bool = True, flash_budget: int | None = None) -> QuantModel:
     """Calibrate activations, quantize weights with ``method``, derive the integer parameters.
 
     The data-free methods (uniform, uniform-mse, powerquant) get empirical bias correction unless
     ``bias_correction`` is False; the reconstruction methods fit their layers' outputs directly.
+    ``flash_budget`` (bytes): per-layer bits chosen to fit it (quant/mixed.py); ``overrides`` are
+    then the layers the user pins.
     """
     if method not in METHODS:
         raise NupesError(f"unknown method '{method}' (one of {', '.join(METHODS)})")
@@ -51,6 +53,11 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray, method: str = "nupes", wbi
     torch.manual_seed(seed)
     np.random.seed(seed)
     t0 = time.perf_counter()
+    allocation = None
+    if flash_budget is not None:
+        allocation = mixed.choose_bits(graph, x_calib, method, int(flash_budget), dict(overrides or {}),
+                                       recon or reconstruct.ReconConfig(seed=seed), progress)
+        bits = allocation.bits
     act = calibrate(graph, x_calib, progress=progress)
     if method in ("adaround", "nupes"):
         cfg = recon or reconstruct.ReconConfig(seed=seed)
@@ -69,4 +76,6 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray, method: str = "nupes", wbi
             "bias_correction": bool(bias_correction and method not in ("adaround", "nupes")),
             "calibration": {"n": int(len(x_calib)),
                             "input_range": [float(x_calib.min()), float(x_calib.max())]}}
+    if allocation is not None:
+        meta["flash_budget"] = allocation.as_meta()
     return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta)

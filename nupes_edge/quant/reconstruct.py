@@ -168,6 +168,13 @@ def _fit_layer(node: Node, learner, x: torch.Tensor, y: torch.Tensor, cfg: Recon
         learner.after_step()
 
 
+def fit_layer(node: Node, x: torch.Tensor, y: torch.Tensor, bits: int, method: str, cfg: ReconConfig) -> LayerWeights:
+    """Quantize one layer at ``bits`` so that its output on ``x`` reconstructs ``y``."""
+    learner = _LEARNERS[method](torch.from_numpy(node.weight), torch.from_numpy(node.bias), bits)
+    _fit_layer(node, learner, x, y, cfg)
+    return learner.result()
+
+
 def quantize(graph: Graph, x_calib: np.ndarray, act: dict[str, ActQuant], bits_of: dict[str, int],
              method: str, cfg: ReconConfig | None = None, progress: bool = False) -> dict[str, LayerWeights]:
     """Quantize every weight layer of ``graph`` by output reconstruction on ``x_calib``."""
@@ -183,9 +190,7 @@ def quantize(graph: Graph, x_calib: np.ndarray, act: dict[str, ActQuant], bits_o
         with torch.no_grad():
             x = torch_exec.quantized_input(graph, xin, node, done_t, aq)
             y = torch_exec.run(graph, xin, stop_after=node.output)
-        learner = _LEARNERS[method](torch.from_numpy(node.weight), torch.from_numpy(node.bias), bits_of[node.name])
-        _fit_layer(node, learner, x, y, cfg)
-        lw = learner.result()
+        lw = fit_layer(node, x, y, bits_of[node.name], method, cfg)
         done[node.name] = lw
         bias = node.bias if lw.bias is None else lw.bias.astype(np.float32)
         done_t[node.name] = (torch.from_numpy(decode(lw.codes, lw.alpha, lw.a, lw.bits).astype(np.float32)),
