@@ -189,3 +189,52 @@ def export_tflite(model_path: str, out: str, fmt: str = "int8") -> int:
     data = tflite_export.export(artifact.load(model_path), fmt)
     atomic_write_bytes(out, data)
     return len(data)
+
+
+def calibration_data(qm: QuantModel, data: str | None = None) -> np.ndarray | None:
+    """``data`` (its calib split / whole .npz), else the data the model was calibrated on when it
+    can still be found (a bundled name, or an .npz path that still exists); None otherwise."""
+    spec = data or qm.meta.get("calibration", {}).get("data")
+    if not isinstance(spec, str):
+        return None
+    try:
+        return load_data(spec, "calib", qm.graph.input_shape)[0]
+    except NupesError:
+        if data:
+            raise
+        return None
+
+
+def analyze(model_path: str, data: str | None = None, board_name: str | None = None, out_dir: str | None = None,
+            profile: bool = False, port: str | None = None, n: int = 5):
+    """The per-layer analysis (nupes_edge/analyze.py) of a model.nq; with ``board_name`` the
+    firmware is built in ``out_dir`` for its real sizes, and with ``profile`` (an emulated board) or
+    ``port`` (a running board) the per-layer counts of ``n`` inferences are measured."""
+    from .analyze import analyze as analyze_qm
+
+    qm = artifact.load(model_path)
+    x = calibration_data(qm, data)
+    sizes = counts = kind = None
+    if board_name and board_name != "host":
+        if profile and not port:
+            fb, rep = run_emulated(model_path, board_name, out_dir, n=n, profile=True, progress=False)
+            counts, kind = rep.profile, rep.count_kind
+        else:
+            fb = build_board(model_path, board_name, out_dir)
+        sizes = {**fb.sizes, "board": fb.board.name}
+    if port:
+        rep = verify_port(model_path, port, n=n, profile=True, progress=False)
+        counts, kind = rep.profile, rep.count_kind
+    return qm, analyze_qm(qm, x, sizes, counts, kind)
+
+
+def write_report(qm: QuantModel, analysis, path: str, layer: str | None = None) -> str:
+    """The self-contained HTML report, written atomically; returns its path."""
+    from .fileio import atomic_write_bytes
+    from .report_html import render
+
+    if layer is not None and layer not in {n.name for n in qm.graph.weight_nodes()}:
+        raise NupesError(f"--layer: no weight layer named '{layer}' "
+                         f"(layers: {', '.join(n.name for n in qm.graph.weight_nodes())})")
+    atomic_write_bytes(path, render(analysis, qm, layer).encode())
+    return path

@@ -197,8 +197,35 @@ def cmd_build(args) -> int:
         return 0
     fb = api.build_board(model, board, out)
     copy = os.path.join(out, "model.nq")  # the quantized model, beside the firmware built from it
-    _emit({**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name, "model": copy}, args.json,
-          fb.text() + f"\n  model.nq: {model} (copied to {copy})")
+    report = _report_beside(model, out, {**fb.sizes, "board": fb.board.name})
+    _emit({**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name, "model": copy, "report": report},
+          args.json, fb.text() + f"\n  model.nq: {model} (copied to {copy})\n  report: {report}")
+    return 0
+
+
+def _report_beside(model: str, out: str, sizes: dict, profile=None, count_kind=None) -> str:
+    """analyze's HTML report, written beside the firmware (report.html); returns its path."""
+    from . import api, artifact
+    from .analyze import analyze
+
+    qm = artifact.load(model)
+    a = analyze(qm, api.calibration_data(qm), sizes, profile, count_kind)
+    return api.write_report(qm, a, os.path.join(out, "report.html"))
+
+
+def cmd_analyze(args) -> int:
+    from . import api
+
+    model, board, out = _resolve(args)
+    if args.profile and not (board != "host" or args.port):
+        raise NupesError("--profile runs the model on an emulated board: add --board stm32 (or use --port)")
+    qm, a = api.analyze(model, args.data, None if board == "host" else board, out, args.profile, args.port, args.n)
+    obj = a.as_dict()
+    text = a.text()
+    if args.html:
+        obj["html"] = api.write_report(qm, a, args.html, args.layer)
+        text += f"\nreport: {args.html}"
+    _emit(obj, args.json, text)
     return 0
 
 
@@ -231,8 +258,9 @@ def cmd_run(args) -> int:
     if board == "host":
         return _verify_exit(api.verify_host(model, args.data, args.n), args.json, "host")
     fb, r = api.run_emulated(model, board, out, args.data, args.n, profile=args.profile)
+    report = _report_beside(model, out, {**fb.sizes, "board": fb.board.name}, r.profile or None, r.count_kind)
     if not args.json:
-        print(fb.text(), file=sys.stderr)
+        print(fb.text() + f"\n  report: {report}", file=sys.stderr)
     return _verify_exit(r, args.json, f"{fb.board.name} (QEMU {fb.board.qemu['machine']})")
 
 
@@ -347,6 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dsp", action="store_true", help="host: compile the Cortex-M DSP path with emulated intrinsics")
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     b.set_defaults(func=cmd_build)
+
+    an = sub.add_parser("analyze", help="per-layer report of a model.nq: bytes, arena, SQNR, counts; --html")
+    an.add_argument("model", nargs="?", help="a model.nq (default: the project's model from nupes-edge.toml)")
+    an.add_argument("--board", help="build the firmware for this board and report its real flash and RAM and "
+                                    "whether it fits (default: no build)")
+    an.add_argument("--profile", action="store_true",
+                    help="also run -n inferences on the (emulated) board and report per-layer instruction counts")
+    an.add_argument("--port", help="a running board's serial port (e.g. /dev/ttyACM0): per-layer cycle counts")
+    an.add_argument("-n", type=int, default=5, help="inferences for --profile / --port (default 5)")
+    an.add_argument("--data", help="data for the per-layer SQNR (default: the model's calibration data, when found)")
+    an.add_argument("--html", metavar="REPORT.html", help="also write the self-contained HTML report")
+    an.add_argument("--layer", help="the weight layer whose histogram the HTML report draws (default: the largest)")
+    an.add_argument("-o", "--output", help="build folder for --board (default build/BOARD)")
+    an.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
+    an.set_defaults(func=cmd_analyze)
 
     f = sub.add_parser("flash", help="put the built firmware on a board (QEMU for emulated boards)")
     f.add_argument("model", nargs="?", help="a model.nq (default: the project's)")
