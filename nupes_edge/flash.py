@@ -51,7 +51,8 @@ def _free_port() -> int:
 def qemu_command(board: Board, elf: str, port: int) -> list[str]:
     q = board.qemu
     return ["qemu-system-arm", "-M", q["machine"], "-kernel", elf, "-display", "none", "-monitor", "none",
-            "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on",
+            # nodelay: small frames go out at once (Nagle + delayed ACKs cost ~40 ms per round trip)
+            "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on",
             # deterministic virtual time: 2^shift ns per instruction, no sleeping while idle
             "-icount", f"shift={q['icount_shift']},align=off,sleep=off"]
 

@@ -2,10 +2,13 @@
 
 Frames: A5 5A | type u8 | seq u8 | len u16 LE | payload | CRC-32 (IEEE, LE) over type..payload.
 The host waits for the firmware's banner, then sends one request at a time and accepts only a
-reply with a valid CRC, the request's sequence number and the matching type. A lost, corrupt or
-late reply is retried a bounded number of times; before each retry a run of zero bytes completes
-any frame the device may have started parsing from garbage, so it resynchronizes. The same code
-serves /dev/ttyACM0 and socket://host:port (pyserial's serial_for_url).
+reply with a valid CRC, the request's sequence number and the matching type. An input goes in
+LOAD chunks of at most 64 bytes, each acknowledged, then RUN carries the input's CRC-32, so on a
+noisy link only the damaged chunk is sent again and the device never runs an input the host did
+not send. A lost, corrupt or late reply is retried a bounded number of times, with a timeout that
+follows the measured round trip and grows after each failure; before each retry a run of zero
+bytes completes any frame the device may have started parsing from garbage, so it
+resynchronizes. The same code serves /dev/ttyACM0 and socket://host:port (serial_for_url).
 """
 from __future__ import annotations
 
@@ -17,12 +20,20 @@ from dataclasses import dataclass
 from .errors import NupesError
 
 SYNC = b"\xa5\x5a"
-T_HELLO, T_INFER, T_PROFILE, T_REPLY, T_ERROR = 0x01, 0x02, 0x03, 0x80, 0xEE
-ERRORS = {1: "bad CRC", 2: "bad length", 3: "unknown frame type", 4: "frame too long"}
+T_HELLO, T_PROFILE, T_LOAD, T_RUN, T_REPLY, T_ERROR = 0x01, 0x03, 0x04, 0x05, 0x80, 0xEE
+E_INPUT_CRC = 5
+ERRORS = {1: "bad CRC", 2: "bad length", 3: "unknown frame type", 4: "frame too long", 5: "input CRC mismatch"}
 RETRYABLE = {1, 4}  # what corruption on the wire causes
 BANNER = b"NUPES-EDGE"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME = 1 << 16
+LOAD_CHUNK = 64  # input bytes per LOAD frame: at 1% byte errors, 54% of such frames arrive intact
+HELLO_MAX = 24 + 5 * 256  # the longest HELLO reply (five strings of at most 255 bytes)
+MIN_TIMEOUT = 0.05  # s: the shortest wait for a reply, however fast the round trip was
+
+
+class InputCRCError(NupesError):
+    """RUN found an assembled input whose CRC differs from the host's: load it again."""
 
 
 class DeviceError(NupesError):
@@ -44,9 +55,12 @@ class Frame:
 class FrameReader:
     """Incremental parser: feed bytes, take complete CRC-checked frames; junk is skipped."""
 
-    def __init__(self):
+    def __init__(self, max_payload: int = MAX_FRAME):
         self.buf = bytearray()
-        self.crc_errors = 0
+        self.crc_errors = 0  # damaged frames seen, each counted once
+        self.max_payload = max_payload  # a longer declared length is a damaged header, not a frame to wait for
+        self._dropped = 0  # bytes deleted from the front of buf so far (absolute stream positions)
+        self._counted: set[int] = set()  # absolute positions of damaged frames already counted
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -63,19 +77,27 @@ class FrameReader:
                 break
             n = struct.unpack_from("<H", buf, i + 4)[0]
             end = i + 10 + n
-            if end > len(buf):
+            if n > self.max_payload:
+                pass  # no reply is that long: a damaged header
+            elif end > len(buf):
                 earliest_pending = i if earliest_pending is None else earliest_pending
             else:
                 body = bytes(buf[i + 2:i + 6 + n])
                 if zlib.crc32(body) == struct.unpack_from("<I", buf, i + 6 + n)[0]:
-                    del buf[:end]
+                    self._drop(end)
                     return Frame(body[0], body[1], body[4:])
-                self.crc_errors += 1
+                if self._dropped + i not in self._counted:
+                    self._counted.add(self._dropped + i)
+                    self.crc_errors += 1
             i = buf.find(SYNC, i + 1)
         # keep only what may still become a frame
-        keep = earliest_pending if earliest_pending is not None else max(0, len(buf) - 1)
-        del buf[:keep]
+        self._drop(earliest_pending if earliest_pending is not None else max(0, len(buf) - 1))
         return None
+
+    def _drop(self, n: int) -> None:
+        del self.buf[:n]
+        self._dropped += n
+        self._counted = {p for p in self._counted if p >= self._dropped}
 
 
 @dataclass
@@ -107,7 +129,10 @@ def parse_hello(p: bytes) -> Hello:
 
 
 class Client:
-    def __init__(self, url: str, timeout: float = 5.0, retries: int = 5, connect_timeout: float = 5.0,
+    """timeout: the longest wait for one reply (s); retries: how many times one request may be sent
+    again; a request also gives up once it has spent 4 x timeout in all."""
+
+    def __init__(self, url: str, timeout: float = 5.0, retries: int = 30, connect_timeout: float = 5.0,
                  baudrate: int = 115200):
         import serial
 
@@ -115,11 +140,12 @@ class Client:
         self.timeout = timeout
         self.retries = retries
         self.seq = 0
-        self.reader = FrameReader()
+        self.reader = FrameReader(HELLO_MAX)
         self.retried = 0
         self.bad_replies = 0  # CRC-valid replies that did not parse
-        self.flush_bytes = 4096
+        self.flush_bytes = LOAD_CHUNK + 16  # longer than any frame the device accepts
         self.output_size = None  # known after hello()
+        self.rtt: dict[int, float] = {}  # moving mean of the round trip per request type (s)
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
@@ -129,6 +155,11 @@ class Client:
                 if time.monotonic() > deadline or url.startswith("/dev/") and "No such file" in str(e):
                     raise DeviceError(f"cannot open {url}: {e}") from None
                 time.sleep(0.05)
+        sock = getattr(self.port, "_socket", None)  # socket://: send small frames at once (no Nagle)
+        if sock is not None:
+            import socket
+
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def close(self) -> None:
         self.port.close()
@@ -140,8 +171,11 @@ class Client:
         self.close()
 
     def _read(self) -> bytes:
+        """What has arrived: waits (up to the port's 50 ms timeout) for the first byte only, so a
+        short reply is taken as soon as it is complete."""
         try:
-            return self.port.read(512)
+            data = self.port.read(1)
+            return data + self.port.read(self.port.in_waiting) if data else data
         except Exception as e:  # pyserial raises SerialException or OSError subclasses
             raise DeviceError(f"{self.url}: connection lost ({e})") from None
 
@@ -158,21 +192,39 @@ class Client:
         self.reader.feed(bytes(seen))
         return False
 
+    def _wait(self, ftype: int, failures: int, timeout: float) -> float:
+        """How long to wait for this attempt's reply: 4x the mean round trip of this type
+        (the full timeout before any), growing linearly with the failed attempts (a noisy link
+        loses frames at random: doubling would only slow it down), at most the timeout."""
+        seen = self.rtt.get(ftype)
+        if seen is None and ftype == T_LOAD:
+            seen = self.rtt.get(T_HELLO)  # a LOAD is answered as promptly as HELLO (RUN also computes)
+        base = timeout if seen is None else max(MIN_TIMEOUT, 4 * seen)
+        return min(timeout, base * (1 + failures))
+
     def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None, parse=None):
         """Send one frame and return the reply's payload, or ``parse(payload)``. A reply that passes
         its CRC but does not parse (wrong length or fields) is a protocol error, retried like a
         lost frame: never a traceback, never a result."""
         timeout = timeout or self.timeout
+        give_up = time.monotonic() + 4 * timeout
+        attempt = 0
         for attempt in range(self.retries + 1):
+            if attempt and time.monotonic() > give_up:
+                break
             self.seq = (self.seq + 1) & 0xFF
-            if attempt:
-                self.retried += 1
-                self.port.write(b"\x00" * self.flush_bytes)  # completes any half-parsed frame on the device
-            self.port.write(encode_frame(ftype, self.seq, payload))
-            deadline = time.monotonic() + timeout
+            # after a failure, a run of zeros first completes any half-parsed frame on the device
+            flush = b"\x00" * self.flush_bytes if attempt else b""
+            self.retried += bool(attempt)
+            self.port.write(flush + encode_frame(ftype, self.seq, payload))
+            sent = time.monotonic()
+            deadline = sent + self._wait(ftype, attempt, timeout)
+            crc_errors = self.reader.crc_errors
             while time.monotonic() < deadline:
                 frame = self.reader.next()
                 if frame is None:
+                    if self.reader.crc_errors > crc_errors:
+                        break  # a reply arrived damaged: ask again now rather than wait out the timeout
                     self.reader.feed(self._read())
                     continue
                 if frame.seq != self.seq:
@@ -181,35 +233,53 @@ class Client:
                     code = frame.payload[0] if frame.payload else 0
                     if code in RETRYABLE:
                         break
+                    if code == E_INPUT_CRC:
+                        raise InputCRCError(f"{self.url}: the device's copy of the input differs from the host's")
                     raise DeviceError(f"{self.url}: device reported {ERRORS.get(code, f'error {code}')}: "
                                       f"{frame.payload[1:].decode(errors='replace')}")
                 if frame.type == ftype | T_REPLY:
-                    if parse is None:
-                        return frame.payload
                     try:
-                        return parse(frame.payload)
+                        result = frame.payload if parse is None else parse(frame.payload)
                     except (struct.error, IndexError, ValueError, UnicodeError):
                         self.bad_replies += 1
                         break
-        raise DeviceError(f"{self.url}: no valid reply after {self.retries + 1} attempts "
-                          f"({timeout:.1f} s each); is the board running nupes-edge firmware?")
+                    took = time.monotonic() - sent
+                    self.rtt[ftype] = took if ftype not in self.rtt else 0.8 * self.rtt[ftype] + 0.2 * took
+                    return result
+        raise DeviceError(f"{self.url}: no valid reply after {attempt + 1} attempts "
+                          f"(up to {timeout:.1f} s each); is the board running nupes-edge firmware?")
 
     def hello(self) -> Hello:
         h = self.request(T_HELLO, parse=parse_hello)
         if h.version != PROTOCOL_VERSION:
             raise DeviceError(f"{self.url}: firmware speaks protocol {h.version}, this host {PROTOCOL_VERSION}")
-        self.flush_bytes = h.input_size + 32
         self.output_size = h.output_size
+        # from now on no reply is longer than this (errors carry a short message): a damaged length
+        # beyond it is dropped at once instead of waited for
+        self.reader.max_payload = max(64, 8 + h.output_size, 2 + 4 * h.num_layers)
         return h
 
     def infer(self, x: bytes) -> tuple[int, bytes]:
+        """LOAD the input chunk by chunk, then RUN it: (count, output bytes)."""
         def parse(p: bytes) -> tuple[int, bytes]:
             if self.output_size is not None and len(p) != 8 + self.output_size:
-                raise ValueError(f"INFER reply of {len(p)} bytes, expected {8 + self.output_size}")
+                raise ValueError(f"RUN reply of {len(p)} bytes, expected {8 + self.output_size}")
             lo, hi = struct.unpack_from("<II", p, 0)
             return lo | (hi << 32), p[8:]
 
-        return self.request(T_INFER, x, timeout=self.timeout + len(x) / 2000.0, parse=parse)
+        for _ in range(3):  # an input CRC mismatch (never expected) reloads the whole input
+            for off in range(0, len(x), LOAD_CHUNK):
+                def echo(p: bytes, off=off) -> int:
+                    if len(p) != 4 or struct.unpack("<I", p)[0] != off:
+                        raise ValueError(f"LOAD reply {p.hex()} for offset {off}")
+                    return off
+
+                self.request(T_LOAD, struct.pack("<I", off) + x[off:off + LOAD_CHUNK], parse=echo)
+            try:
+                return self.request(T_RUN, struct.pack("<II", len(x), zlib.crc32(x)), parse=parse)
+            except InputCRCError:
+                self.retried += 1
+        raise DeviceError(f"{self.url}: the device's copy of the input kept differing from the host's")
 
     def profile(self) -> list[int]:
         def parse(p: bytes) -> list[int]:

@@ -16,6 +16,8 @@ from nupes_edge.quant.driver import quantize_graph
 from nupes_edge.quant.reconstruct import ReconConfig
 from nupes_edge.verify import verify_device
 
+from .faultproxy import FaultyProxy
+
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
                                 reason="make setup installs qemu-system-arm and arm-none-eabi-gcc")
 N = 60
@@ -88,52 +90,6 @@ def test_firmware_for_another_model_is_refused(tmp_path_factory):
         verify_on_qemu(qm_b, fb_a, n=2)
 
 
-class FaultyProxy:
-    """A TCP proxy that corrupts, drops and delays bytes in both directions (seeded)."""
-
-    def __init__(self, target_port, p_corrupt=0.0005, p_drop=0.0005, p_delay=0.01, seed=0):
-        self.target = target_port
-        self.p = (p_corrupt, p_drop, p_delay)
-        self.rng = random.Random(seed)
-        self.faults = 0
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(1)
-        self.port = self.srv.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _mangle(self, data: bytes) -> bytes:
-        out = bytearray()
-        for b in data:
-            r = self.rng.random()
-            if r < self.p[0]:
-                out.append(b ^ (1 << self.rng.randrange(8)))
-                self.faults += 1
-            elif r < self.p[0] + self.p[1]:
-                self.faults += 1
-            else:
-                out.append(b)
-        return bytes(out)
-
-    def _pump(self, src, dst):
-        try:
-            while True:
-                data = src.recv(256)
-                if not data:
-                    break
-                if self.rng.random() < self.p[2]:
-                    time.sleep(self.rng.uniform(0.01, 0.2))
-                dst.sendall(self._mangle(data))
-        except OSError:
-            pass
-
-    def _serve(self):
-        client, _ = self.srv.accept()
-        upstream = socket.create_connection(("127.0.0.1", self.target))
-        threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-        self._pump(upstream, client)
-
-
 @pytest.mark.parametrize("seed", [1, 2])
 def test_faulty_link_gives_a_correct_result_or_a_clear_error_never_a_false_pass(seed, tmp_path_factory):
     qm, fb = built("digits", "uniform", 8, tmp_path_factory)
@@ -151,6 +107,24 @@ def test_faulty_link_gives_a_correct_result_or_a_clear_error_never_a_false_pass(
         return
     assert proxies[0].faults > 0, "the proxy injected no fault; raise the rates"
     assert r.mismatches == 0 and r.retries > 0
+
+
+def test_one_percent_byte_corruption_both_ways_still_verifies_exactly(tmp_path_factory):
+    """1% of the bytes corrupted in both directions (mnist5k: 784-byte inputs, 13 LOAD chunks
+    each): the run completes with the same outputs and counts as a clean run, after retries."""
+    qm, fb = built("mnist5k", "nupes", 4, tmp_path_factory)
+    clean = verify_on_qemu(qm, fb, n=50, timeout=5.0, retries=30)
+    proxies = []
+
+    def noisy(port):
+        proxies.append(FaultyProxy(port, p_corrupt=0.01, p_drop=0.0, p_stall=0.0, seed=11))
+        return proxies[-1].url
+
+    r = verify_on_qemu(qm, fb, n=50, url_wrapper=noisy, timeout=5.0, retries=30)
+    assert proxies[0].faults > 100 and r.retries > 50
+    assert r.mismatches == 0 and r.n == 50
+    assert (r.count_min, r.count_max, r.count_mean, r.profile) == (clean.count_min, clean.count_max,
+                                                                   clean.count_mean, clean.profile)
 
 
 def test_corrupting_every_reply_fails_cleanly(tmp_path_factory):

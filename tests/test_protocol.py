@@ -133,12 +133,14 @@ def test_a_reply_with_a_valid_crc_but_a_short_payload_is_retried_not_a_traceback
     answered = set()
 
     def answer(f):
-        if f.type != 0x02:
+        if f.type == 0x04:  # LOAD: echo the offset
+            return encode_frame(0x84, f.seq, f.payload[:4])
+        if f.type != 0x05:
             return None
         full = struct.pack("<II", 1234, 0) + out
         payload = full[:5] if f.payload not in answered else full  # first answer: truncated
         answered.add(f.payload)
-        return encode_frame(0x82, f.seq, payload)
+        return encode_frame(0x85, f.seq, payload)
 
     url, srv = serve_frames(answer)
     with Client(url, timeout=0.5, retries=3) as c:
@@ -156,3 +158,24 @@ def test_a_device_that_only_sends_malformed_replies_fails_cleanly():
         with pytest.raises(DeviceError, match="no valid reply"):
             c.profile()
     srv.close()
+
+
+def test_a_damaged_frame_is_counted_once_however_often_the_parser_looks():
+    """Behind a header still waiting for its payload, a complete frame that fails its CRC is counted
+    once, not on every call (the client retries at once on a new damaged frame)."""
+    r = FrameReader(max_payload=100)
+    bad = bytearray(encode_frame(0x85, 7, b"\x01" * 12))
+    bad[8] ^= 0x10
+    r.feed(b"\xa5\x5a\x85\x07\x40\x00" + bytes(bad))  # a pending header (64-byte payload), then the damaged frame
+    for _ in range(5):
+        assert r.next() is None
+    assert r.crc_errors == 1
+    r.feed(encode_frame(0x85, 8, b"ok"))
+    assert r.next().payload == b"ok"
+
+
+def test_a_header_longer_than_any_reply_does_not_hold_the_frames_behind_it():
+    r = FrameReader(max_payload=64)
+    r.feed(b"\xa5\x5a\x85\x07\xff\x0f" + encode_frame(0x84, 9, b"\x00\x00\x00\x00"))
+    f = r.next()
+    assert (f.type, f.seq) == (0x84, 9) and r.buf == bytearray()

@@ -4,8 +4,11 @@
  * After UART init it prints a banner line, then serves binary frames (docs/protocol.md):
  *   A5 5A | type u8 | seq u8 | len u16 LE | payload | CRC-32 (IEEE) LE over type..payload
  * HELLO -> protocol version, board, model name and hash, sizes and quantization;
- * INFER (input tensor) -> count (u64) + output tensor; PROFILE -> per-layer counts of the last
- * inference; anything malformed -> a typed ERROR frame. Sleeps in WFI while idle.
+ * LOAD (offset + a chunk of the input tensor) -> the offset, acknowledged; RUN (input size and
+ * the CRC-32 of the whole input) -> count (u64) + output tensor; PROFILE -> per-layer counts of
+ * the last inference; anything malformed -> a typed ERROR frame. Frames stay short (a chunk is at
+ * most LOAD_CHUNK bytes) so that on a noisy link most of them arrive intact, and a corrupted
+ * length is refused at once instead of swallowing the frames behind it. Sleeps in WFI while idle.
  */
 #include <stdint.h>
 #include <string.h>
@@ -13,21 +16,25 @@
 #include "app_model.h"
 #include "nupes_board.h"
 
-#define PROTOCOL_VERSION 1u
+#define PROTOCOL_VERSION 2u
 #define T_HELLO 0x01u
-#define T_INFER 0x02u
 #define T_PROFILE 0x03u
+#define T_LOAD 0x04u
+#define T_RUN 0x05u
 #define T_REPLY 0x80u
 #define T_ERROR 0xEEu
 #define E_BAD_CRC 1u
 #define E_BAD_LENGTH 2u
 #define E_UNKNOWN_TYPE 3u
 #define E_TOO_LONG 4u
+#define E_INPUT_CRC 5u
 
-#define MAX_PAYLOAD (APP_INPUT_SIZE + 16u)
+#define LOAD_CHUNK 64u /* input bytes per LOAD frame (docs/protocol.md) */
+#define MAX_PAYLOAD (LOAD_CHUNK + 4u)
 #define MAX_REPLY (APP_OUTPUT_SIZE + 8u > 4u * APP_NUM_LAYERS + 2u ? APP_OUTPUT_SIZE + 8u : 4u * APP_NUM_LAYERS + 2u)
 
 static uint8_t rx[MAX_PAYLOAD];
+static int8_t input[APP_INPUT_SIZE];
 static uint8_t tx[(MAX_REPLY > 160u ? MAX_REPLY : 160u) + 10u];
 static int8_t out[APP_OUTPUT_SIZE];
 static uint32_t layer_counts[APP_NUM_LAYERS];
@@ -111,21 +118,45 @@ static void profile_hook(int32_t layer, int32_t start)
     }
 }
 
-static void reply_infer(uint32_t seq, uint32_t len)
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* LOAD: offset u32, then 1..LOAD_CHUNK bytes of the input tensor; the reply echoes the offset */
+static void reply_load(uint32_t seq, uint32_t len)
+{
+    const uint32_t off = len >= 4u ? get_u32(rx) : 0u;
+    if (len < 5u || off > APP_INPUT_SIZE || len - 4u > APP_INPUT_SIZE - off) {
+        send_error(seq, E_BAD_LENGTH, "chunk outside the input");
+        return;
+    }
+    memcpy((uint8_t *)input + off, rx + 4, len - 4u);
+    put_u32(tx + 6, off);
+    send_frame(T_LOAD | T_REPLY, seq, 4u);
+}
+
+/* RUN: input size u32 and the CRC-32 of the whole input, so a stale or missing chunk can never
+ * produce an output for an input the host did not send */
+static void reply_run(uint32_t seq, uint32_t len)
 {
     uint64_t t0, t1;
-    if (len != APP_INPUT_SIZE) {
+    if (len != 8u || get_u32(rx) != APP_INPUT_SIZE) {
         send_error(seq, E_BAD_LENGTH, "input size");
+        return;
+    }
+    if (~crc32_update(0xFFFFFFFFu, (const uint8_t *)input, APP_INPUT_SIZE) != get_u32(rx + 4)) {
+        send_error(seq, E_INPUT_CRC, "input crc");
         return;
     }
     APP_PROFILE_HOOK = profile_hook;
     t0 = counter_now();
-    APP_RUN((const int8_t *)rx, out);
+    APP_RUN(input, out);
     t1 = counter_now();
     put_u32(tx + 6, (uint32_t)(t1 - t0));
     put_u32(tx + 10, (uint32_t)((t1 - t0) >> 32));
     memcpy(tx + 14, out, APP_OUTPUT_SIZE);
-    send_frame(T_INFER | T_REPLY, seq, APP_OUTPUT_SIZE + 8u);
+    send_frame(T_RUN | T_REPLY, seq, APP_OUTPUT_SIZE + 8u);
 }
 
 static void reply_profile(uint32_t seq)
@@ -144,7 +175,7 @@ int main(void)
     uint8_t hdr[4];
     uint8_t crcb[4];
     uint32_t got = 0, len = 0;
-    static const char banner[] = "NUPES-EDGE v1 board=" APP_BOARD_NAME " model=" APP_MODEL_NAME "\n";
+    static const char banner[] = "NUPES-EDGE v2 board=" APP_BOARD_NAME " model=" APP_MODEL_NAME "\n";
 
     board_init();
     uart_write((const uint8_t *)banner, sizeof banner - 1u);
@@ -192,8 +223,10 @@ int main(void)
                     send_error(hdr[1], E_BAD_CRC, "bad crc");
                 } else if (hdr[0] == T_HELLO) {
                     reply_hello(hdr[1]);
-                } else if (hdr[0] == T_INFER) {
-                    reply_infer(hdr[1], len);
+                } else if (hdr[0] == T_LOAD) {
+                    reply_load(hdr[1], len);
+                } else if (hdr[0] == T_RUN) {
+                    reply_run(hdr[1], len);
                 } else if (hdr[0] == T_PROFILE) {
                     reply_profile(hdr[1]);
                 } else {
