@@ -4,7 +4,10 @@ Decisions made here (and stated in docs/numerics.md):
   * table shift G: 0 when a = 1 (identity table: TFLite's int8 arithmetic); otherwise the largest
     G with L[Qmax] ≤ 32767 for which every channel's worst-case accumulator
     Σ_k |L[q_ck]| · max|x - in_zp| + |bias_c| stays ≤ 2^31 - 1 (proven here, asserted in the reference);
-  * bias = round(b / (s_in · s_w,c)) with s_w,c = alpha_c / (Qmax · 2^G);
+  * bias = round(b / (s_in · s_w,c)) with s_w,c = alpha_c / (Qmax · 2^G); where that would not
+    fit in half the int32 range (a channel of (near-)zero weights, a huge bias), the channel's scale
+    is floored so that it does and the channel's codes are re-encoded on the wider grid (TFLite's
+    converter does the same: it raises the weight scale until the bias fits);
   * per-channel requantization multiplier M_c = s_in · s_w,c / s_out → (mult, shift), TFLite style;
   * every scale is a float32 value (as .tflite stores them) and M_c is computed from those in
     double precision, exactly as TFLite Micro does.
@@ -18,10 +21,11 @@ from ..intparams import IntAdd, IntClamp, IntLayer
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..ir import Graph, Node
 from ..packing import pack_rows
-from .power import make_lut, max_table_shift, qmax, round_half_away
+from .power import encode, make_lut, max_table_shift, qmax, round_half_away
 from .types import ActQuant, LayerWeights
 
 ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD
+BIAS_LIMIT = 1 << 30  # |int32 bias| at most half the range: the other half is the weights' sum
 
 
 def act_range(act: str, q: ActQuant) -> tuple[int, int]:
@@ -48,25 +52,44 @@ def _channel_bound(levels_abs_sum: np.ndarray, x_max: int, bias: np.ndarray) -> 
     return levels_abs_sum.astype(np.int64) * x_max + np.abs(bias.astype(np.int64))
 
 
+def floor_scales(node: Node, lw: LayerWeights, s_in: float, G: int) -> LayerWeights:
+    """``lw`` with the scale of every channel whose int32 bias would exceed BIAS_LIMIT raised until it
+    fits, and that channel's codes re-encoded from the float weights on the wider grid (``lw``
+    itself when no channel needs it)."""
+    bias = np.abs(layer_bias(node, lw))
+    s_w = weight_scale(lw, G)
+    need = bias / (s_in * BIAS_LIMIT)
+    low = s_w < need
+    if not low.any():
+        return lw
+    alpha = lw.alpha.astype(np.float64).copy()
+    # 2^-20 of slack: the float32 rounding of the scale must not land back under the floor
+    alpha[low] = need[low] * qmax(lw.bits) * 2.0 ** G * (1 + 2.0 ** -20)
+    codes = lw.codes.copy()
+    codes[low] = encode(node.weight[low], alpha[low], lw.a, lw.bits)
+    return LayerWeights(lw.bits, lw.a, alpha, codes, lw.bias)
+
+
 def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant) -> IntLayer:
+    return lower_layer_weights(node, lw, a_in, a_out)[0]
+
+
+def lower_layer_weights(node: Node, lw: LayerWeights, a_in: ActQuant,
+                        a_out: ActQuant) -> tuple[IntLayer, LayerWeights]:
+    """The layer's integer parameters, and its weights as lowered (scales floored where needed)."""
     x_max = max(128 + a_in.zero_point, 127 - a_in.zero_point)  # max |x - in_zp| over int8 x
     g_candidates = [0] if lw.a == 1.0 else range(max_table_shift(lw.bits), -1, -1)
-    mags = np.abs(lw.codes.reshape(lw.codes.shape[0], -1).astype(np.int64))
-    bound = None  # stays None if the bias does not fit int32 at any table shift
+    given = lw
     for G in g_candidates:
-        lut = make_lut(lw.a, lw.bits, G)
+        lut = make_lut(given.a, given.bits, G)
+        lw = floor_scales(node, given, a_in.scale, G)
+        mags = np.abs(lw.codes.reshape(lw.codes.shape[0], -1).astype(np.int64))
         s_w = weight_scale(lw, G)
-        bias_real = layer_bias(node, lw) / (a_in.scale * s_w)
-        if np.abs(bias_real).max(initial=0) > INT32_MAX:
-            continue
-        bias = round_half_away(bias_real).astype(np.int64)
+        bias = round_half_away(layer_bias(node, lw) / (a_in.scale * s_w)).astype(np.int64)
         bound = _channel_bound(lut.astype(np.int64)[mags].sum(axis=1), x_max, bias)
         if bound.max(initial=0) <= INT32_MAX:
             break
     else:
-        if bound is None:  # e.g. a channel of (near-)zero weights: a tiny weight scale makes its bias huge
-            raise NupesError(f"layer '{node.name}': a bias does not fit int32 at any table shift (its channel's "
-                             f"weight scale is too small for its bias); TFLite-style scale flooring is not implemented")
         raise NupesError(f"layer '{node.name}': the int32 accumulator can overflow even with G = 0 "
                          f"(worst case {int(bound.max())} > 2^31 - 1); the layer's fan-in or bias is too large")
     mult, shift = zip(*(quantize_multiplier(a_in.scale * s / a_out.scale) for s in s_w))
@@ -74,7 +97,7 @@ def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant) -
     return IntLayer(bits=lw.bits, a=float(lw.a), G=int(G), lut=lut, packed=pack_rows(lw.codes, lw.bits),
                     weight_shape=list(lw.codes.shape),
                     bias=bias.astype(np.int32), mult=np.array(mult, np.int32), shift=np.array(shift, np.int32),
-                    in_zp=a_in.zero_point, out_zp=a_out.zero_point, act_min=lo, act_max=hi, acc_bound=bound)
+                    in_zp=a_in.zero_point, out_zp=a_out.zero_point, act_min=lo, act_max=hi, acc_bound=bound), lw
 
 
 def lower_add(node: Node, a1: ActQuant, a2: ActQuant, ao: ActQuant) -> IntAdd:
@@ -89,15 +112,22 @@ def lower_add(node: Node, a1: ActQuant, a2: ActQuant, ao: ActQuant) -> IntAdd:
 
 
 def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights]) -> dict:
-    """Integer parameters of every node, by node name."""
+    """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
+    its lowered weights written back into ``weights``, so the fake-quant model stays the same."""
     params: dict = {}
     for node in graph.nodes:
-        if node.op in ("conv2d", "linear"):
-            params[node.name] = lower_layer(node, weights[node.name], act[node.inputs[0]], act[node.output])
-        elif node.op == "add":
-            params[node.name] = lower_add(node, act[node.inputs[0]], act[node.inputs[1]], act[node.output])
-        elif node.op in ("relu", "relu6"):
-            params[node.name] = IntClamp(*act_range(node.op, act[node.output]))
-        elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
-            params[node.name] = IntClamp(-128, 127)
+        try:
+            if node.op in ("conv2d", "linear"):
+                params[node.name], weights[node.name] = lower_layer_weights(
+                    node, weights[node.name], act[node.inputs[0]], act[node.output])
+            elif node.op == "add":
+                params[node.name] = lower_add(node, act[node.inputs[0]], act[node.inputs[1]], act[node.output])
+            elif node.op in ("relu", "relu6"):
+                params[node.name] = IntClamp(*act_range(node.op, act[node.output]))
+            elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
+                params[node.name] = IntClamp(-128, 127)
+        except NupesError:
+            raise
+        except Exception as e:  # a bug: say where (the CLI reports it as an internal error, exit 3)
+            raise RuntimeError(f"lowering layer '{node.name}' ({node.op}) failed: {type(e).__name__}: {e}") from e
     return params
