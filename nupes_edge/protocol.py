@@ -29,7 +29,8 @@ PROTOCOL_VERSION = 2
 MAX_FRAME = 1 << 16
 LOAD_CHUNK = 64  # input bytes per LOAD frame: at 1% byte errors, 54% of such frames arrive intact
 HELLO_MAX = 24 + 5 * 256  # the longest HELLO reply (five strings of at most 255 bytes)
-MIN_TIMEOUT = 0.05  # s: the shortest wait for a reply, however fast the round trip was
+MIN_TIMEOUT = 0.02  # s: the shortest wait for a reply, however fast the round trip was
+IDLE_GAP = 0.1  # s: a frame still incomplete after the line was this long silent lost bytes
 
 
 class InputCRCError(NupesError):
@@ -220,12 +221,19 @@ class Client:
             sent = time.monotonic()
             deadline = sent + self._wait(ftype, attempt, timeout)
             crc_errors = self.reader.crc_errors
+            last_byte = sent
             while time.monotonic() < deadline:
                 frame = self.reader.next()
                 if frame is None:
                     if self.reader.crc_errors > crc_errors:
                         break  # a reply arrived damaged: ask again now rather than wait out the timeout
-                    self.reader.feed(self._read())
+                    data = self._read()
+                    now = time.monotonic()
+                    if data:
+                        last_byte = now
+                        self.reader.feed(data)
+                    elif last_byte > sent and SYNC in self.reader.buf and now - last_byte > IDLE_GAP:
+                        break  # a reply started, then the line went quiet: bytes were lost on the way
                     continue
                 if frame.seq != self.seq:
                     continue  # a stale reply to an earlier attempt
