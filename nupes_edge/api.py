@@ -53,9 +53,11 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
     else:
         graph, name = load_graph(model, progress)
     if isinstance(data, str):
-        x, _ = load_data(data, "calib", graph.input_shape)
+        x, _ = load_data(data, "calib", graph.input_shape, layout=graph.input_layout)
     else:
-        x = np.ascontiguousarray(data, np.float32)
+        from .data import to_graph_layout
+
+        x = to_graph_layout(np.ascontiguousarray(data, np.float32), graph.input_shape, graph.input_layout, "data")
         if tuple(x.shape[1:]) != tuple(graph.input_shape):
             raise NupesError(f"calibration data has shape {list(x.shape)}, the model takes N×{list(graph.input_shape)}")
         data = f"array {list(x.shape)}"
@@ -77,7 +79,7 @@ def eval_model(path_or_model, data: str) -> EvalReport:
     """Evaluate a model.nq (or QuantModel) on ``data`` (the test split of a bundled name, or a whole .npz)."""
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
     qm = artifact.load(path_or_model) if isinstance(path_or_model, str) else path_or_model
-    x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm))
+    x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm), qm.graph.input_layout)
     return evaluate(qm, x, y)
 
 
@@ -123,7 +125,7 @@ def _verify_inputs(qm: QuantModel, data: str | None, n: int):
     if n <= 0:
         raise NupesError(f"-n must be positive, got {n}")
     data = data or qm.meta.get("calibration", {}).get("data") or qm.name
-    x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm))
+    x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm), qm.graph.input_layout)
     return x[:n], y[:n]
 
 
@@ -198,7 +200,7 @@ def calibration_data(qm: QuantModel, data: str | None = None) -> np.ndarray | No
     if not isinstance(spec, str):
         return None
     try:
-        return load_data(spec, "calib", qm.graph.input_shape)[0]
+        return load_data(spec, "calib", qm.graph.input_shape, layout=qm.graph.input_layout)[0]
     except NupesError:
         if data:
             raise

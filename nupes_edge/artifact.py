@@ -88,7 +88,7 @@ def _encode(qm: QuantModel) -> tuple[bytes, dict[str, bytes]]:
         "method": qm.method,
         "meta": {k: v for k, v in qm.meta.items() if k != "hash"},  # the hash is derived, not stored
         "graph": {"input_name": g.input_name, "input_shape": list(g.input_shape), "output_name": g.output_name,
-                  "output_softmax": g.output_softmax, "nodes": nodes},
+                  "output_softmax": g.output_softmax, "input_layout": g.input_layout, "nodes": nodes},
         "act": {k: {"scale": v.scale, "zero_point": v.zero_point} for k, v in qm.act.items()},
         "weights": {k: _to_json(v, w, f"weights/{k}") for k, v in qm.weights.items()},
         "params": {k: {"type": type(v).__name__, **_to_json(v, w, f"params/{k}")} for k, v in qm.params.items()},
@@ -167,6 +167,8 @@ def _check_strings(m: dict, path: str) -> None:
     gj = m.get("graph")
     if not isinstance(gj, dict) or not isinstance(gj.get("nodes"), list):
         raise NupesError(f"{path}: the manifest has no graph")
+    if gj.get("input_layout", "NCHW") not in ("NCHW", "NHWC"):
+        raise NupesError(f"{path}: graph.input_layout must be NCHW or NHWC")
     _check_name(gj.get("input_name"), "graph input", path)
     _check_name(gj.get("output_name"), "graph output", path)
     for d in gj["nodes"]:
@@ -233,7 +235,8 @@ def _loads(data: bytes, path: str) -> QuantModel:
                       bias=array(d["bias"]) if "bias" in d else None, source=d.get("source", ""))
                  for d in gj["nodes"]]
         graph = Graph(input_name=gj["input_name"], input_shape=tuple(gj["input_shape"]), output_name=gj["output_name"],
-                      nodes=nodes, output_softmax=bool(gj["output_softmax"]))
+                      nodes=nodes, output_softmax=bool(gj["output_softmax"]),
+                      input_layout=gj.get("input_layout", "NCHW"))
         infer_shapes(graph)
         act = {k: ActQuant(float(v["scale"]), int(v["zero_point"])) for k, v in m["act"].items()}
         weights = {k: _from_json(LayerWeights, v, array) for k, v in m["weights"].items()}

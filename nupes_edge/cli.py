@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("model", help="a torch.export .pt2 file (torch.export.save(torch.export.export(net, (x,)), "
                                  "'net.pt2'); see docs/api.md), a float or int8 .tflite, or a bundled example "
                                  "name (digits, mnist5k)")
-    q.add_argument("--data", required=True, help="calibration data: .npz with x, y, or a bundled name (its calib split)")
+    q.add_argument("--data", required=True, help="calibration data: .npz with x, y (x as the model takes it: N x C x H x W "
+                                                 "for PyTorch, N x H x W x C for .tflite), or a bundled name (its calib split)")
     q.add_argument("--method", choices=METHODS, default="nupes",
                    help="nupes (learned codes and exponent, needs data), powerquant (data-free exponent search), "
                         "adaround, uniform (min-max), uniform-mse (default nupes; docs/quantization.md)")

@@ -11,7 +11,7 @@ from .npyfile import read_npz
 
 
 def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | None = None,
-              n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              n_classes: int | None = None, layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` from a bundled name (its ``split``) or an .npz file (all of it).
 
     x must be float32 exactly as the model takes it (N × input_shape), y integer labels (in
@@ -37,9 +37,24 @@ def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | Non
             raise NupesError(f"{spec}: 'x' is empty")
         if not np.isfinite(x).all():
             raise NupesError(f"{spec}: 'x' contains NaN or infinite values")
+    if spec not in examples.NAMES:  # the bundled sets are stored as the graph takes them (C x H x W)
+        x = to_graph_layout(x, input_shape, layout, spec)
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise NupesError(f"{spec}: 'x' has shape {list(x.shape)}, the model takes N×{list(input_shape)}")
     if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
         bad = int(y.min()) if y.min() < 0 else int(y.max())
         raise NupesError(f"{spec}: label {bad} is outside the model's {n_classes} classes (0..{n_classes - 1})")
     return np.ascontiguousarray(x, np.float32), np.asarray(y, np.int64)
+
+
+def to_graph_layout(x: np.ndarray, input_shape: tuple[int, ...] | None, layout: str, what: str) -> np.ndarray:
+    """Data as the model's source takes it -> the graph's C x H x W. A .tflite model takes
+    N x H x W x C; anything else is refused with the layout it expects."""
+    if layout != "NHWC" or input_shape is None or len(input_shape) != 3:
+        return x
+    c, h, w = input_shape
+    if x.ndim != 4 or tuple(x.shape[1:]) != (h, w, c):
+        raise NupesError(f"{what}: 'x' has shape {list(x.shape)}; this .tflite model takes N x H x W x C = "
+                         f"N×{[h, w, c]}")
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+

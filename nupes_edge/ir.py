@@ -44,6 +44,9 @@ class Graph:
     # True when the source model ended in Softmax: the quantized graph outputs the logits and
     # the softmax is applied by the caller (argmax is unchanged by it).
     output_softmax: bool = False
+    # how the user's data holds an input: "NCHW" (PyTorch) or "NHWC" (a .tflite model); the graph
+    # itself is always C x H x W, and data.load_data transposes
+    input_layout: str = "NCHW"
 
     def weight_nodes(self) -> list[Node]:
         return [n for n in self.nodes if n.op in WEIGHT_OPS]

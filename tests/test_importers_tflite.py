@@ -156,3 +156,25 @@ def test_hand_built_model_with_same_padding_mean_and_softmax_matches_litert():
     with torch.no_grad():
         got = torch_exec.run(g, torch.from_numpy(xs.transpose(0, 3, 1, 2).copy()), softmax=True).numpy()
     np.testing.assert_allclose(got, np.array(want), atol=1e-5)
+
+
+def test_a_tflite_model_takes_its_data_as_n_h_w_c(tmp_path):
+    """A .tflite model's calibration and test data are N x H x W x C, as TFLite takes them; data in
+    PyTorch's N x C x H x W is refused with the expected layout named (exit 2). Both give the same
+    model as the bundled set."""
+    _, data = exported("digits", "int8")
+    (tmp_path / "digits.tflite").write_bytes(data)
+    x, y = examples.load("digits", "calib")
+    np.savez(tmp_path / "nhwc.npz", x=x.transpose(0, 2, 3, 1), y=y)
+    np.savez(tmp_path / "nchw.npz", x=x, y=y)
+    r = cli("quantize", "digits.tflite", "--data", "nchw.npz", "--method", "powerquant", "-o", "a.nq", cwd=tmp_path)
+    assert r.returncode == 2 and "N x H x W x C = N×[8, 8, 1]" in r.stderr and "Traceback" not in r.stderr
+    r = cli("quantize", "digits.tflite", "--data", "nhwc.npz", "--method", "powerquant", "-o", "b.nq", "--json",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r2 = cli("quantize", "digits.tflite", "--data", "digits", "--method", "powerquant", "-o", "c.nq", "--json",
+             cwd=tmp_path)
+    layers = lambda out: [(d["bits"], d["a"], d["G"]) for d in json.loads(out)["layers"]]  # noqa: E731
+    assert layers(r.stdout) == layers(r2.stdout)
+    e = json.loads(cli("eval", "b.nq", "--data", "nhwc.npz", "--json", cwd=tmp_path).stdout)
+    assert e["n"] == len(x) and e["int_top1"] > 0.9

@@ -213,7 +213,7 @@ class _Reader:
         inp = int(self.sg.inputs[0])
         graph = Graph(input_name=self.name(inp), input_shape=_chw(self.t(inp).shape),
                       output_name=self.name(int(self.sg.outputs[0])), nodes=self.nodes,
-                      output_softmax=self.softmax_of is not None)
+                      output_softmax=self.softmax_of is not None, input_layout="NHWC")
         infer_shapes(graph)
         return graph
 
