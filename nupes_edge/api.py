@@ -69,7 +69,8 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
         except ValueError as e:
             raise NupesError(f"flash budget: {e}") from None
     qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name, flash_budget=flash_budget)
-    qm.meta["calibration"]["data"] = data
+    # a file is recorded by its absolute path, so verify/run/analyze find it from any folder
+    qm.meta["calibration"]["data"] = os.path.abspath(data) if isinstance(data, str) and os.path.isfile(data) else data
     h = artifact.save(qm, out) if out else artifact.hash_of(qm)
     qm.meta["hash"] = h
     return qm, h

@@ -137,3 +137,19 @@ def test_quantize_explains_its_per_layer_columns_and_every_option_has_help(tmp_p
         for action in sub._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_a_relative_calibration_path_is_found_from_another_folder(tmp_path):
+    """quantize records the calibration file by its absolute path: verify without --data, run
+    from another folder, still finds it."""
+    from nupes_edge import examples
+
+    x, y = examples.load("digits", "test")
+    (tmp_path / "work").mkdir()
+    np.savez(tmp_path / "work" / "d.npz", x=x[:30], y=y[:30])
+    r = cli("quantize", "digits", "--data", "d.npz", "--method", "uniform", "-o", "m.nq", "--quiet",
+            cwd=tmp_path / "work")
+    assert r.returncode == 0, r.stderr
+    r = cli("verify", str(tmp_path / "work" / "m.nq"), "--board", "host", "-n", "30", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == 30
