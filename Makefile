@@ -9,7 +9,7 @@ export OMP_NUM_THREADS := 1
 
 setup: $(VENV)/.installed toolchain
 
-# gcc-arm-none-eabi, newlib and qemu-system-arm from apt when missing (see the script)
+# gcc-arm-none-eabi, newlib, qemu-system-arm and cmake from apt when missing (see the script)
 toolchain:
 	bash scripts/setup-toolchain.sh
 

@@ -2,7 +2,8 @@
 
 Python decides (codegen/plan.py), the templates only lay out prepared values.
 Output: nupes_model_<name>.h, nupes_model_<name>.c, nupes_model_<name>_data.c (a prefix no runtime or
-board file uses, so no model name can shadow one) and runtime/ with the kernels they call.
+board file uses, so no model name can shadow one) and runtime/ with the kernels they call; with
+``project``, also CMakeLists.txt, model.mk and example_main.c (codegen/project.py).
 """
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ from .. import runtime_c
 from ..intref.fixedpoint import multiply_by_quantized_multiplier
 from .cvalues import c_comment, c_float, c_identifier, c_int, c_ints, c_string
 from .plan import Plan, plan
+from .project import PROJECT_FILES, render_project
+
+# What a codegen folder may hold besides nupes_model_* files (a re-run may replace only these)
+OWN_FILES = ("runtime", "nupes_host_runner.c") + PROJECT_FILES
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                           keep_trailing_newline=True, trim_blocks=False)
 
-__all__ = ["generate", "plan", "c_identifier", "file_stem", "Generated"]
+__all__ = ["generate", "plan", "c_identifier", "file_stem", "Generated", "PROJECT_FILES", "OWN_FILES"]
 
 
 @dataclass
@@ -97,11 +102,12 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tup
         "output_zp": c_int(qm.output_q.zero_point, -128, 127, "output zero point"),
         "arena_bytes": p.arena_bytes, "arena_naive_bytes": p.arena_naive_bytes,
         "scratch_bytes": p.scratch_entries * 2, "scratch_entries": p.scratch_entries,
+        "arena_words": max(1, -(-p.arena_bytes // 4)), "scratch_words": max(1, -(-p.scratch_entries * 2 // 4)),
         "num_layers": len(p.steps),
         "steps": [{"index": st.index, "comment": c_comment(st.node_name), "literal": c_string(st.node_name),
                    "op": st.op, "call": st.call} for st in p.steps],
         "layers": [L.cname for L in p.layers], "adds": list(p.adds),
-        "output_copy": f"arena.b + {p.offsets[_storage_of_output(qm)]}" if p.output_in_arena else None,
+        "output_copy": f"arena + {p.offsets[_storage_of_output(qm)]}" if p.output_in_arena else None,
     }
     data_layers = [{
         "cname": L.cname, "node": c_comment(L.node_name), "bits": L.bits, "a": f"{float(L.p.a):.6g}", "G": int(L.p.G),
@@ -142,9 +148,15 @@ def _storage_of_output(qm: QuantModel) -> str:
     return t
 
 
-def generate(qm: QuantModel, out_dir: str, name: str | None = None, runner: bool = False) -> Generated:
-    """Write the model library (and the C runtime under runtime/) into ``out_dir``."""
+def generate(qm: QuantModel, out_dir: str, name: str | None = None, runner: bool = False, project: bool = False,
+             example_input: np.ndarray | None = None) -> Generated:
+    """Write the model library (and the C runtime under runtime/) into ``out_dir``. ``project``
+    adds the build files and example_main.c (whose input is ``example_input``, one float sample in
+    the model's layout, else a zero input): for the user's folder, not for our own builds, which
+    compile every .c they find."""
     p, files = render(qm, name, runner)
+    if project:
+        files.update(render_project(qm, p, file_stem(p.name), example_input))
     written = []
     for rel, text in files.items():
         atomic_write_bytes(os.path.join(out_dir, rel), text.encode())

@@ -49,3 +49,17 @@ def c_float(value, what: str) -> str:
     if not (math.isfinite(v) and v > 0):
         raise NupesError(f"{what}: {v} is not a finite positive number")
     return repr(v)
+
+
+def c_float32(value, what: str) -> str:
+    """A finite float (any sign) as a C float literal naming exactly its float32 value: numpy's
+    shortest round-trip digits plus 'f', so the C compiler reads back the same float32."""
+    if isinstance(value, bool) or not isinstance(value, (float, int, np.floating, np.integer)):
+        raise NupesError(f"{what}: expected a number, got {type(value).__name__}")
+    v = np.float32(value)
+    if not np.isfinite(v):
+        raise NupesError(f"{what}: {float(value)} is not a finite float32")
+    text = str(v)
+    if not re.fullmatch(r"-?[0-9]+(\.[0-9]*)?(e[-+][0-9]+)?", text):  # pragma: no cover - numpy's format
+        raise NupesError(f"{what}: unexpected float text {text!r}")
+    return text + ("f" if "." in text or "e" in text else ".0f")

@@ -284,7 +284,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             return "in"
         if s == out_store and not output_in_arena:
             return "out"
-        return f"(arena.b + {offsets[s]})"
+        return f"(arena + {offsets[s]})"
 
     layers: list[LayerData] = []
     adds: dict[str, IntAdd] = {}
@@ -320,12 +320,12 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             kernel, entries = conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw, node.attrs["stride"][:2],
                                           node.attrs["pads"])
             scratch = max(scratch, entries)
-            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch.h); }}"
+            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch); }}"
         elif node.op == "linear":
             k = node.weight.shape[1]
             if kernel == "nupes_fully_connected":
                 scratch = max(scratch, k)  # one decoded row (the others decode as they multiply)
-            scratch_arg = ", scratch.h" if kernel == "nupes_fully_connected" else ""
+            scratch_arg = ", scratch" if kernel == "nupes_fully_connected" else ""
             call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}{scratch_arg});"
         elif node.op == "add":
             adds[f"{cname}_layer{i}"] = p

@@ -91,9 +91,12 @@ def _n_classes(qm: QuantModel) -> int:
     return math.prod(qm.graph.output_shape)
 
 
-def codegen(model_path: str, out_dir: str, name: str | None = None):
+def codegen(model_path: str, out_dir: str, name: str | None = None, data: str | None = None):
     """Generate the C model library for a model.nq into ``out_dir``; returns codegen.Generated.
 
+    Beside the library: CMakeLists.txt, model.mk and example_main.c (docs/integration.md), whose
+    input is the first calibration input of ``data`` (default: the data the model was calibrated
+    on, when it can still be found; else a zero input).
     The folder appears whole or not at all (written beside it, then renamed): an existing one is
     replaced only if it holds nothing but a previous codegen's files, else refused."""
     from . import codegen as cg
@@ -101,14 +104,15 @@ def codegen(model_path: str, out_dir: str, name: str | None = None):
 
     qm = artifact.load(model_path)
     if os.path.isdir(out_dir):
-        foreign = [f for f in os.listdir(out_dir) if not (f.startswith("nupes_model_") or f in ("runtime", "nupes_host_runner.c"))]
+        foreign = [f for f in os.listdir(out_dir) if not (f.startswith("nupes_model_") or f in cg.OWN_FILES)]
         if foreign:
             raise NupesError(f"{out_dir}: holds other files ({', '.join(sorted(foreign)[:3])}...); codegen replaces "
                              f"its output folder whole, so give it an empty or new folder")
     elif os.path.exists(out_dir):
         raise NupesError(f"{out_dir}: exists and is not a folder")
+    x = calibration_data(qm, data)
     with folder_lock(out_dir, "codegen"), fresh_folder(out_dir) as work:
-        gen = cg.generate(qm, work, name)
+        gen = cg.generate(qm, work, name, project=True, example_input=None if x is None or not len(x) else x[0])
     gen.out_dir = out_dir
     return gen
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the embedded targets need when it is missing: the ARM GNU toolchain with newlib,
-# QEMU's ARM system emulator, and headless Chromium for the report tests (Debian/Ubuntu packages,
-# no recommends). As root it installs directly, with passwordless sudo through sudo; otherwise it
+# QEMU's ARM system emulator, CMake, and headless Chromium for the report tests (Debian/Ubuntu
+# packages, no recommends). As root it installs directly, with passwordless sudo through sudo; otherwise it
 # prints the exact command and fails.
 set -euo pipefail
 
@@ -11,6 +11,8 @@ if ! command -v arm-none-eabi-gcc >/dev/null 2>&1 || [ ! -f "$(arm-none-eabi-gcc
   need+=(libnewlib-arm-none-eabi)
 fi
 command -v qemu-system-arm >/dev/null 2>&1 || need+=(qemu-system-arm)
+# the generated folder's CMakeLists.txt is built by the tests (docs/integration.md)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
 # headless Chromium renders analyze's HTML report in the tests; best effort (a distribution without
 # the package gets a warning, and those tests say they were skipped and why)
 optional=()
