@@ -155,7 +155,7 @@ def _memory_text(rep: dict) -> str:
 def cmd_codegen(args) -> int:
     from . import api
 
-    gen = api.codegen(_project_model(args), args.output, args.name)
+    gen = api.codegen(_project_model(args), args.output, args.name, args.data)
     text = f"wrote {len(gen.files)} files to {args.output}\n" + _memory_text(gen.report)
     _emit({**gen.report, "output": args.output, "files": gen.files}, args.json, text)
     return 0
@@ -365,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", nargs="?", help="a model.nq (default: the project's, in a project folder)")
     c.add_argument("-o", "--output", required=True, help="output folder (written whole; must be new or a previous codegen's)")
     c.add_argument("--name", help="C name of the model (default: the model's name)")
+    c.add_argument("--data", help="data whose first calibration input example_main.c embeds (default: the data the "
+                                  "model was calibrated on, when found; else a zero input)")
     c.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     c.set_defaults(func=cmd_codegen)
 

@@ -310,3 +310,20 @@ def test_model_text_never_reaches_the_project_files(model, digits_calib):
     # a hostile --name is reduced to an identifier before it reaches CMake, make or C
     p, _ = codegen.render(qm, name='x") ; $(shell id) #')
     assert re.fullmatch(r"[a-z0-9_]+", p.name)
+
+
+def test_cli_codegen_data_picks_the_example_input(tmp_path, model_file):
+    """`codegen --data` names the data example_main.c takes its input from; data of another shape is
+    refused cleanly (exit 2)."""
+    from tests.test_cli import cli
+
+    texts = []
+    for i, data in enumerate(("digits", "mnist5k")):
+        out = tmp_path / f"g{i}"
+        r = cli("codegen", str(model_file), "-o", str(out), "--data", data)
+        if data == "mnist5k":  # 28x28 inputs do not fit an 8x8 model: a clear refusal
+            assert r.returncode == 2 and "Traceback" not in r.stderr
+        else:
+            assert r.returncode == 0, r.stderr
+            texts.append((out / "example_main.c").read_text())
+    assert texts and "matches the integer reference" in texts[0]
