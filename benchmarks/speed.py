@@ -65,7 +65,9 @@ def measure(model: str, method: str, bits: int, n: int = 5) -> dict | None:
         data = None
         if x is not None:
             data = os.path.join(d, "x.npz")
-            np.savez(data, x=x, y=np.zeros(len(x), np.int64))
+            # as the model's source takes its data (a .tflite model: N x H x W x C)
+            xs = x.transpose(0, 2, 3, 1) if qm.graph.input_layout == "NHWC" and x.ndim == 4 else x
+            np.savez(data, x=xs, y=np.zeros(len(x), np.int64))
         fb, r = api.run_emulated(path, "stm32", os.path.join(d, "out"), data, n if x is None else len(x),
                                  profile=True, progress=False)
     if r.mismatches:

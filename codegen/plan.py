@@ -331,7 +331,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             adds[f"{cname}_layer{i}"] = p
             if node.name in no_tables:
                 table_free.add(f"{cname}_layer{i}")
-            kernel = "nupes_add"
+            kernel = "nupes_add_computed" if node.name in no_tables else "nupes_add"
             call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &{cname}_layer{i});"
         elif node.op in ("maxpool2d", "avgpool2d"):
             lo, hi = clamp_bounds(node, p)

@@ -27,7 +27,8 @@ static inline int32_t nupes_add_out(int32_t s, int32_t mult, int32_t right, int3
  * |2 s 2^max(out_shift, 0)| < 2^31.
  */
 /*
- * Without tables (in1_table == NULL: a model built for a flash budget gives their 2 KB to weights):
+ * Without tables (a model built for a flash budget gives their 2 KB to weights; the code generator
+ * calls this kernel instead of nupes_add, so a model with tables does not link it):
  * each input's rescaling requant((x - zp) * 2^left_shift, mult, shift) is computed per element, the
  * reference's arithmetic. The code generator checks 255 * 2^(left_shift + 1 + max(shift, 0)) < 2^31.
  * DSP path (input shifts in [-30, 0], output shift in [-30, -1]): per input SUB, MUL, SMMULR
@@ -45,8 +46,7 @@ static inline int32_t nupes_add_rescale(int32_t x, int32_t x2l, int32_t zp2l, in
 }
 #endif
 
-static void nupes_add_computed(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n,
-                               const nupes_add_params_t *p)
+void nupes_add_computed(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p)
 {
     const int32_t zp1 = p->in1_zp, zp2 = p->in2_zp, m1 = p->in1_mult, m2 = p->in2_mult;
     const int32_t s1 = p->in1_shift, s2 = p->in2_shift, left = p->left_shift;
@@ -79,8 +79,7 @@ static void nupes_add_computed(const int8_t *in1, const int8_t *in2, int8_t *out
     }
 }
 
-static void nupes_add_tables(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n,
-                             const nupes_add_params_t *p)
+void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p)
 {
     /* locals: the int8 stores may alias *p, which would force a reload of every field per element */
     const int32_t *const t1 = p->in1_table + 128, *const t2 = p->in2_table + 128;
@@ -111,14 +110,5 @@ static void nupes_add_tables(const int8_t *in1, const int8_t *in2, int8_t *out, 
     for (; i < n; ++i) {
         const int32_t sum = nupes_requantize(t1[in1[i]] + t2[in2[i]], out_mult, out_shift) + out_zp;
         out[i] = nupes_clamp_s8(sum, act_min, act_max);
-    }
-}
-
-void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p)
-{
-    if (p->in1_table != 0) {
-        nupes_add_tables(in1, in2, out, n, p);
-    } else {
-        nupes_add_computed(in1, in2, out, n, p);
     }
 }

@@ -98,14 +98,15 @@ void nupes_fully_connected_pairs(const int8_t *in, int8_t *out, int32_t k, int32
  * for x = -128..127; the kernel reads only them and the out_* and act_* fields (the in*_ fields and
  * left_shift say how the tables were made). Every sum s of two entries has
  * |2 s 2^max(out_shift, 0)| < 2^31 (checked by the code generator). With in1_table == NULL (a model
- * built for a flash budget) the kernel computes each rescaling from the in*_ fields instead: the
- * same result, 2 KB less flash, about 2.5x the instructions. */
+ * built for a flash budget) nupes_add_computed computes each rescaling from the in*_ fields instead:
+ * the same result, 2 KB less flash, about 2.5x the instructions. */
 typedef struct {
     int32_t in1_zp, in2_zp, in1_mult, in1_shift, in2_mult, in2_shift;
     int32_t out_mult, out_shift, left_shift, out_zp, act_min, act_max;
     const int32_t *in1_table, *in2_table;
 } nupes_add_params_t;
 void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p);
+void nupes_add_computed(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p);
 
 /* Pools (HWC). Output quantization = input quantization. Max: padding never wins (taps outside the
  * image are skipped); in and out must not overlap (the DSP path accumulates in out).
