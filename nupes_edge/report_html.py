@@ -87,12 +87,14 @@ def plot_arena(a: Analysis, qm: QuantModel) -> str | None:
         return None
     span = lifetimes(qm, p)
     producer = {s.out_tensor: s.node_name for s in p.steps}
+    import matplotlib
+    from matplotlib.patches import Rectangle
+
     fig, ax = _figure(8.0, 3.8)
-    cmap = __import__("matplotlib").colormaps["tab20"]
+    cmap = matplotlib.colormaps["tab20"]
     for i, (t, off) in enumerate(sorted(p.offsets.items(), key=lambda kv: span.get(kv[0], (0, 0))[0])):
         first, last = span.get(t, (0, len(p.steps)))
-        ax.add_patch(__import__("matplotlib").patches.Rectangle((first - 0.45, off), last - first + 0.9, p.sizes[t],
-                                                                 color=cmap(i % 20), alpha=0.8))
+        ax.add_patch(Rectangle((first - 0.45, off), last - first + 0.9, p.sizes[t], color=cmap(i % 20), alpha=0.8))
         ax.text(first - 0.4, off + p.sizes[t] / 2, producer.get(t, t), fontsize=7, va="center")
     ax.set_xlim(-0.6, len(p.steps) + 0.6)
     ax.set_ylim(0, max(p.arena_bytes, 1))
