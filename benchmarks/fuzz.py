@@ -74,7 +74,7 @@ def _manifest_mutation(data: bytes, rng: np.random.Generator) -> bytes:
     with zipfile.ZipFile(out, "w") as z:
         for item in src.namelist():
             z.writestr(item, json.dumps(m).encode() if item == "manifest.json" else src.read(item))
-    return out.getvalue()
+    return artifact.reseal(out.getvalue())
 
 
 def _npz_bomb(rng: np.random.Generator) -> bytes:

@@ -1,9 +1,10 @@
 """model.nq: one versioned file holding a QuantModel (IR, codes, exponents, scales, LUTs, calibration).
 
-A zip archive (stored, not compressed) of ``manifest.json`` plus one ``.npy`` per array. The
-manifest records the SHA-256 of every array; the model hash is the SHA-256 of the manifest, so
-any change to the model changes the hash. Written atomically; on read a truncated, corrupt or
-wrong-version file is a NupesError naming the file and the problem.
+A zip archive (stored, not compressed) of ``manifest.json``, ``seal.sha256`` and one ``.npy`` per
+array. The manifest records the SHA-256 of every array; the model hash is the SHA-256 of the
+manifest, and the seal stores it, so a manifest changed after writing (by hand or by damage) is
+refused unless deliberately re-sealed (``reseal``). Written atomically; on read a truncated,
+corrupt, unsealed or wrong-version file is a NupesError naming the file and the problem.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ FORMAT = "nupes-edge-model"
 # Names in a model file become C comments, strings and (derived) identifiers: only this shape,
 # which every importer produces (torch.fx names, t<i> / op_<i> for .tflite), is accepted.
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
-VERSION = 1
+VERSION = 2  # 2: the manifest is sealed (seal.sha256)
+SEAL = "seal.sha256"
 _PARAM_TYPES = {"IntLayer": IntLayer, "IntAdd": IntAdd, "IntClamp": IntClamp}
 # Limits checked before anything is read or allocated: a small file must not become a memory bomb.
 MAX_ENTRIES = 4096
@@ -106,9 +108,32 @@ def dumps(qm: QuantModel) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.writestr("manifest.json", manifest)
+        z.writestr(SEAL, model_hash(manifest))
         for key, data in sorted(arrays.items()):
             z.writestr(f"arrays/{key}.npy", data)
     return buf.getvalue()
+
+
+def reseal(data: bytes) -> bytes:
+    """The model file ``data`` with its array checksums and manifest seal recomputed from its contents.
+
+    For deliberate edits (and the tests that make them): whoever calls this vouches for the
+    manifest, which is still fully validated on load."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    m = json.loads(src.read("manifest.json"))
+    names = [n for n in src.namelist() if n != SEAL]
+    for n in names:
+        if n.startswith("arrays/") and n.endswith(".npy"):
+            m.setdefault("arrays", {})[n[len("arrays/"):-len(".npy")]] = hashlib.sha256(src.read(n)).hexdigest()
+    manifest = json.dumps(m, sort_keys=True, indent=1).encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("manifest.json", manifest)
+        z.writestr(SEAL, model_hash(manifest))
+        for n in names:
+            if n != "manifest.json":
+                z.writestr(n, src.read(n))
+    return out.getvalue()
 
 
 def save(qm: QuantModel, path: str) -> str:
@@ -218,6 +243,7 @@ def _loads(data: bytes, path: str) -> QuantModel:
         if m.get("version") != VERSION:
             raise NupesError(f"{path}: model file version {m.get('version')} is not supported "
                              f"(this nupes-edge reads version {VERSION}); re-run `nupes-edge quantize`")
+        _check_seal(z, manifest_bytes, path)
         digests = m["arrays"]
 
         def array(key: str) -> np.ndarray:
@@ -251,6 +277,19 @@ def _loads(data: bytes, path: str) -> QuantModel:
         raise NupesError(f"{path}: {e}") from None
     qm.meta["hash"] = model_hash(manifest_bytes)
     return qm
+
+
+def _check_seal(z: zipfile.ZipFile, manifest_bytes: bytes, path: str) -> None:
+    """The manifest must be the one the file was written with."""
+    try:
+        seal = z.read(SEAL)
+    except KeyError:
+        raise NupesError(f"{path}: the model file has no seal (damaged, or edited by hand); "
+                         "re-run `nupes-edge quantize`") from None
+    if seal.strip() != model_hash(manifest_bytes).encode():
+        raise NupesError(f"{path}: the manifest was changed after the file was written (its SHA-256 does not "
+                         "match the seal); re-run `nupes-edge quantize`, or re-seal a deliberate edit with "
+                         "nupes_edge.artifact.reseal()")
 
 
 def _check_sizes(z: zipfile.ZipFile, path: str) -> None:

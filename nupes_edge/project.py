@@ -17,7 +17,7 @@ import os
 import tomllib
 from dataclasses import asdict, dataclass
 
-from . import __version__, examples
+from . import __version__, artifact, examples
 from .errors import NupesError
 from .fileio import atomic_write_bytes
 from .quant import METHODS
@@ -51,7 +51,7 @@ class Project:
                     h.update(hashlib.sha256(f.read()).digest())
             else:
                 h.update(spec.encode())
-        h.update(json.dumps([self.method, self.wbits, self.seed, __version__]).encode())
+        h.update(json.dumps([self.method, self.wbits, self.seed, __version__, artifact.VERSION]).encode())
         return h.hexdigest()[:24]
 
     def cached_model_path(self) -> str:

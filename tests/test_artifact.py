@@ -72,7 +72,7 @@ def test_other_version_and_other_files_are_refused(saved, tmp_path):
         for item in zin.infolist():
             data = zin.read(item.filename)
             if item.filename == "manifest.json":
-                data = data.replace(b'"version": 1', b'"version": 99')
+                data = data.replace(b'"version": 2', b'"version": 99')
             zout.writestr(item, data)
     with pytest.raises(NupesError, match="version 99"):
         artifact.load(str(newer))
@@ -93,3 +93,29 @@ def test_failed_write_leaves_no_partial_file(saved, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         artifact.save(qm, str(target))
     assert list(tmp_path.iterdir()) == []
+
+
+def _with_manifest(data: bytes, edit, drop=()) -> bytes:
+    import io
+
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for n in src.namelist():
+            if n not in drop:
+                z.writestr(n, edit(src.read(n)) if n == "manifest.json" else src.read(n))
+    return out.getvalue()
+
+
+def test_a_changed_manifest_is_refused_unless_resealed(saved, tmp_path):
+    data = open(saved[1], "rb").read()
+    # A harmless-looking hand edit: the manifest stays valid JSON and valid model.
+    edited = _with_manifest(data, lambda b: b.replace(b'"method": "powerquant"', b'"method": "uniform"'))
+    with pytest.raises(NupesError, match="changed after the file was written"):
+        artifact.loads(edited, "edited.nq")
+    assert artifact.loads(artifact.reseal(edited)).method == "uniform"
+    unsealed = _with_manifest(data, lambda b: b, drop=(artifact.SEAL,))
+    with pytest.raises(NupesError, match="no seal"):
+        artifact.loads(unsealed, "unsealed.nq")
+    # Re-sealing an untouched file changes nothing.
+    assert artifact.loads(artifact.reseal(data)).meta["hash"] == saved[2]
