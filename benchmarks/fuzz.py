@@ -1,12 +1,16 @@
 """Mutated model and data files through the loaders: every outcome must be a loaded model or a
 NupesError (a clear message, exit 2 in the CLI), never another exception, a hang or a memory bomb.
 
-    python benchmarks/fuzz.py [--n 10000] [--seed 0]
+    python benchmarks/fuzz.py [--n 10000] [--seed 0] [--build 200]
 
 Mutations: truncation, bit flips, byte runs overwritten, and for model.nq manifest fields replaced
 by strange values with the file re-sealed (valid zip, valid checksums), so the semantic checks
-are what stands between the file and the code generator; for .npz, header bombs. Prints counts by
-outcome and the first few failures; exit 1 if any input raised something other than NupesError.
+are what stands between the file and the code generator; for .npz, header bombs. Each case's
+peak Python/numpy memory (tracemalloc) and time are measured. With ``--build K``, up to K distinct
+loaded model.nq files are also compiled with AddressSanitizer + UBSan and run on random inputs
+against the integer reference: a loaded model must build and agree bit for bit. Prints counts by
+outcome and the first few failures; exit 1 if any input raised something other than NupesError,
+crashed or disagreed.
 tests/test_fuzz.py runs a short version with a fixed seed.
 """
 from __future__ import annotations
@@ -15,9 +19,12 @@ import argparse
 import io
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
+import tracemalloc
+import warnings
 import zipfile
 from collections import Counter
 
@@ -109,14 +116,34 @@ def seeds() -> dict[str, bytes]:
             "tflite-float": tflite_export.export(qm, "float"), "npz": npz.getvalue()}
 
 
-def run_one(kind: str, data: bytes, tmp: str) -> str:
-    """'ok', 'refused' (NupesError) or 'crash: <type>'."""
+def build_and_run(qm, tmp: str, rng: np.random.Generator) -> str:
+    """Compile a loaded model with ASan + UBSan, run random int8 inputs: 'exact' or 'crash: ...'."""
+    from nupes_edge.build import build_host, run_host
+    from nupes_edge.intref import run_int
+    from nupes_edge.layout import from_device, to_device
+
+    xq = rng.integers(-128, 128, (8, *qm.graph.input_shape)).astype(np.int8)
+    try:
+        hb = build_host(qm, os.path.join(tmp, "build"), sanitize=True)
+        dev = from_device(run_host(hb.runner, to_device(xq), timeout=10), qm.graph.output_shape)
+    except Exception as e:  # noqa: BLE001 - a compile error, a sanitizer report or a hang
+        return f"crash: build/run: {type(e).__name__}: {str(e)[:300]}"
+    ref = run_int(qm, xq)
+    if not np.array_equal(dev.reshape(len(xq), -1), ref.reshape(len(xq), -1)):
+        return "crash: the built model disagrees with the integer reference"
+    return "exact"
+
+
+def run_one(kind: str, data: bytes, tmp: str, loaded: list | None = None) -> str:
+    """'ok', 'refused' (NupesError) or 'crash: <type>'; a loaded model.nq is appended to ``loaded``."""
     try:
         if kind == "nq":
             qm = artifact.loads(data, "fuzz.nq")
             from nupes_edge import codegen
 
             codegen.render(qm)  # what the generator would write from it
+            if loaded is not None:
+                loaded.append(qm)
         elif kind.startswith("tflite"):
             import_tflite_bytes(data, "fuzz.tflite")
         else:
@@ -131,12 +158,16 @@ def run_one(kind: str, data: bytes, tmp: str) -> str:
         return f"crash: {type(e).__name__}: {str(e)[:100]}"
 
 
-def campaign(n: int, seed: int = 0, progress: bool = True) -> Counter:
+def campaign(n: int, seed: int = 0, progress: bool = True, build: int = 0) -> Counter:
     rng = np.random.default_rng(seed)
     base = seeds()
     outcomes: Counter = Counter()
     crashes = []
     slowest = 0.0
+    peak, peak_case = 0, None
+    built: set[str] = set()
+    stray: list = []
+    tracemalloc.start()
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             kind = list(base)[i % len(base)]
@@ -148,16 +179,39 @@ def campaign(n: int, seed: int = 0, progress: bool = True) -> Counter:
                 mutated = _npz_bomb(rng)
             else:
                 mutated = _byte_mutations(data, rng)
+            loaded: list = []
+            tracemalloc.reset_peak()
+            base_mem = tracemalloc.get_traced_memory()[0]
             t = time.perf_counter()
-            out = run_one(kind, mutated, tmp)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = run_one(kind, mutated, tmp, loaded)
+            if caught and len(stray) < 10:  # a user would see these: stray output is a defect too
+                stray.append((kind, i, f"{caught[0].category.__name__}: {caught[0].message} "
+                                       f"({os.path.basename(caught[0].filename)}:{caught[0].lineno})"))
+            outcomes[("any", "warned")] += bool(caught)
             slowest = max(slowest, time.perf_counter() - t)
+            case_peak = tracemalloc.get_traced_memory()[1] - base_mem
+            if case_peak > peak:
+                peak, peak_case = case_peak, (kind, i)
             outcomes[(kind, out.split(":")[0])] += 1
             if out.startswith("crash") and len(crashes) < 10:
                 crashes.append((kind, i, out))
+            # Compile and run each distinct loaded model (the untouched seed once, then mutants).
+            if loaded and len(built) < build and loaded[0].meta["hash"] not in built:
+                built.add(loaded[0].meta["hash"])
+                res = build_and_run(loaded[0], tmp, rng)
+                outcomes[("nq built+run", res.split(":")[0])] += 1
+                if res.startswith("crash") and len(crashes) < 10:
+                    crashes.append(("nq built+run", i, res))
             if progress and i % 500 == 499:
                 print(f"[fuzz] {i + 1}/{n}", file=sys.stderr, flush=True)
+    tracemalloc.stop()
     outcomes["_slowest_s"] = round(slowest, 2)
+    outcomes["_peak_mb"] = round(peak / 2**20, 1)
+    outcomes["_peak_case"] = peak_case
     outcomes["_crashes"] = crashes
+    outcomes["_warnings"] = stray
     return outcomes
 
 
@@ -165,17 +219,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--build", type=int, default=0, metavar="K",
+                    help="also compile (ASan + UBSan) and run up to K distinct loaded model.nq files")
     args = ap.parse_args()
-    res = campaign(args.n, args.seed)
+    res = campaign(args.n, args.seed, build=args.build)
     crashes = res.pop("_crashes")
     slowest = res.pop("_slowest_s")
+    peak = res.pop("_peak_mb")
+    stray = res.pop("_warnings")
+    peak_case = res.pop("_peak_case")
     print(f"{'file':<14} {'outcome':<10} {'count':>6}")
     for (kind, out), c in sorted(res.items()):
         print(f"{kind:<14} {out:<10} {c:>6}")
-    print(f"slowest case: {slowest} s")
+    print(f"slowest case: {slowest} s; largest peak memory of one case: {peak} MB (tracemalloc; {peak_case}); "
+          f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     for c in crashes:
         print("CRASH", *c)
-    return 1 if crashes else 0
+    for w in stray:
+        print("WARNING", *w)
+    return 1 if crashes or stray else 0
 
 
 if __name__ == "__main__":

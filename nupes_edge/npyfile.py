@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 
 import numpy as np
@@ -36,6 +37,7 @@ def read_npz(path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The named arrays of an .npz (a zip of .npy), each header checked and size-bounded first."""
     out = {}
     try:
+        size = os.path.getsize(path)
         with zipfile.ZipFile(path) as z:
             files = {n[:-4]: n for n in z.namelist() if n.endswith(".npy")}
             missing = [n for n in names if n not in files]
@@ -46,6 +48,9 @@ def read_npz(path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
                 info = z.getinfo(files[n])
                 if info.file_size > MAX_ARRAY_BYTES:
                     raise NupesError(f"{path}: array '{n}' unpacks to {info.file_size} bytes (at most {MAX_ARRAY_BYTES})")
+                if info.compress_size > size:  # zipfile would allocate the declared size before reading
+                    raise NupesError(f"{path}: array '{n}' declares {info.compress_size} stored bytes, more than "
+                                     f"the file's {size} (truncated or damaged)")
                 out[n] = read_npy(z.read(files[n]), f"{path}: array '{n}'")
     except NupesError:
         raise

@@ -178,3 +178,53 @@ def test_a_tflite_model_takes_its_data_as_n_h_w_c(tmp_path):
     assert layers(r.stdout) == layers(r2.stdout)
     e = json.loads(cli("eval", "b.nq", "--data", "nhwc.npz", "--json", cwd=tmp_path).stdout)
     assert e["n"] == len(x) and e["int_top1"] > 0.9
+
+
+def _shared_table_bomb(n_tensors: int, n_subgraphs: int) -> bytes:
+    """A small valid flatbuffer whose subgraph entries all name one subgraph of ``n_tensors`` tensor
+    entries that all name one tensor: n_tensors x n_subgraphs objects once unpacked."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as S
+
+    b = flatbuffers.Builder(1024)
+    name = b.CreateString("t")
+    S.TensorStart(b)
+    S.TensorAddName(b, name)
+    tensor = S.TensorEnd(b)
+    S.SubGraphStartTensorsVector(b, n_tensors)
+    for _ in range(n_tensors):
+        b.PrependUOffsetTRelative(tensor)
+    tensors = b.EndVector()
+    S.SubGraphStart(b)
+    S.SubGraphAddTensors(b, tensors)
+    subgraph = S.SubGraphEnd(b)
+    S.ModelStartSubgraphsVector(b, n_subgraphs)
+    for _ in range(n_subgraphs):
+        b.PrependUOffsetTRelative(subgraph)
+    subgraphs = b.EndVector()
+    S.ModelStart(b)
+    S.ModelAddVersion(b, 3)
+    S.ModelAddSubgraphs(b, subgraphs)
+    b.Finish(S.ModelEnd(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_shared_tables_are_refused_before_unpacking():
+    import time
+    import tracemalloc
+
+    bomb = _shared_table_bomb(20_000, 20_000)  # 160 KB on disk, 4 x 10^8 tensor objects unpacked
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(NupesError, match="refused before unpacking: its tables unpack to more than 200,000"):
+        import_tflite_bytes(bomb, "bomb.tflite")
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 5 and peak < 64 << 20, (elapsed, peak)
+    # The same shape without the multiplication is a model (of the wrong kind) again: not refused
+    # for its size, but for what it holds.
+    with pytest.raises(NupesError) as e:
+        import_tflite_bytes(_shared_table_bomb(3, 1), "small.tflite")
+    assert "refused before unpacking" not in str(e.value)

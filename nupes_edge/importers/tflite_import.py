@@ -8,14 +8,20 @@ or malformed is a NupesError naming the file and the operator.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from ..errors import NupesError
 from ..ir import Graph, Node, infer_shapes
+from . import flatbuffer_bounds
 
 _MAX_BYTES = 512 * 1024 * 1024
+# What the flatbuffer may unpack to (shared tables counted each time they are reached): far above
+# any microcontroller model (MLPerf Tiny IC: under 600 tables), far below a memory bomb.
+_MAX_TABLES = 200_000
+_MAX_STRING_BYTES = 16 * 1024 * 1024
 
 
 def _op_names():
@@ -41,7 +47,12 @@ class _Reader:
 
         self.S = S
         self.origin = origin
-        self.model = S.ModelT.InitFromPackedBuf(bytearray(data), 0)
+        buf = bytearray(data)
+        try:
+            flatbuffer_bounds.measure(S.Model.GetRootAs(buf, 0), S, _MAX_TABLES, _MAX_STRING_BYTES)
+        except ValueError as e:
+            raise NupesError(f"{origin}: refused before unpacking: {e}") from None
+        self.model = S.ModelT.InitFromPackedBuf(buf, 0)
         subgraphs = self.model.subgraphs or []
         if len(subgraphs) != 1:
             raise NupesError(f"{origin}: {len(subgraphs)} subgraphs; only single-subgraph models are supported")
@@ -75,11 +86,19 @@ class _Reader:
             raise NupesError(f"{self.origin}: {op}: the {what} has unsupported type {t.type}")
         shape = [int(v) for v in t.shape]
         a = np.frombuffer(np.asarray(buf, np.uint8).tobytes(), dtype)
-        if a.size != int(np.prod(shape)):
+        if min(shape, default=0) < 0 or a.size != math.prod(shape):
             raise NupesError(f"{self.origin}: {op}: the {what} holds {a.size} values for shape {shape}")
         a = a.reshape(shape)
         if raw:
             return a
+        with np.errstate(all="ignore"):  # non-finite results are refused below, with the tensor named
+            a = self._dequantized(a, t, dtype, what, op)
+        if not np.isfinite(a).all():
+            raise NupesError(f"{self.origin}: {op}: the {what} (tensor {i}) holds values that are not finite "
+                             "float32 numbers (NaN, infinity, or a scale too large)")
+        return a
+
+    def _dequantized(self, a: np.ndarray, t, dtype, what: str, op: str) -> np.ndarray:
         a = a.astype(np.float64)
         q = t.quantization
         if dtype != np.float32:
