@@ -81,8 +81,8 @@ def main() -> int:
                 print(f"[link] {kind} {rate:.1%} run {run}: {outcome}, retries {retries}, {secs:.1f} s",
                       file=sys.stderr, flush=True)
     atomic_write_bytes(args.json, (json.dumps(rows, indent=1) + "\n").encode())
-    print(f"| fault | rate | runs | PASS (= clean) | clean error | false result | retries per run | s per run |\n"
-          f"|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| fault | rate | runs | PASS (= clean) | clean error | false result | retries per run | s per run |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind in dict.fromkeys(r["kind"] for r in rows):
         for rate in dict.fromkeys(r["rate"] for r in rows if r["kind"] == kind):
             sub = [r for r in rows if r["kind"] == kind and r["rate"] == rate]

@@ -1,6 +1,8 @@
 """Integer parameters of each node: what the integer reference and the C runtime compute with."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,7 @@ class IntLayer:
     @property
     def codes(self) -> np.ndarray:
         """The int8 codes, unpacked from flash format, weight-shaped."""
-        k = int(np.prod(self.weight_shape[1:]))
+        k = math.prod(self.weight_shape[1:])
         return unpack_rows(self.packed, self.bits, k).reshape(self.weight_shape)
 
     def levels(self) -> np.ndarray:

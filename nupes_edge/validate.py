@@ -3,6 +3,8 @@ recomputed. A model file is untrusted input: artifact.load runs these before any
 model, and the code generator runs them again before it writes a number into C."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import NupesError
@@ -58,7 +60,7 @@ def check_layer(node, p: IntLayer) -> None:
         raise NupesError(f"{what}: lut has {np.asarray(p.lut).size} entries, {bits}-bit codes need {1 << (bits - 1)}")
     c_ints(p.packed, 0, 255, f"{what}: packed codes")
     w_shape = tuple(node.weight.shape)
-    k = int(np.prod(w_shape[1:]))
+    k = math.prod(w_shape[1:])
     if tuple(np.asarray(p.weight_shape).tolist()) != w_shape or np.asarray(p.packed).shape != (w_shape[0], (k * bits + 7) // 8):
         raise NupesError(f"{what}: packed codes of shape {np.asarray(p.packed).shape} do not fit a {list(w_shape)} "
                          f"weight at {bits} bits")
@@ -97,8 +99,15 @@ def check_add(node, p: IntAdd) -> None:
 
 
 
+MAX_TENSOR_ELEMENTS = 1 << 24  # 16 MB of int8: far beyond any microcontroller's RAM
+
+
 def check_model(qm) -> None:
     """Every node's integer parameters, as the integer reference and the C runtime need them."""
+    for tensor, shape in qm.graph.shapes.items():
+        if math.prod(shape) > MAX_TENSOR_ELEMENTS or min(shape, default=1) < 1:
+            raise NupesError(f"tensor '{tensor}': shape {list(shape)[:8]} is empty or larger than "
+                             f"{MAX_TENSOR_ELEMENTS:,} elements")
     for node in qm.graph.nodes:
         p = qm.params.get(node.name)
         if node.op in ("conv2d", "linear"):

@@ -1,9 +1,5 @@
 """End to end on the emulated STM32F405 (QEMU netduinoplus2) over a real TCP serial port."""
-import random
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 
