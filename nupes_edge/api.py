@@ -36,7 +36,7 @@ def load_graph(spec: str, progress: bool = True) -> tuple[Graph, str]:
 def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None = None,
              overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = True,
              example_input: torch.Tensor | None = None, name: str | None = None,
-             flash_budget: int | str | None = None) -> tuple[QuantModel, str]:
+             flash_budget: int | str | None = None, recalibrate: bool = False) -> tuple[QuantModel, str]:
     """Quantize ``model`` calibrating on ``data``; returns the model and its hash.
 
     model: a bundled example name, a .pt2 / .tflite path, or a ``torch.nn.Module`` together with
@@ -44,6 +44,9 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
     split), an .npz path (its ``x``), or a float32 array shaped as the model takes it. Writes
     ``out`` atomically when given. flash_budget: bytes (or a size such as '24K'): per-layer bits
     chosen so the model's flash fits it (``overrides`` then pins layers); see docs/mixed_precision.md.
+    An int8 .tflite keeps its own activation quantization (and at uniform W8 its weights: the file's
+    model exactly), so ``data`` may be None for data-free methods; ``recalibrate`` computes the
+    activation quantization again from ``data`` instead.
     """
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
     if isinstance(model, torch.nn.Module):
@@ -52,7 +55,9 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
         graph, name = import_module(model.eval(), example_input, name or type(model).__name__), name or type(model).__name__
     else:
         graph, name = load_graph(model, progress)
-    if isinstance(data, str):
+    if data is None:
+        x = None
+    elif isinstance(data, str):
         x, _ = load_data(data, "calib", graph.input_shape, layout=graph.input_layout)
     else:
         from .data import to_graph_layout
@@ -68,7 +73,8 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
             flash_budget = parse_size(flash_budget)
         except ValueError as e:
             raise NupesError(f"flash budget: {e}") from None
-    qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name, flash_budget=flash_budget)
+    qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name, flash_budget=flash_budget,
+                        recalibrate=recalibrate)
     # a file is recorded by its absolute path, so verify/run/analyze find it from any folder
     qm.meta["calibration"]["data"] = os.path.abspath(data) if isinstance(data, str) and os.path.isfile(data) else data
     h = artifact.save(qm, out) if out else artifact.hash_of(qm)
@@ -129,9 +135,26 @@ def _verify_inputs(qm: QuantModel, data: str | None, n: int):
     """The first ``n`` test inputs and labels (default data: the set the model was calibrated on)."""
     if n <= 0:
         raise NupesError(f"-n must be positive, got {n}")
+    if data == "random":
+        return random_inputs(qm, n)
+    if not data and qm.meta.get("calibration", {}).get("n") == 0:
+        raise NupesError("this model was quantized without data: pass --data (an .npz whose x is as the model "
+                         "takes it) or --data random (random int8 inputs: bit-exactness needs no labels)")
     data = data or qm.meta.get("calibration", {}).get("data") or qm.name
     x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm), qm.graph.input_layout)
     return x[:n], y[:n]
+
+
+def random_inputs(qm: QuantModel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uniformly random int8 inputs, as the real values that quantize to exactly those codes,
+    and as labels the float model's own top-1 (so "top-1" reads as agreement with the float model)."""
+    from . import torch_exec
+
+    q = qm.input_q
+    codes = np.random.default_rng(seed).integers(-128, 128, (n, *qm.graph.input_shape))
+    x = ((codes - q.zero_point) * np.float64(q.scale)).astype(np.float32)
+    y = torch_exec.run_numpy(qm.graph, x).reshape(n, -1).argmax(axis=1)
+    return x, y
 
 
 def verify_host(model_path: str, data: str | None = None, n: int = 200, out_dir: str | None = None,

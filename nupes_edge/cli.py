@@ -46,16 +46,22 @@ def cmd_quantize(args) -> int:
     from . import api
 
     qm, h = api.quantize(args.model, args.data, args.method, args.wbits, args.output, dict(args.layer_wbits or []),
-                         args.seed, progress=not args.quiet, flash_budget=args.flash_budget)
+                         args.seed, progress=not args.quiet, flash_budget=args.flash_budget,
+                         recalibrate=args.recalibrate)
     fb = qm.meta.get("flash_budget")
     layers = [{"name": n, "bits": p.bits, "a": p.a, "G": p.G} for n, p in qm.params.items() if hasattr(p, "G")]
     widths = sorted({d["bits"] for d in layers})
     wname = f"W{widths[0]}" if len(widths) == 1 else f"W{widths[0]}-{widths[-1]} mixed"
     obj = {"output": args.output, "hash": h, "method": qm.method, "wbits": args.wbits if fb is None else None,
            "seconds": qm.meta["seconds"], "layers": layers}
+    kept = qm.meta.get("kept_from_file")
+    if kept:
+        obj["kept_from_file"] = kept
     lines = [f"wrote {args.output} ({qm.method}, {wname}A8, {qm.meta['seconds']:.1f} s, hash {h[:16]})",
              "  per layer: weight bits, power exponent a (1 = uniform), table shift G (levels are scaled by 2^G;"
              " docs/numerics.md)"]
+    if kept:
+        lines.insert(1, f"  from the .tflite file: activation {kept['activations']}; weights: {kept['weights']}")
     if fb is None:
         lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']}" for d in layers]
     else:
@@ -336,8 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("model", help="a torch.export .pt2 file (torch.export.save(torch.export.export(net, (x,)), "
                                  "'net.pt2'); see docs/api.md), a float or int8 .tflite, or a bundled example "
                                  "name (digits, mnist5k)")
-    q.add_argument("--data", required=True, help="calibration data: .npz with x, y (x as the model takes it: N x C x H x W "
-                                                 "for PyTorch, N x H x W x C for .tflite), or a bundled name (its calib split)")
+    q.add_argument("--data", help="calibration data: .npz with x, y (x as the model takes it: N x C x H x W "
+                                  "for PyTorch, N x H x W x C for .tflite), or a bundled name (its calib split); "
+                                  "not needed for an int8 .tflite with a data-free method (its own activation "
+                                  "quantization is kept)")
+    q.add_argument("--recalibrate", action="store_true",
+                   help="an int8 .tflite: compute the activation quantization again from --data instead of keeping "
+                        "the file's (by default uniform W8 keeps the file's model exactly; docs/tflite.md)")
     q.add_argument("--method", choices=METHODS, default="nupes",
                    help="nupes (learned codes and exponent, needs data), powerquant (data-free exponent search), "
                         "adaround, uniform (min-max), uniform-mse (default nupes; docs/quantization.md)")
@@ -411,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         v = sub.add_parser(cmd_name, help=hlp)
         v.add_argument("model", nargs="?", help="a model.nq (default: the project's)")
         v.add_argument("--board", help="board (default: the project's, else host)")
-        v.add_argument("--data", help="inputs: .npz or bundled name (default: the model's data set, test split)")
+        v.add_argument("--data", help="inputs: .npz or bundled name (default: the model's data set, test split), or 'random' (random int8 inputs; top-1 then means agreement with the float model)")
         v.add_argument("-n", type=int, default=200, help="number of inputs (default 200)")
         v.add_argument("--profile", action="store_true", help="per-layer counts from the profiling hook")
         v.add_argument("-o", "--output", help=argparse.SUPPRESS)

@@ -7,6 +7,8 @@ into the producing conv/linear/add where possible (attribute ``act``).
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +49,9 @@ class Graph:
     # how the user's data holds an input: "NCHW" (PyTorch) or "NHWC" (a .tflite model); the graph
     # itself is always C x H x W, and data.load_data transposes
     input_layout: str = "NCHW"
+    # An int8 .tflite's own quantization (importers/tflite_import.FileQuant), kept so that quantizing
+    # can reproduce the file exactly; None for float models. Not stored in model.nq.
+    file_quant: object = None
 
     def weight_nodes(self) -> list[Node]:
         return [n for n in self.nodes if n.op in WEIGHT_OPS]
@@ -135,7 +140,7 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
     if node.op in ("relu", "relu6"):
         return in_shapes[0]
     if node.op == "flatten":
-        return (int(np.prod(in_shapes[0])),)
+        return (math.prod(in_shapes[0]),)
     raise _fail(node, "no shape rule")  # pragma: no cover
 
 
@@ -162,6 +167,6 @@ def macs(graph: Graph) -> int:
     total = 0
     for n in graph.weight_nodes():
         out = graph.shapes[n.output]
-        per_out = int(np.prod(n.weight.shape[1:]))
-        total += int(np.prod(out)) * per_out
+        per_out = math.prod(n.weight.shape[1:])
+        total += math.prod(out) * per_out
     return total

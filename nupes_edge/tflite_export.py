@@ -265,5 +265,13 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             b.op(code, 2 if quant else 1, [act_tensor(node.inputs[0])], [act_tensor(node.output)])
         else:  # pragma: no cover
             raise NupesError(f"layer '{node.name}': op {node.op} cannot be exported")
-    data = b.finish([ids[g.input_name]], [ids[g.output_name]], f"nupes-edge {qm.method} {fmt} ({qm.name})")
+    out = ids[g.output_name]
+    if g.output_softmax:  # the source model's final Softmax (the integer model outputs its logits)
+        probs = b.tensor(g.output_name + "/softmax", _nhwc(g.shapes[g.output_name]), dt,
+                         scale=1.0 / 256 if quant else None, zp=-128 if quant else None)  # TFLite's int8 rule
+        opts = S.SoftmaxOptionsT()
+        opts.beta = 1.0
+        b.op(S.BuiltinOperator.SOFTMAX, 2 if quant else 1, [out], [probs], S.BuiltinOptions.SoftmaxOptions, opts)
+        out = probs
+    data = b.finish([ids[g.input_name]], [out], f"nupes-edge {qm.method} {fmt} ({qm.name})")
     return data, b.lut_tensors

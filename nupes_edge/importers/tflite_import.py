@@ -1,8 +1,10 @@
 """Import a float32 or int8 .tflite (TFLite schema, read with flatbuffers; no TensorFlow) into the IR.
 
 NHWC tensors become the IR's C×H×W; OHWI / 1HWO weights become OIHW; SAME padding and PAD ops
-become explicit pads; int8 weights and int32 biases are dequantized (the model is then quantized
-again by nupes-edge from calibration data given as real values). A Dense layer fed by a RESHAPE of
+become explicit pads; int8 weights and int32 biases are dequantized for the float graph, and an
+int8 file's own quantization (activation scales and zero points, int8 weights with their scales,
+int32 biases) is kept beside it in ``graph.file_quant`` so quantizing can reproduce the file
+exactly (quant/keep.py). A Dense layer fed by a RESHAPE of
 an H×W×C tensor gets its columns reordered to the IR's C, H, W flatten order. Anything unsupported
 or malformed is a NupesError naming the file and the operator.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,6 +21,17 @@ from ..ir import Graph, Node, infer_shapes
 from . import flatbuffer_bounds
 
 _MAX_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class FileQuant:
+    """An int8 .tflite's quantization, by IR tensor / node name."""
+
+    act: dict[str, tuple[float, int]] = field(default_factory=dict)  # tensor → (float32 scale, zp)
+    # node → (int8 weights in IR layout, per-output-channel float32 scales, int32 bias)
+    layers: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)  # why the file cannot be kept exactly
+    softmax_out: tuple[float, int] | None = None  # the final SOFTMAX's output quantization, if any
 # What the flatbuffer may unpack to (shared tables counted each time they are reached): far above
 # any microcontroller model (MLPerf Tiny IC: under 600 tables), far below a memory bomb.
 _MAX_TABLES = 200_000
@@ -65,6 +79,9 @@ class _Reader:
         self.producer: dict[str, Node] = {}
         self.users: dict[int, int] = {}
         self.softmax_of: int | None = None
+        self.softmax_out: int | None = None
+        self.softmax_beta = 1.0
+        self.file_quant = FileQuant()
 
     # -- tensors -------------------------------------------------------------------------------
     def t(self, i: int):
@@ -112,6 +129,59 @@ class _Reader:
                 view[axis] = -1
             a = (a - zp.reshape(view)) * scale.reshape(view)
         return a.astype(np.float32)
+
+    # -- an int8 file's own quantization ----------------------------------------------------------
+    def quant_of(self, i: int):
+        """(float32 scale, zero point) of tensor ``i`` if it is a per-tensor int8 tensor, else None."""
+        t = self.t(i)
+        q = t.quantization
+        if t.type != self.S.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+            return None
+        zp = int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
+        return float(np.float32(q.scale[0])), zp
+
+    def keep_layer(self, node: Node, ins: list[int], to_ir) -> None:
+        """Record a conv / dense layer's int8 weights, float32 scales and int32 bias as stored."""
+        wt = self.t(ins[1])
+        if wt.type != self.S.TensorType.INT8:
+            return
+        codes = to_ir(self.const(ins[1], "weights", node.op, raw=True)).astype(np.int8)
+        o = codes.shape[0]
+        scales = np.asarray(wt.quantization.scale, np.float32)
+        scales = np.broadcast_to(scales, (o,)).copy() if scales.size in (1, o) else None
+        if len(ins) > 2 and ins[2] >= 0 and self.t(ins[2]).type == self.S.TensorType.INT32:
+            bias = self.const(ins[2], "bias", node.op, raw=True).astype(np.int64).reshape(-1)
+        elif len(ins) > 2 and ins[2] >= 0:
+            self.file_quant.conflicts.append(f"{node.source}: the bias is not int32")
+            return
+        else:
+            bias = np.zeros(o, np.int64)
+        if scales is None or bias.shape != (o,):
+            self.file_quant.conflicts.append(f"{node.source}: weight scales or bias do not match {o} channels")
+            return
+        zps = wt.quantization.zeroPoint
+        if zps is not None and np.any(np.asarray(zps) != 0):
+            self.file_quant.conflicts.append(f"{node.source}: weights with a non-zero zero point")
+            return
+        self.file_quant.layers[node.name] = (codes, scales, bias)
+
+    def keep_activations(self) -> None:
+        """Every IR tensor's int8 (scale, zero point) from the file; tensors merged into one IR name
+        (QUANTIZE, RESHAPE, SOFTMAX's input) must agree, or the file cannot be kept exactly."""
+        for i in range(len(self.sg.tensors)):
+            q = self.quant_of(i)
+            if q is None or (self.t(i).buffer < len(self.model.buffers)
+                             and self.model.buffers[self.t(i).buffer].data is not None
+                             and len(self.model.buffers[self.t(i).buffer].data)):
+                continue  # not an int8 activation (constants are kept per layer)
+            if i == self.softmax_out:  # the probabilities: 1/256, -128 by TFLite's rule
+                self.file_quant.softmax_out = q
+                continue
+            name = self.name(i)
+            have = self.file_quant.act.setdefault(name, q)
+            if have != q:
+                self.file_quant.conflicts.append(f"tensor {i}: quantization {q} differs from {have} of the "
+                                                 f"tensor it is merged with (a requantizing QUANTIZE or RESHAPE)")
 
     # -- ops -----------------------------------------------------------------------------------
     def emit(self, op_index: int, op: str, inputs: list[int], output: int, attrs=None, weight=None, bias=None) -> Node:
@@ -176,6 +246,8 @@ class _Reader:
                 node = self.emit(k, "conv2d", [src], outs[0], {"stride": [o.strideH, o.strideW], "pads": pads,
                                                               "groups": groups}, w, bias.astype(np.float32))
                 self.fuse(node, o.fusedActivationFunction, k)
+                order = (0, 3, 1, 2) if name == "CONV_2D" else (3, 0, 1, 2)
+                self.keep_layer(node, ins, lambda a: a.transpose(order))
             elif name == "FULLY_CONNECTED":
                 w = self.const(ins[1], "weights", name)
                 if o is not None and o.keepNumDims:
@@ -187,6 +259,14 @@ class _Reader:
                 bias = self.const(ins[2], "bias", name) if len(ins) > 2 and ins[2] >= 0 else np.zeros(w.shape[0], np.float32)
                 node = self.emit(k, "linear", [ins[0]], outs[0], {}, w, bias.astype(np.float32))
                 self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
+                hwc = self.flat_src.get(src)
+
+                def reorder(a, hwc=hwc):
+                    if hwc is None:
+                        return a
+                    c, h, wd = hwc
+                    return a.reshape(a.shape[0], h, wd, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
+                self.keep_layer(node, ins, reorder)
             elif name == "ADD":
                 node = self.emit(k, "add", ins[:2], outs[0], {})
                 self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
@@ -224,6 +304,8 @@ class _Reader:
                 self.emit(k, name.lower(), [ins[0]], outs[0])
             elif name == "SOFTMAX":
                 self.softmax_of = ins[0]
+                self.softmax_out = outs[0]
+                self.softmax_beta = float(o.beta) if o is not None else 1.0
                 self.alias[outs[0]] = self.alias.get(ins[0], ins[0])
             else:
                 raise NupesError(f"{self.origin}: operator {k} ({name}) is not supported")
@@ -234,6 +316,9 @@ class _Reader:
                       output_name=self.name(int(self.sg.outputs[0])), nodes=self.nodes,
                       output_softmax=self.softmax_of is not None, input_layout="NHWC")
         infer_shapes(graph)
+        self.keep_activations()
+        if self.file_quant.layers:
+            graph.file_quant = self.file_quant
         return graph
 
 

@@ -10,6 +10,7 @@ import torch
 from ..errors import NupesError
 from ..ir import Graph
 from ..qmodel import QuantModel
+from . import keep as keep_mod
 from . import mixed, powerquant, reconstruct, uniform
 from .biascorr import correct_biases
 from .calibrate import calibrate
@@ -31,24 +32,42 @@ def layer_bits(graph: Graph, wbits: int, overrides: dict[str, int] | None = None
     return {n: int(overrides.get(n, wbits)) for n in names}
 
 
-def quantize_graph(graph: Graph, x_calib: np.ndarray, method: str = "nupes", wbits: int = 4,
+def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupes", wbits: int = 4,
                    overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = False,
                    recon: reconstruct.ReconConfig | None = None, name: str = "model",
-                   bias_correction: bool = True, flash_budget: int | None = None) -> QuantModel:
+                   bias_correction: bool = True, flash_budget: int | None = None,
+                   recalibrate: bool = False) -> QuantModel:
     """Calibrate activations, quantize weights with ``method``, derive the integer parameters.
 
     The data-free methods (uniform, uniform-mse, powerquant) get empirical bias correction unless
     ``bias_correction`` is False; the reconstruction methods fit their layers' outputs directly.
     ``flash_budget`` (bytes): per-layer bits chosen to fit it (quant/mixed.py); ``overrides`` are
     then the layers the user pins.
+
+    An int8 .tflite's own quantization (``graph.file_quant``) is kept unless ``recalibrate``: its
+    activation scales and zero points always, and at uniform W8 its weights, scales and biases too,
+    so the result is the file's model exactly (quant/keep.py). ``x_calib`` may then be None (no data
+    needed), except for the methods that learn from data.
     """
     if method not in METHODS:
         raise NupesError(f"unknown method '{method}' (one of {', '.join(METHODS)})")
-    want = (len(x_calib),) + tuple(graph.input_shape)
-    if x_calib.ndim != len(want) or tuple(x_calib.shape[1:]) != tuple(graph.input_shape):
-        raise NupesError(f"calibration data has shape {list(x_calib.shape)}, the model takes N×{list(graph.input_shape)}")
-    if len(x_calib) == 0:
-        raise NupesError("calibration data is empty")
+    keep = graph.file_quant is not None and not recalibrate
+    if x_calib is None:
+        if not keep:
+            raise NupesError("calibration data is needed (--data): the model carries no int8 quantization of its "
+                             "own" + (" (--recalibrate asks to compute it again)" if recalibrate else ""))
+        if method in ("adaround", "nupes") or flash_budget is not None:
+            raise NupesError(f"{'--flash-budget' if flash_budget is not None else method} learns from data: give "
+                             "--data, or use a data-free method (uniform, powerquant) that keeps the file's "
+                             "activation quantization")
+    else:
+        want = (len(x_calib),) + tuple(graph.input_shape)
+        if x_calib.ndim != len(want) or tuple(x_calib.shape[1:]) != tuple(graph.input_shape):
+            raise NupesError(f"calibration data has shape {list(x_calib.shape)}, the model takes N×{list(graph.input_shape)}")
+        if len(x_calib) == 0:
+            raise NupesError("calibration data is empty")
+    if keep:
+        keep_mod.check_keepable(graph)
     bits = layer_bits(graph, wbits, overrides)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -58,24 +77,35 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray, method: str = "nupes", wbi
         allocation = mixed.choose_bits(graph, x_calib, method, int(flash_budget), dict(overrides or {}),
                                        recon or reconstruct.ReconConfig(seed=seed), progress)
         bits = allocation.bits
-    act = calibrate(graph, x_calib, progress=progress)
-    if method in ("adaround", "nupes"):
+    act = keep_mod.kept_activations(graph) if keep else calibrate(graph, x_calib, progress=progress)
+    weights_kept = keep and method == "uniform" and set(bits.values()) == {8}
+    if weights_kept:
+        weights = keep_mod.kept_weights(graph, act)
+    elif method in ("adaround", "nupes"):
         cfg = recon or reconstruct.ReconConfig(seed=seed)
         weights = reconstruct.quantize(graph, x_calib, act, bits, method, cfg, progress=progress)
     else:
         fn = {"uniform": uniform.quantize_minmax, "uniform-mse": uniform.quantize_mse,
               "powerquant": powerquant.quantize}[method]
         weights = {n.name: fn(n.weight, bits[n.name]) for n in graph.weight_nodes()}
-        if bias_correction:
+        if bias_correction and x_calib is not None:
             weights = correct_biases(graph, x_calib, act, weights)
     params = lower(graph, act, weights)
+    if weights_kept:
+        keep_mod.check_kept(graph, params)
     seconds = time.perf_counter() - t0
     if progress:
         print(f"quantized {name} with {method} in {seconds:.1f} s", file=sys.stderr)
     meta = {"name": name, "wbits": wbits, "layer_bits": bits, "seed": seed, "seconds": seconds,
-            "bias_correction": bool(bias_correction and method not in ("adaround", "nupes")),
-            "calibration": {"n": int(len(x_calib)),
-                            "input_range": [float(x_calib.min()), float(x_calib.max())]}}
+            "bias_correction": bool(bias_correction and x_calib is not None and not weights_kept
+                                    and method not in ("adaround", "nupes")),
+            "calibration": ({"n": int(len(x_calib)), "input_range": [float(x_calib.min()), float(x_calib.max())]}
+                            if x_calib is not None else {"n": 0})}
+    if keep:
+        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept)
+        if progress:
+            print(f"kept from the file: {meta['kept_from_file']['activations']}; weights: "
+                  f"{meta['kept_from_file']['weights']}", file=sys.stderr)
     if allocation is not None:
         meta["flash_budget"] = allocation.as_meta()
     return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta)

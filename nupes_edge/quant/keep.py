@@ -1,0 +1,71 @@
+"""An int8 .tflite's own quantization, kept.
+
+TFLite's int8 arithmetic is the numeric contract's special case a = 1, G = 0 (docs/numerics.md),
+so a file's activation scales and zero points, int8 weights, float32 weight scales and int32 biases
+can be carried over as they are: the multipliers lowered from them are the ones TFLite Micro
+computes, and the integer model is then the file's model, bit for bit. Re-quantizing the weights
+(other widths or methods) keeps the activation quantization and needs no calibration data.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NupesError
+from ..ir import Graph
+from .types import ActQuant, LayerWeights
+
+QMAX8 = 127
+
+
+def kept_activations(graph: Graph) -> dict[str, ActQuant]:
+    fq = graph.file_quant
+    missing = [t for t in graph.shapes if t not in fq.act]
+    if missing:
+        raise NupesError(f"tensor '{missing[0]}' has no int8 quantization in the file, so the file's "
+                         "quantization cannot be kept; quantize it again from data with --recalibrate")
+    return {t: ActQuant(float(fq.act[t][0]), int(fq.act[t][1])) for t in graph.shapes}
+
+
+def check_keepable(graph: Graph) -> None:
+    fq = graph.file_quant
+    if fq.conflicts:
+        raise NupesError(f"the file's quantization cannot be kept exactly: {fq.conflicts[0]}; "
+                         "quantize it again from data with --recalibrate")
+    missing = [n.name for n in graph.weight_nodes() if n.name not in fq.layers]
+    if missing:
+        raise NupesError(f"layer '{missing[0]}' has no int8 weights in the file; quantize it again from data "
+                         "with --recalibrate")
+
+
+def kept_weights(graph: Graph, act: dict[str, ActQuant]) -> dict[str, LayerWeights]:
+    """Every layer's int8 weights as stored: 8 bits, a = 1, alpha = 127 x the float32 scale (so the
+    scale the lowering derives is the file's, exactly), and a float bias that rounds back to the
+    file's int32 bias."""
+    out = {}
+    for n in graph.weight_nodes():
+        codes, scales, bias = graph.file_quant.layers[n.name]
+        if codes.min() < -QMAX8:
+            raise NupesError(f"layer '{n.name}': an int8 weight of -128 cannot be kept (weight codes are "
+                             "symmetric, -127..127, as TFLite's converter writes them); use --recalibrate")
+        s_in = act[n.inputs[0]].scale
+        s_w = scales.astype(np.float64)
+        out[n.name] = LayerWeights(bits=8, a=1.0, alpha=s_w * QMAX8, codes=codes.astype(np.int8).copy(),
+                                   bias=bias.astype(np.float64) * (s_in * s_w))
+    return out
+
+
+def check_kept(graph: Graph, params: dict) -> None:
+    """The lowered integer layers hold the file's biases (a bias past 2^30 would have been floored)."""
+    for name, (_, _, bias) in graph.file_quant.layers.items():
+        got = np.asarray(params[name].bias, np.int64)
+        if not np.array_equal(got, bias):
+            c = int(np.nonzero(got != bias)[0][0])
+            raise NupesError(f"layer '{name}': channel {c}'s int32 bias {int(bias[c])} is beyond 2^30, which "
+                             "nupes-edge's overflow proof does not allow; use --recalibrate")
+
+
+def describe(graph: Graph, weights_kept: bool) -> dict:
+    fq = graph.file_quant
+    return {"activations": f"scales and zero points of {len(fq.act)} tensors",
+            "weights": (f"int8 weights, float32 scales and int32 biases of {len(fq.layers)} layers"
+                        if weights_kept else "re-quantized (not from the file)")}
