@@ -121,6 +121,12 @@ void nupes_clamp(const int8_t *in, int8_t *out, int32_t n, int32_t lo, int32_t h
 /* Index of the largest of n values (first on ties). */
 int32_t nupes_argmax_s8(const int8_t *x, int32_t n);
 
+/* TFLite Micro's int8 SOFTMAX over each of `rows` rows of `cols` values (1 <= cols <= 4095); output
+ * scale 1/256, zero point -128. input_multiplier, input_left_shift (0..31) and diff_min (<= 0) are
+ * TFLite Micro's Prepare values (nupes_edge/intref/softmax.py, softmax_params). No scratch. */
+void nupes_softmax_s8(const int8_t *input, int8_t *output, int32_t rows, int32_t cols,
+                      int32_t input_multiplier, int32_t input_left_shift, int32_t diff_min);
+
 #ifdef __cplusplus
 }
 #endif
