@@ -19,14 +19,14 @@ from ..ir import macs
 from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
-from ..validate import INT32, check_add, check_layer, clamp_bounds
+from ..validate import INT32, check_add, check_layer, check_softmax, clamp_bounds
 from .cvalues import c_identifier, c_int, c_ints
 
 ALIGN = 4
 _ALLOWED_ATTRS = {
     "conv2d": {"stride", "pads", "groups", "act"}, "linear": {"act"}, "add": {"act"},
     "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
-    "global_avgpool": set(), "relu": set(), "relu6": set(), "flatten": set(),
+    "global_avgpool": set(), "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
 }
 
 
@@ -350,6 +350,11 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             lo, hi = clamp_bounds(node, p)
             kernel = "nupes_clamp"
             call = f"{kernel}({ins[0]}, {out}, {_hwc_size(g.shapes[node.output])}, {lo}, {hi});"
+        elif node.op == "softmax":
+            mult, shift, diff_min = check_softmax(node, p, qm.act.get(node.output))
+            kernel = "nupes_softmax_s8"
+            cols = c_int(_hwc_size(g.shapes[node.output]), 1, 4095, f"layer '{node.name}': classes")
+            call = f"{kernel}({ins[0]}, {out}, 1, {cols}, {mult}, {shift}, {diff_min});"
         else:  # pragma: no cover - _validate rejects the rest
             raise _refuse(node, "no kernel")
         steps.append(Step(i, node.name, kernel, call, list(node.inputs), node.output))

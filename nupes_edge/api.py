@@ -36,7 +36,8 @@ def load_graph(spec: str, progress: bool = True) -> tuple[Graph, str]:
 def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None = None,
              overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = True,
              example_input: torch.Tensor | None = None, name: str | None = None,
-             flash_budget: int | str | None = None, recalibrate: bool = False) -> tuple[QuantModel, str]:
+             flash_budget: int | str | None = None, recalibrate: bool = False,
+             keep_softmax: bool | None = None) -> tuple[QuantModel, str]:
     """Quantize ``model`` calibrating on ``data``; returns the model and its hash.
 
     model: a bundled example name, a .pt2 / .tflite path, or a ``torch.nn.Module`` together with
@@ -46,7 +47,8 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
     chosen so the model's flash fits it (``overrides`` then pins layers); see docs/mixed_precision.md.
     An int8 .tflite keeps its own activation quantization (and at uniform W8 its weights: the file's
     model exactly), so ``data`` may be None for data-free methods; ``recalibrate`` computes the
-    activation quantization again from ``data`` instead.
+    activation quantization again from ``data`` instead. keep_softmax: a final Softmax runs on the
+    device (int8 probabilities) instead of the caller getting logits; default only for a kept int8 file.
     """
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
     if isinstance(model, torch.nn.Module):
@@ -74,7 +76,7 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
         except ValueError as e:
             raise NupesError(f"flash budget: {e}") from None
     qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name, flash_budget=flash_budget,
-                        recalibrate=recalibrate)
+                        recalibrate=recalibrate, keep_softmax=keep_softmax)
     # a file is recorded by its absolute path, so verify/run/analyze find it from any folder
     qm.meta["calibration"]["data"] = os.path.abspath(data) if isinstance(data, str) and os.path.isfile(data) else data
     h = artifact.save(qm, out) if out else artifact.hash_of(qm)

@@ -47,7 +47,7 @@ def cmd_quantize(args) -> int:
 
     qm, h = api.quantize(args.model, args.data, args.method, args.wbits, args.output, dict(args.layer_wbits or []),
                          args.seed, progress=not args.quiet, flash_budget=args.flash_budget,
-                         recalibrate=args.recalibrate)
+                         recalibrate=args.recalibrate, keep_softmax=args.keep_softmax)
     fb = qm.meta.get("flash_budget")
     layers = [{"name": n, "bits": p.bits, "a": p.a, "G": p.G} for n, p in qm.params.items() if hasattr(p, "G")]
     widths = sorted({d["bits"] for d in layers})
@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--recalibrate", action="store_true",
                    help="an int8 .tflite: compute the activation quantization again from --data instead of keeping "
                         "the file's (by default uniform W8 keeps the file's model exactly; docs/tflite.md)")
+    q.add_argument("--keep-softmax", action="store_true", default=None,
+                   help="a model ending in Softmax runs it on the device and outputs int8 probabilities (TFLite "
+                        "Micro's arithmetic) instead of the logits; on by default for a kept int8 .tflite")
     q.add_argument("--method", choices=METHODS, default="nupes",
                    help="nupes (learned codes and exponent, needs data), powerquant (data-free exponent search), "
                         "adaround, uniform (min-max), uniform-mse (default nupes; docs/quantization.md)")

@@ -66,3 +66,13 @@ class IntClamp:
 
     lo: int
     hi: int
+
+
+@dataclass
+class IntSoftmax:
+    """TFLite Micro's int8 softmax (intref/softmax.py): the input's scale · beta as a Q5.26
+    multiplier and left shift, and the smallest difference from the row maximum that counts."""
+
+    input_mult: int
+    input_left_shift: int
+    diff_min: int

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import NupesError
 
 ACTIVATIONS = ("none", "relu", "relu6")
-OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu", "relu6", "flatten")
+OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu", "relu6", "flatten", "softmax")
 WEIGHT_OPS = ("conv2d", "linear")
 
 
@@ -52,6 +52,7 @@ class Graph:
     # An int8 .tflite's own quantization (importers/tflite_import.FileQuant), kept so that quantizing
     # can reproduce the file exactly; None for float models. Not stored in model.nq.
     file_quant: object = None
+    softmax_beta: float = 1.0  # the source's final Softmax(beta · x), when output_softmax
 
     def weight_nodes(self) -> list[Node]:
         return [n for n in self.nodes if n.op in WEIGHT_OPS]
@@ -139,6 +140,11 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         return s1
     if node.op in ("relu", "relu6"):
         return in_shapes[0]
+    if node.op == "softmax":
+        (s,) = in_shapes
+        if len(s) != 1:
+            raise _fail(node, f"softmax over a vector only (the classes), got shape {s}")
+        return s
     if node.op == "flatten":
         return (math.prod(in_shapes[0]),)
     raise _fail(node, "no shape rule")  # pragma: no cover
@@ -170,3 +176,18 @@ def macs(graph: Graph) -> int:
         per_out = math.prod(n.weight.shape[1:])
         total += math.prod(out) * per_out
     return total
+
+
+def with_device_softmax(graph: Graph) -> Graph:
+    """``graph`` with its final Softmax as a node of its own (run on the device, int8 probabilities
+    with scale 1/256 and zero point -128, TFLite's arithmetic) instead of left to the caller."""
+    if not graph.output_softmax:
+        return graph
+    node = Node(name=f"softmax_{len(graph.nodes)}", op="softmax", inputs=[graph.output_name],
+                output=f"{graph.output_name}_probs", attrs={"beta": float(graph.softmax_beta)},
+                source="the model's final Softmax")
+    g = Graph(input_name=graph.input_name, input_shape=graph.input_shape, output_name=node.output,
+              nodes=[*graph.nodes, node], output_softmax=False, input_layout=graph.input_layout,
+              file_quant=graph.file_quant, softmax_beta=graph.softmax_beta)
+    infer_shapes(g)
+    return g

@@ -260,6 +260,11 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             opts.fusedActivationFunction = _ACT[node.act]
             b.op(S.BuiltinOperator.ADD, 2 if quant else 1, [act_tensor(t) for t in node.inputs], [act_tensor(node.output)],
                  S.BuiltinOptions.AddOptions, opts)
+        elif node.op == "softmax":
+            opts = S.SoftmaxOptionsT()
+            opts.beta = float(a.get("beta", 1.0))
+            b.op(S.BuiltinOperator.SOFTMAX, 2 if quant else 1, [act_tensor(node.inputs[0])], [act_tensor(node.output)],
+                 S.BuiltinOptions.SoftmaxOptions, opts)
         elif node.op in ("relu", "relu6"):
             code = S.BuiltinOperator.RELU if node.op == "relu" else S.BuiltinOperator.RELU6
             b.op(code, 2 if quant else 1, [act_tensor(node.inputs[0])], [act_tensor(node.output)])
@@ -270,7 +275,7 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
         probs = b.tensor(g.output_name + "/softmax", _nhwc(g.shapes[g.output_name]), dt,
                          scale=1.0 / 256 if quant else None, zp=-128 if quant else None)  # TFLite's int8 rule
         opts = S.SoftmaxOptionsT()
-        opts.beta = 1.0
+        opts.beta = float(g.softmax_beta)
         b.op(S.BuiltinOperator.SOFTMAX, 2 if quant else 1, [out], [probs], S.BuiltinOptions.SoftmaxOptions, opts)
         out = probs
     data = b.finish([ids[g.input_name]], [out], f"nupes-edge {qm.method} {fmt} ({qm.name})")

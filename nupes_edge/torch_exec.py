@@ -61,6 +61,8 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return apply_act(xs[0], node.op)
     if node.op == "flatten":
         return xs[0].reshape(xs[0].shape[0], -1)
+    if node.op == "softmax":
+        return torch.softmax(xs[0] * a.get("beta", 1.0), dim=-1)
     raise ValueError(node.op)  # pragma: no cover
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .errors import NupesError
-from .intparams import IntAdd, IntClamp, IntLayer
+from .intparams import IntAdd, IntClamp, IntLayer, IntSoftmax
 from .packing import unpack_rows
 
 INT32 = (-(1 << 31), (1 << 31) - 1)
@@ -99,6 +99,17 @@ def check_add(node, p: IntAdd) -> None:
 
 
 
+def check_softmax(node, p, out_q) -> tuple[int, int, int]:
+    """A softmax's parameters, in the ranges TFLite Micro's Prepare can give (nupes_softmax_s8)."""
+    if not isinstance(p, IntSoftmax):
+        raise NupesError(f"layer '{node.name}': softmax parameters missing or of the wrong kind")
+    if out_q is None or (out_q.scale, out_q.zero_point) != (1.0 / 256, -128):
+        raise NupesError(f"layer '{node.name}': a softmax output must have scale 1/256 and zero point -128")
+    return (c_int(p.input_mult, 0, INT32[1], f"layer '{node.name}': input_mult"),
+            c_int(p.input_left_shift, 0, 31, f"layer '{node.name}': input_left_shift"),
+            c_int(p.diff_min, INT32[0], 0, f"layer '{node.name}': diff_min"))
+
+
 MAX_TENSOR_ELEMENTS = 1 << 24  # 16 MB of int8: far beyond any microcontroller's RAM
 
 
@@ -114,5 +125,7 @@ def check_model(qm) -> None:
             check_layer(node, p)
         elif node.op == "add":
             check_add(node, p)
+        elif node.op == "softmax":
+            check_softmax(node, p, qm.act.get(node.output))
         elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool", "relu", "relu6"):
             clamp_bounds(node, p)

@@ -1,9 +1,9 @@
 """An int8 .tflite kept exactly: its activation quantization, int8 weights, scales and biases carried
 over, so the integer reference, the host build and the emulated STM32 compute what TFLite Micro
-computes on the same file, bit for bit (up to the final SOFTMAX, which the integer model leaves to
-the caller: TFLite Micro runs the file without it for the comparison). Also: re-quantizing the
-weights without data keeps the activation quantization, and exporting a kept model gives back the
-original's outputs."""
+computes on the same file, bit for bit, the final SOFTMAX included (it runs on the device with
+TFLite Micro's arithmetic). Also: the logits when the softmax is left to the caller, re-quantizing
+the weights without data keeps the activation quantization, and exporting a kept model gives back
+the original's outputs."""
 import os
 import shutil
 
@@ -42,11 +42,19 @@ def test_mlperf_int8_kept_exactly_matches_tflite_micro_on_reference_and_host(key
     g = import_tflite(path)
     qm = quantize_graph(g, None, "uniform", 8, name=key)
     assert qm.meta["kept_from_file"]["weights"].startswith("int8 weights")
+    assert qm.graph.nodes[-1].op == "softmax"  # the file's last operator runs on the device too
     xq = random_int8(g)
     ref = run_int(qm, xq).reshape(N, -1)
-    tflm = run_tflm(without_final_softmax(open(path, "rb").read()), xq.transpose(0, 2, 3, 1))
+    with open(path, "rb") as f:
+        original = f.read()
+    tflm = run_tflm(original, xq.transpose(0, 2, 3, 1))
     assert ref.shape == tflm.shape
     assert int((ref != tflm).any(axis=1).sum()) == 0
+    # Leaving the softmax to the caller: the logits, equal to TFLite Micro's on the file without it.
+    logits = quantize_graph(g, None, "uniform", 8, name=key, keep_softmax=False)
+    assert logits.graph.nodes[-1].op != "softmax"
+    np.testing.assert_array_equal(run_int(logits, xq).reshape(N, -1),
+                                  run_tflm(without_final_softmax(original), xq.transpose(0, 2, 3, 1)))
     for dsp in (False, True):  # the portable path and the DSP path (intrinsics emulated)
         hb = build.build_host(qm, str(tmp_path / f"dsp{dsp}"), dsp=dsp)
         dev = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
@@ -67,7 +75,8 @@ def test_exported_kept_model_gives_the_original_outputs(tmp_path):
     qm = quantize_graph(import_tflite(path), None, "uniform", 8, name="kws")
     again = tflite_export.export(qm, "int8")
     x = random_int8(qm.graph, 50, seed=1).transpose(0, 2, 3, 1)
-    original = open(path, "rb").read()
+    with open(path, "rb") as f:
+        original = f.read()
     np.testing.assert_array_equal(run_tflm(again, x), run_tflm(original, x))  # the final SOFTMAX included
 
 
@@ -81,7 +90,7 @@ def digits_int8(digits_graph, digits_calib):
 def test_own_int8_export_comes_back_with_the_same_integer_parameters(digits_int8):
     qm, data = digits_int8
     back = quantize_graph(import_tflite_bytes(data, "digits.tflite"), None, "uniform", 8, name="digits")
-    for node, node_back in zip(qm.graph.weight_nodes(), back.graph.weight_nodes()):
+    for node, node_back in zip(qm.graph.weight_nodes(), back.graph.weight_nodes(), strict=True):
         p, q = qm.params[node.name], back.params[node_back.name]
         for field in ("codes", "bias", "mult", "shift"):
             np.testing.assert_array_equal(getattr(p, field), getattr(q, field), err_msg=f"{node.name}.{field}")
@@ -114,3 +123,30 @@ def test_cli_quantizes_an_int8_file_without_data_and_verify_asks_for_inputs(digi
     assert r.returncode == 0 and "mismatches        0" in r.stdout, r.stdout + r.stderr
     r = cli("quantize", str(tmp_path / "d.tflite"), "--method", "nupes", "-o", str(tmp_path / "n.nq"))
     assert r.returncode == 2 and "learns from data" in r.stderr
+
+
+def test_keep_softmax_on_a_float_model_runs_it_on_the_host_build_and_exports_bit_exact(tmp_path):
+    from nupes_edge.ir import Graph, Node, infer_shapes
+
+    rng = np.random.default_rng(3)
+    conv = Node("c", "conv2d", ["x"], "y", {"stride": [1, 1], "pads": [1, 1, 1, 1], "groups": 1, "act": "relu"},
+                rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), rng.normal(0, 0.1, 8).astype(np.float32))
+    pool = Node("p", "global_avgpool", ["y"], "z", {})
+    flat = Node("f", "flatten", ["z"], "v", {})
+    fc = Node("l", "linear", ["v"], "logits", {"act": "none"}, rng.normal(0, 1, (10, 8)).astype(np.float32),
+              rng.normal(0, 0.1, 10).astype(np.float32))
+    g = Graph("x", (3, 6, 6), "logits", [conv, pool, flat, fc], output_softmax=True)
+    infer_shapes(g)
+    x = rng.normal(0, 1, (64, 3, 6, 6)).astype(np.float32)
+    qm = quantize_graph(g, x, "uniform", 8, name="sm", keep_softmax=True)
+    assert qm.graph.nodes[-1].op == "softmax" and qm.act[qm.graph.output_name].zero_point == -128
+    xq = random_int8(qm.graph, 40)
+    ref = run_int(qm, xq).reshape(40, -1)
+    assert ref.min() >= -128 and (ref.astype(int) + 128).sum(axis=1).min() > 200  # probabilities ~ 256/256
+    hb = build.build_host(qm, str(tmp_path), sanitize=True, dsp=True)
+    np.testing.assert_array_equal(from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
+                                  .reshape(40, -1), ref)
+    back = artifact.loads(artifact.dumps(qm))  # the softmax parameters survive model.nq
+    np.testing.assert_array_equal(run_int(back, xq).reshape(40, -1), ref)
+    exported = tflite_export.export(qm, "int8")
+    np.testing.assert_array_equal(run_tflm(exported, xq.transpose(0, 2, 3, 1)), ref)

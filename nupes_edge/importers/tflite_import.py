@@ -315,6 +315,7 @@ class _Reader:
         graph = Graph(input_name=self.name(inp), input_shape=_chw(self.t(inp).shape),
                       output_name=self.name(int(self.sg.outputs[0])), nodes=self.nodes,
                       output_softmax=self.softmax_of is not None, input_layout="NHWC")
+        graph.softmax_beta = self.softmax_beta
         infer_shapes(graph)
         self.keep_activations()
         if self.file_quant.layers:

@@ -12,6 +12,7 @@ from ..intparams import IntAdd, IntClamp, IntLayer
 from ..ir import Node
 from ..quant.power import round_half_away
 from .fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
+from .softmax import softmax_int8
 
 
 def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -128,6 +129,8 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = np.clip(xs[0], p.lo, p.hi)
         elif node.op == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
+        elif node.op == "softmax":
+            y = softmax_int8(xs[0].astype(np.int8), p.input_mult, p.input_left_shift, p.diff_min).astype(np.int64)
         else:  # pragma: no cover - infer_shapes rejects unknown ops
             raise ValueError(node.op)
         env[node.output] = y

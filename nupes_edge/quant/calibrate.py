@@ -14,6 +14,8 @@ from .types import ActQuant
 # Ops whose int8 output must reuse the input's quantization (as in TFLite): they only move,
 # select or average values, never change their range.
 SAME_QUANT_OPS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "relu", "relu6")
+# Softmax probabilities in [0, 1): TFLite's fixed int8 quantization
+SOFTMAX_OUT = ActQuant(1.0 / 256, -128)
 
 
 def act_quant_from_range(lo: float, hi: float) -> ActQuant:
@@ -41,6 +43,8 @@ def calibrate(graph: Graph, x: np.ndarray, batch: int = 256, progress: bool = Fa
     for node in graph.nodes:
         if node.op in SAME_QUANT_OPS:
             act[node.output] = act[node.inputs[0]]
+        elif node.op == "softmax":
+            act[node.output] = SOFTMAX_OUT
         else:
             act[node.output] = act_quant_from_range(lo[node.output], hi[node.output])
     return act

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import NupesError
-from ..ir import Graph
+from ..ir import Graph, with_device_softmax
 from ..qmodel import QuantModel
 from . import keep as keep_mod
 from . import mixed, powerquant, reconstruct, uniform
@@ -36,7 +36,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
                    overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = False,
                    recon: reconstruct.ReconConfig | None = None, name: str = "model",
                    bias_correction: bool = True, flash_budget: int | None = None,
-                   recalibrate: bool = False) -> QuantModel:
+                   recalibrate: bool = False, keep_softmax: bool | None = None) -> QuantModel:
     """Calibrate activations, quantize weights with ``method``, derive the integer parameters.
 
     The data-free methods (uniform, uniform-mse, powerquant) get empirical bias correction unless
@@ -48,6 +48,9 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
     activation scales and zero points always, and at uniform W8 its weights, scales and biases too,
     so the result is the file's model exactly (quant/keep.py). ``x_calib`` may then be None (no data
     needed), except for the methods that learn from data.
+
+    ``keep_softmax``: a model ending in Softmax runs it on the device (int8 probabilities, TFLite
+    Micro's arithmetic) instead of outputting the logits; default: only for a kept int8 file.
     """
     if method not in METHODS:
         raise NupesError(f"unknown method '{method}' (one of {', '.join(METHODS)})")
@@ -68,6 +71,8 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
             raise NupesError("calibration data is empty")
     if keep:
         keep_mod.check_keepable(graph)
+    if keep_softmax or (keep_softmax is None and keep):
+        graph = with_device_softmax(graph)
     bits = layer_bits(graph, wbits, overrides)
     torch.manual_seed(seed)
     np.random.seed(seed)

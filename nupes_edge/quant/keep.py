@@ -19,11 +19,15 @@ QMAX8 = 127
 
 def kept_activations(graph: Graph) -> dict[str, ActQuant]:
     fq = graph.file_quant
-    missing = [t for t in graph.shapes if t not in fq.act]
+    act = dict(fq.act)
+    for n in graph.nodes:
+        if n.op == "softmax":
+            act[n.output] = fq.softmax_out or (1.0 / 256, -128)
+    missing = [t for t in graph.shapes if t not in act]
     if missing:
         raise NupesError(f"tensor '{missing[0]}' has no int8 quantization in the file, so the file's "
                          "quantization cannot be kept; quantize it again from data with --recalibrate")
-    return {t: ActQuant(float(fq.act[t][0]), int(fq.act[t][1])) for t in graph.shapes}
+    return {t: ActQuant(float(act[t][0]), int(act[t][1])) for t in graph.shapes}
 
 
 def check_keepable(graph: Graph) -> None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NupesError
-from ..intparams import IntAdd, IntClamp, IntLayer
+from ..intparams import IntAdd, IntClamp, IntLayer, IntSoftmax
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
+from ..intref.softmax import softmax_params
 from ..ir import Graph, Node
 from ..packing import pack_rows
 from .power import encode, make_lut, max_table_shift, qmax, round_half_away
@@ -111,6 +112,16 @@ def lower_add(node: Node, a1: ActQuant, a2: ActQuant, ao: ActQuant) -> IntAdd:
                   act_min=lo, act_max=hi)
 
 
+def lower_softmax(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntSoftmax:
+    if (a_out.scale, a_out.zero_point) != (1.0 / 256, -128):
+        raise NupesError(f"layer '{node.name}': a softmax output must be quantized with scale 1/256 and zero point "
+                         f"-128 (TFLite's rule), not {a_out.scale}, {a_out.zero_point}")
+    try:
+        return IntSoftmax(*softmax_params(a_in.scale, node.attrs.get("beta", 1.0)))
+    except ValueError as e:
+        raise NupesError(f"layer '{node.name}': {e}") from None
+
+
 def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights]) -> dict:
     """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
     its lowered weights written back into ``weights``, so the fake-quant model stays the same."""
@@ -126,6 +137,8 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
                 params[node.name] = IntClamp(*act_range(node.op, act[node.output]))
             elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
                 params[node.name] = IntClamp(-128, 127)
+            elif node.op == "softmax":
+                params[node.name] = lower_softmax(node, act[node.inputs[0]], act[node.output])
         except NupesError:
             raise
         except Exception as e:  # a bug: say where (the CLI reports it as an internal error, exit 3)
