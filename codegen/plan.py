@@ -15,11 +15,11 @@ import numpy as np
 from ..errors import NupesError
 from ..intparams import IntAdd, IntLayer
 from ..intref.fixedpoint import INT32_MAX
-from ..ir import macs
+from ..ir import TABLE_OPS, macs
 from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
-from ..validate import INT32, check_add, check_layer, check_softmax, clamp_bounds
+from ..validate import INT32, check_add, check_layer, check_concat, check_softmax, check_table, clamp_bounds
 from .cvalues import c_identifier, c_int, c_ints
 
 ALIGN = 4
@@ -27,6 +27,7 @@ _ALLOWED_ATTRS = {
     "conv2d": {"stride", "pads", "groups", "act"}, "linear": {"act"}, "add": {"act"},
     "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
     "global_avgpool": set(), "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
+    "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "concat": set(),
 }
 
 
@@ -291,6 +292,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
     no_tables, table_free = table_free_adds(qm), set()
     steps: list[Step] = []
     scratch = 0
+    table_ops = 0
     for i, node in enumerate(real):
         p = qm.params.get(node.name)
         ins = [ptr(t) for t in node.inputs]
@@ -350,6 +352,20 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             lo, hi = clamp_bounds(node, p)
             kernel = "nupes_clamp"
             call = f"{kernel}({ins[0]}, {out}, {_hwc_size(g.shapes[node.output])}, {lo}, {hi});"
+        elif node.op == "concat":
+            check_concat(node, qm.act)
+            shape = g.shapes[node.output]
+            pixels = _hwc_size(shape[1:])
+            chans = ", ".join(str(c_int(g.shapes[t][0], *DIM, f"layer '{node.name}': channels")) for t in node.inputs)
+            kernel = "nupes_concat_hwc_s8"
+            call = (f"{{ const int8_t *const s[{len(ins)}] = {{ {', '.join(ins)} }}; static const int32_t c[{len(ins)}] = "
+                    f"{{ {chans} }}; {kernel}(s, c, {len(ins)}, {out}, {pixels}); }}")
+        elif node.op in TABLE_OPS:
+            table = ", ".join(str(v) for v in check_table(node, p))
+            kernel = "nupes_lut_s8"
+            call = (f"{{ static const int8_t t[256] = {{ {table} }}; "
+                    f"{kernel}({ins[0]}, {out}, {_hwc_size(g.shapes[node.output])}, t); }}")
+            table_ops += 1
         elif node.op == "softmax":
             mult, shift, diff_min = check_softmax(node, p, qm.act.get(node.output))
             kernel = "nupes_softmax_s8"
@@ -371,7 +387,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         # power LUTs, dense pair tables, and each add's two 256-entry int32 rescaling tables
         "flash_tables_bytes": int(sum((0 if L.lut is None else L.lut.size * 2) + (0 if L.pairs is None else L.pairs.size * 4)
                                       for L in layers)
-                                  + ADD_TABLE_BYTES * (len(adds) - len(table_free))),
+                                  + ADD_TABLE_BYTES * (len(adds) - len(table_free)) + 256 * table_ops),
         "flash_meta_bytes": int(sum(L.bias.size * 12 for L in layers)),
         "arena_bytes": int(arena_bytes),
         "arena_naive_bytes": int(arena_naive),

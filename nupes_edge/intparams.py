@@ -76,3 +76,10 @@ class IntSoftmax:
     input_mult: int
     input_left_shift: int
     diff_min: int
+
+
+@dataclass
+class IntTable:
+    """An elementwise int8 activation as its 256 outputs, for inputs -128..127 (index x + 128)."""
+
+    table: np.ndarray  # int8 (256,)

@@ -16,7 +16,10 @@ import numpy as np
 from .errors import NupesError
 
 ACTIVATIONS = ("none", "relu", "relu6")
-OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu", "relu6", "flatten", "softmax")
+# Elementwise int8 activations computed by a 256-entry table (intref/lut_ops.py)
+TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu")
+OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu", "relu6", "flatten", "softmax",
+       "concat", *TABLE_OPS)
 WEIGHT_OPS = ("conv2d", "linear")
 
 
@@ -139,6 +142,14 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
             raise _fail(node, f"operand shapes differ: {s1} vs {s2} (broadcasting is not supported)")
         return s1
     if node.op in ("relu", "relu6"):
+        return in_shapes[0]
+    if node.op == "concat":  # along the channels (C of C x H x W, or a vector's only axis)
+        if len(in_shapes) < 2 or len({s[1:] for s in in_shapes}) != 1 or len({len(s) for s in in_shapes}) != 1:
+            raise _fail(node, f"concatenates along channels only, inputs of equal H x W: got {in_shapes}")
+        return (sum(s[0] for s in in_shapes), *in_shapes[0][1:])
+    if node.op in TABLE_OPS:
+        if node.op == "leaky_relu" and not (isinstance(a.get("alpha"), (int, float)) and 0 <= a["alpha"] < 1):
+            raise _fail(node, f"leaky ReLU slope {a.get('alpha')!r} must be a number in [0, 1)")
         return in_shapes[0]
     if node.op == "softmax":
         (s,) = in_shapes

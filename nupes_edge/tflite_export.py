@@ -260,6 +260,22 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             opts.fusedActivationFunction = _ACT[node.act]
             b.op(S.BuiltinOperator.ADD, 2 if quant else 1, [act_tensor(t) for t in node.inputs], [act_tensor(node.output)],
                  S.BuiltinOptions.AddOptions, opts)
+        elif node.op in ("sigmoid", "tanh", "hardswish"):
+            code = {"sigmoid": S.BuiltinOperator.LOGISTIC, "tanh": S.BuiltinOperator.TANH,
+                    "hardswish": S.BuiltinOperator.HARD_SWISH}[node.op]
+            b.op(code, (1 if node.op == "hardswish" else 2) if quant else 1, [act_tensor(node.inputs[0])],
+                 [act_tensor(node.output)])
+        elif node.op == "concat":
+            opts = S.ConcatenationOptionsT()
+            opts.axis = 3 if len(g.shapes[node.output]) == 3 else 1  # the channels of N x H x W x C / N x C
+            opts.fusedActivationFunction = S.ActivationFunctionType.NONE
+            b.op(S.BuiltinOperator.CONCATENATION, 2 if quant else 1, [act_tensor(t) for t in node.inputs],
+                 [act_tensor(node.output)], S.BuiltinOptions.ConcatenationOptions, opts)
+        elif node.op == "leaky_relu":
+            opts = S.LeakyReluOptionsT()
+            opts.alpha = float(a["alpha"])
+            b.op(S.BuiltinOperator.LEAKY_RELU, 2 if quant else 1, [act_tensor(node.inputs[0])], [act_tensor(node.output)],
+                 S.BuiltinOptions.LeakyReluOptions, opts)
         elif node.op == "softmax":
             opts = S.SoftmaxOptionsT()
             opts.beta = float(a.get("beta", 1.0))

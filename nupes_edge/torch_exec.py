@@ -63,6 +63,16 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return xs[0].reshape(xs[0].shape[0], -1)
     if node.op == "softmax":
         return torch.softmax(xs[0] * a.get("beta", 1.0), dim=-1)
+    if node.op == "concat":
+        return torch.cat(xs, dim=1)
+    if node.op == "sigmoid":
+        return torch.sigmoid(xs[0])
+    if node.op == "tanh":
+        return torch.tanh(xs[0])
+    if node.op == "hardswish":
+        return F.hardswish(xs[0])
+    if node.op == "leaky_relu":
+        return F.leaky_relu(xs[0], a["alpha"])
     raise ValueError(node.op)  # pragma: no cover
 
 

@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from .errors import NupesError
-from .intparams import IntAdd, IntClamp, IntLayer, IntSoftmax
+from .intparams import IntAdd, IntClamp, IntLayer, IntSoftmax, IntTable
+from .ir import TABLE_OPS
 from .packing import unpack_rows
 
 INT32 = (-(1 << 31), (1 << 31) - 1)
@@ -110,6 +111,26 @@ def check_softmax(node, p, out_q) -> tuple[int, int, int]:
             c_int(p.diff_min, INT32[0], 0, f"layer '{node.name}': diff_min"))
 
 
+def check_concat(node, act: dict) -> None:
+    """A concatenation copies bytes: its inputs must be quantized as its output is."""
+    out = act.get(node.output)
+    for t in node.inputs:
+        q = act.get(t)
+        if q is None or out is None or (q.scale, q.zero_point) != (out.scale, out.zero_point):
+            raise NupesError(f"layer '{node.name}': input '{t}' is quantized differently from the concatenation's "
+                             "output; a concatenation needs one quantization for all (as TFLite's int8 does)")
+
+
+def check_table(node, p) -> np.ndarray:
+    """An elementwise activation's 256 int8 outputs."""
+    if not isinstance(p, IntTable):
+        raise NupesError(f"layer '{node.name}': its activation table is missing or of the wrong kind")
+    t = c_ints(p.table, -128, 127, f"layer '{node.name}': table")
+    if t.shape != (256,):
+        raise NupesError(f"layer '{node.name}': an activation table has 256 entries, not {t.size}")
+    return t
+
+
 MAX_TENSOR_ELEMENTS = 1 << 24  # 16 MB of int8: far beyond any microcontroller's RAM
 
 
@@ -127,5 +148,9 @@ def check_model(qm) -> None:
             check_add(node, p)
         elif node.op == "softmax":
             check_softmax(node, p, qm.act.get(node.output))
+        elif node.op in TABLE_OPS:
+            check_table(node, p)
+        elif node.op == "concat":
+            check_concat(node, qm.act)
         elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool", "relu", "relu6"):
             clamp_bounds(node, p)

@@ -121,6 +121,14 @@ void nupes_clamp(const int8_t *in, int8_t *out, int32_t n, int32_t lo, int32_t h
 /* Index of the largest of n values (first on ties). */
 int32_t nupes_argmax_s8(const int8_t *x, int32_t n);
 
+/* An elementwise activation by table: out[i] = table[in[i] + 128] (in and out may be the same). */
+void nupes_lut_s8(const int8_t *in, int8_t *out, int32_t n, const int8_t *table);
+
+/* Channel concatenation of n_in HWC tensors of `pixels` pixels (input k has channels[k]); the
+ * output must not overlap the inputs. */
+void nupes_concat_hwc_s8(const int8_t *const *ins, const int32_t *channels, int32_t n_in, int8_t *out,
+                         int32_t pixels);
+
 /* TFLite Micro's int8 SOFTMAX over each of `rows` rows of `cols` values (1 <= cols <= 4095); output
  * scale 1/256, zero point -128. input_multiplier, input_left_shift (0..31) and diff_min (<= 0) are
  * TFLite Micro's Prepare values (nupes_edge/intref/softmax.py, softmax_params). No scratch. */

@@ -105,7 +105,7 @@ def test_shapes_are_inferred_per_sample(digits_graph):
 
 
 @pytest.mark.parametrize("module,shape,needle", [
-    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid()), (1, 6, 6), "aten.sigmoid"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU()), (1, 6, 6), "aten.gelu"),
     (nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2)), (1, 8, 8), "dilation"),
     (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (4, 6, 6), "groups=2"),
     (nn.Sequential(nn.ReLU(), nn.BatchNorm2d(1)), (1, 4, 4), "BatchNorm"),
@@ -120,8 +120,8 @@ def test_unsupported_constructs_are_named(module, shape, needle):
 
 
 def test_error_names_the_module_path():
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.Tanh()))
-    with pytest.raises(NupesError, match=r"module '1\.0' \(Tanh\)"):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.GELU()))
+    with pytest.raises(NupesError, match=r"module '1\.0' \(GELU\)"):
         import_module(net, torch.randn(1, 1, 5, 5))
 
 

@@ -302,6 +302,16 @@ class _Reader:
                     raise NupesError(f"{self.origin}: operator {k} (RESHAPE {in_shape} → {out_shape}) is not supported")
             elif name in ("RELU", "RELU6"):
                 self.emit(k, name.lower(), [ins[0]], outs[0])
+            elif name == "CONCATENATION":
+                rank = len(self.t(outs[0]).shape)
+                if o is None or o.axis not in (rank - 1, -1) or o.fusedActivationFunction:
+                    raise NupesError(f"{self.origin}: operator {k} (CONCATENATION): only along the channels (the last "
+                                     "axis), without a fused activation, is supported")
+                self.emit(k, "concat", ins, outs[0])
+            elif name in ("LOGISTIC", "TANH", "HARD_SWISH"):
+                self.emit(k, {"LOGISTIC": "sigmoid", "TANH": "tanh", "HARD_SWISH": "hardswish"}[name], [ins[0]], outs[0])
+            elif name == "LEAKY_RELU":
+                self.emit(k, "leaky_relu", [ins[0]], outs[0], {"alpha": float(np.float32(o.alpha)) if o else 0.2})
             elif name == "SOFTMAX":
                 self.softmax_of = ins[0]
                 self.softmax_out = outs[0]

@@ -245,6 +245,16 @@ class _Importer:
             self.env[n] = [self.env[n], None, None]
         elif t in (aten.relu.default, aten.relu_.default):
             self.activation(n, a[0], "relu")
+        elif t in (aten.sigmoid.default, aten.sigmoid_.default, aten.tanh.default, aten.tanh_.default,
+                   aten.hardswish.default, aten.hardswish_.default):
+            self.emit(n, t.name().split("::")[1].rstrip("_"), [self.tensor(n, a[0])])  # sigmoid, tanh, hardswish
+        elif t is aten.cat.default:
+            rank = len(n.meta["val"].shape)
+            if arg(1, "dim", 0) % rank != 1:
+                raise self.err(n, f"torch.cat along dim {arg(1, 'dim', 0)} is not supported (only the channels, dim=1)")
+            self.emit(n, "concat", [self.tensor(n, v) for v in a[0]])
+        elif t in (aten.leaky_relu.default, aten.leaky_relu_.default):
+            self.emit(n, "leaky_relu", [self.tensor(n, a[0])], {"alpha": float(arg(1, "negative_slope", 0.01))})
         elif t in (aten.hardtanh.default, aten.hardtanh_.default, aten.clamp.default):
             lo, hi = arg(1, "min_val", -1.0), arg(2, "max_val", 1.0)
             if (float(lo), float(hi)) != (0.0, 6.0):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..intparams import IntAdd, IntClamp, IntLayer
-from ..ir import Node
+from ..ir import TABLE_OPS, Node
 from ..quant.power import round_half_away
 from .fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
 from .softmax import softmax_int8
@@ -129,6 +129,10 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = np.clip(xs[0], p.lo, p.hi)
         elif node.op == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
+        elif node.op == "concat":
+            y = np.concatenate(xs, axis=1)
+        elif node.op in TABLE_OPS:
+            y = np.asarray(p.table, np.int64)[xs[0] + 128]
         elif node.op == "softmax":
             y = softmax_int8(xs[0].astype(np.int8), p.input_mult, p.input_left_shift, p.diff_min).astype(np.int64)
         else:  # pragma: no cover - infer_shapes rejects unknown ops

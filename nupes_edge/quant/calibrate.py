@@ -16,6 +16,8 @@ from .types import ActQuant
 SAME_QUANT_OPS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "relu", "relu6")
 # Softmax probabilities in [0, 1): TFLite's fixed int8 quantization
 SOFTMAX_OUT = ActQuant(1.0 / 256, -128)
+# TFLite's fixed int8 output quantization of the bounded activations (sigmoid in [0, 1), tanh in (-1, 1))
+FIXED_OUT = {"sigmoid": ActQuant(1.0 / 256, -128), "tanh": ActQuant(1.0 / 128, 0)}
 
 
 def act_quant_from_range(lo: float, hi: float) -> ActQuant:
@@ -25,6 +27,36 @@ def act_quant_from_range(lo: float, hi: float) -> ActQuant:
     scale = float(np.float32((hi - lo) / 255.0))  # float32, as a .tflite file stores it
     zp = int(np.clip(round_half_away(-128 - lo / scale), -128, 127))
     return ActQuant(scale, zp)
+
+
+def _share_concat_ranges(graph: Graph, lo: dict, hi: dict) -> None:
+    """A concatenation copies bytes, so its inputs and output need one quantization (as TFLite
+    requires): every tensor linked to a concat, directly or through ops that keep their input's
+    quantization, gets the union of the group's ranges."""
+    parent = {t: t for t in lo}
+
+    def root(t):
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    linked = False
+    for node in graph.nodes:
+        if node.op == "concat" or node.op in SAME_QUANT_OPS:
+            for t in node.inputs:
+                parent[root(t)] = root(node.output)
+            linked |= node.op == "concat"
+    if not linked:
+        return
+    group_lo: dict = {}
+    group_hi: dict = {}
+    for t in lo:
+        r = root(t)
+        group_lo[r] = min(group_lo.get(r, np.inf), lo[t])
+        group_hi[r] = max(group_hi.get(r, -np.inf), hi[t])
+    for t in lo:
+        lo[t], hi[t] = group_lo[root(t)], group_hi[root(t)]
 
 
 def calibrate(graph: Graph, x: np.ndarray, batch: int = 256, progress: bool = False) -> dict[str, ActQuant]:
@@ -39,12 +71,17 @@ def calibrate(graph: Graph, x: np.ndarray, batch: int = 256, progress: bool = Fa
     with torch.no_grad():
         for i in progress_bar(range(0, len(x), batch), desc="calibrating", unit="batch", enabled=progress):
             torch_exec.run(graph, torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)), record=record)
+    _share_concat_ranges(graph, lo, hi)
     act = {graph.input_name: act_quant_from_range(lo[graph.input_name], hi[graph.input_name])}
     for node in graph.nodes:
         if node.op in SAME_QUANT_OPS:
             act[node.output] = act[node.inputs[0]]
         elif node.op == "softmax":
             act[node.output] = SOFTMAX_OUT
+        elif node.op in FIXED_OUT:
+            act[node.output] = FIXED_OUT[node.op]
+        elif node.op == "concat":  # its inputs share its range (_share_concat_ranges): the same quantization
+            act[node.output] = act[node.inputs[0]]
         else:
             act[node.output] = act_quant_from_range(lo[node.output], hi[node.output])
     return act

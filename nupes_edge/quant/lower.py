@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NupesError
-from ..intparams import IntAdd, IntClamp, IntLayer, IntSoftmax
+from ..intparams import IntAdd, IntClamp, IntLayer, IntSoftmax, IntTable
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..intref.softmax import softmax_params
-from ..ir import Graph, Node
+from ..ir import TABLE_OPS, Graph, Node
 from ..packing import pack_rows
 from .power import encode, make_lut, max_table_shift, qmax, round_half_away
 from .types import ActQuant, LayerWeights
@@ -122,6 +122,21 @@ def lower_softmax(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntSoftmax:
         raise NupesError(f"layer '{node.name}': {e}") from None
 
 
+def lower_table(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntTable:
+    from ..intref import lut_ops
+
+    q = (a_in.scale, a_in.zero_point, a_out.scale, a_out.zero_point)
+    try:
+        if node.op == "leaky_relu":
+            table = lut_ops.leaky_relu_table(float(node.attrs["alpha"]), *q)
+        else:
+            table = {"sigmoid": lut_ops.logistic_table, "tanh": lut_ops.tanh_table,
+                     "hardswish": lut_ops.hard_swish_table}[node.op](*q)
+    except ValueError as e:
+        raise NupesError(f"layer '{node.name}' ({node.op}): {e}") from None
+    return IntTable(np.asarray(table, np.int8))
+
+
 def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights]) -> dict:
     """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
     its lowered weights written back into ``weights``, so the fake-quant model stays the same."""
@@ -139,6 +154,8 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
                 params[node.name] = IntClamp(-128, 127)
             elif node.op == "softmax":
                 params[node.name] = lower_softmax(node, act[node.inputs[0]], act[node.output])
+            elif node.op in TABLE_OPS:
+                params[node.name] = lower_table(node, act[node.inputs[0]], act[node.output])
         except NupesError:
             raise
         except Exception as e:  # a bug: say where (the CLI reports it as an internal error, exit 3)
