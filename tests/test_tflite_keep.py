@@ -150,3 +150,18 @@ def test_keep_softmax_on_a_float_model_runs_it_on_the_host_build_and_exports_bit
     np.testing.assert_array_equal(run_int(back, xq).reshape(40, -1), ref)
     exported = tflite_export.export(qm, "int8")
     np.testing.assert_array_equal(run_tflm(exported, xq.transpose(0, 2, 3, 1)), ref)
+
+
+def test_learning_from_data_keeps_the_files_activations_unless_recalibrated(digits_int8, digits_calib):
+    from nupes_edge.quant.reconstruct import ReconConfig
+
+    _, data = digits_int8
+    g = import_tflite_bytes(data, "digits.tflite")
+    x = digits_calib[:128]
+    file_act = {t: g.file_quant.act[t] for t in g.shapes}
+    learned = quantize_graph(g, x, "nupes", 4, name="digits", recon=ReconConfig(iters=20, batch=32))
+    assert {t: (a.scale, a.zero_point) for t, a in learned.act.items()} == file_act
+    assert learned.meta["kept_from_file"]["weights"].startswith("re-quantized")
+    again = quantize_graph(g, x, "uniform", 8, name="digits", recalibrate=True)
+    assert "kept_from_file" not in again.meta
+    assert {t: (a.scale, a.zero_point) for t, a in again.act.items()} != file_act
