@@ -130,7 +130,7 @@ def _geom(node, values) -> str:
 
 CONV_MAX_TAPS = 64  # NUPES_CONV_MAX_TAPS in runtime_c/nupes_conv2d.c
 WINDOW_MAX = 64  # NUPES_WINDOW_MAX in runtime_c/nupes_kernels.h: k_h * k_w * c_in of nupes_conv2d_window
-WINDOW_CHUNK = 16  # NUPES_WINDOW_CHUNK: output channels it decodes at a time
+WINDOW_CHUNK = 32  # NUPES_WINDOW_CHUNK: output channels it decodes at a time
 WINDOW_MAX_CIN = 4  # beyond this the general kernel's runs are long enough
 RQ_ENTRIES = 10  # sizeof(nupes_rq_t) in int16 entries (five int32)
 
@@ -146,7 +146,8 @@ def conv_kernel(depthwise: bool, c_in: int, c_out: int, kh: int, kw: int, stride
     if c_in <= WINDOW_MAX_CIN and kh * kw * c_in <= WINDOW_MAX:
         # few input channels: a kernel row is only kw * c_in long, so each position's window is built
         # once for all output channels instead
-        return "nupes_conv2d_window", min(c_out, WINDOW_CHUNK) * (taps2 + RQ_ENTRIES)
+        chunk = min(c_out, WINDOW_CHUNK)  # per channel pair (an odd last one doubled): biases, levels, requantizations
+        return "nupes_conv2d_window", (chunk + 1) // 2 * 2 * (taps2 + RQ_ENTRIES)
     # two output channels decoded at a time; the fast kernel needs whole DSP groups per tap
     kernel = "nupes_conv2d" if c_in % 4 == 0 and kh * kw <= CONV_MAX_TAPS else "nupes_conv2d_ref"
     return kernel, 2 * kh * kw * c_in

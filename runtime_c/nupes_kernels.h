@@ -69,7 +69,7 @@ void nupes_conv2d_1x1(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g,
  * all output channels. Scratch: nupes_conv2d_window_get_buffer_size bytes (NUPES_WINDOW_CHUNK
  * channels' levels and requantizations). */
 #define NUPES_WINDOW_MAX 64
-#define NUPES_WINDOW_CHUNK 16 /* output channels decoded at a time */
+#define NUPES_WINDOW_CHUNK 32 /* output channels decoded at a time */
 int32_t nupes_conv2d_window_get_buffer_size(const nupes_conv_geom_t *g);
 void nupes_conv2d_window(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 
