@@ -135,9 +135,25 @@ WINDOW_MAX_CIN = 4  # beyond this the general kernel's runs are long enough
 RQ_ENTRIES = 10  # sizeof(nupes_rq_t) in int16 entries (five int32)
 
 
-def conv_kernel(depthwise: bool, c_in: int, c_out: int, kh: int, kw: int, stride=(1, 1), pads=(0, 0, 0, 0)) -> tuple[str, int]:
+def im2col_shape(c_in: int, kh: int, kw: int, stride=(1, 1), pads=(0, 0, 0, 0)) -> bool:
+    """A (non-depthwise) convolution nupes_conv2d_im2col can take when its weights suit it
+    (``im2col_weights``): whole DSP groups per tap, and neither a pointwise convolution
+    (nupes_conv2d_1x1's) nor a few-channel input (nupes_conv2d_window's)."""
+    pointwise = kh == kw == 1 and tuple(stride) == (1, 1) and not any(pads)
+    return c_in % 4 == 0 and not pointwise and not (c_in <= WINDOW_MAX_CIN and kh * kw * c_in <= WINDOW_MAX)
+
+
+def im2col_weights(bits: int, identity8: bool) -> bool:
+    """Weights nupes_conv2d_im2col reads without decoding into scratch: int8 identity levels
+    (uniform 8-bit, G = 0), or 2- / 4-bit codes through a table of level pairs."""
+    return identity8 if bits == 8 else bits in (2, 4)
+
+
+def conv_kernel(depthwise: bool, c_in: int, c_out: int, kh: int, kw: int, stride=(1, 1), pads=(0, 0, 0, 0),
+                im2col: int = 0) -> tuple[str, int]:
     """Which C kernel a convolution gets, and the int16 scratch entries it needs (decided here,
-    once, from the shapes; the generated schedule calls it directly)."""
+    once, from the shapes; the generated schedule calls it directly). ``im2col``: the weight bits
+    when the weights suit nupes_conv2d_im2col (``im2col_weights``), else 0."""
     if depthwise:
         return "nupes_depthwise_conv2d", kh * kw  # depthwise scratch: one decoded channel
     taps2 = (kh * kw * c_in + 1) // 2 * 2
@@ -148,6 +164,10 @@ def conv_kernel(depthwise: bool, c_in: int, c_out: int, kh: int, kw: int, stride
         # once for all output channels instead
         chunk = min(c_out, WINDOW_CHUNK)  # per channel pair (an odd last one doubled): biases, levels, requantizations
         return "nupes_conv2d_window", (chunk + 1) // 2 * 2 * (taps2 + RQ_ENTRIES)
+    if im2col and im2col_shape(c_in, kh, kw, stride, pads):
+        # two output positions' windows (int16, in_zp for padding) built once for every channel;
+        # one entry point per weight format, so a model links only the inner loop it uses
+        return f"nupes_conv2d_im2col_{ {8: 's8', 4: 'p4', 2: 'p2'}[im2col] }", 2 * kh * kw * c_in
     # two output channels decoded at a time; the fast kernel needs whole DSP groups per tap
     kernel = "nupes_conv2d" if c_in % 4 == 0 and kh * kw <= CONV_MAX_TAPS else "nupes_conv2d_ref"
     return kernel, 2 * kh * kw * c_in
@@ -164,6 +184,24 @@ def _folded_bias(p: IntLayer, levels: np.ndarray) -> np.ndarray:
     sum w * (x - zp) + bias. |bias| + 128 * sum|w| <= acc_bound < 2^31 (max|x - zp| >= 128)."""
     b = np.asarray(p.bias, np.int64) - int(p.in_zp) * levels.astype(np.int64).sum(axis=1)
     return c_ints(b, *INT32, "folded bias").astype(np.int32)
+
+
+def im2col_data(p: IntLayer, rows: np.ndarray) -> dict:
+    """The flash arrays of a nupes_conv2d_im2col layer (rows: (out, k) codes in (kh, kw, c_in) order,
+    k % 4 == 0). 8-bit identity levels: int8 rows. 2 / 4 bits: each group of four codes stored
+    (c0, c2, c1, c3), so one 2b-bit field is a pair of levels in SXTB16's lane order, looked up in
+    a table of 2^(2b) packed pairs that the kernel makes on the stack from the usual LUT (in flash,
+    the layer costs exactly what a packed layer costs). The bias is folded: bias - in_zp *
+    sum(levels), as the kernel reads in_zp for padding."""
+    levels = np.sign(rows) * np.asarray(p.lut, np.int64)[np.abs(rows.astype(np.int64))]
+    bias = _folded_bias(p, levels)
+    if p.bits == 8:
+        return {"packed": np.concatenate([rows.astype(np.int8).view(np.uint8).ravel(), np.zeros(1, np.uint8)]),
+                "row_bytes": rows.shape[1], "bias": bias, "lut": None}
+    perm = rows.reshape(rows.shape[0], -1, 4)[:, :, [0, 2, 1, 3]].reshape(rows.shape)
+    packed = pack_rows(perm, p.bits)
+    return {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]), "row_bytes": packed.shape[1],
+            "bias": bias}
 
 
 def fc_kernel(p: IntLayer, rows: np.ndarray) -> tuple[str, dict]:
@@ -301,8 +339,14 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         if node.op in ("conv2d", "linear"):
             rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))
             lname = f"{cname}_layer{i}"  # derived: never a name from the file
+            use_im2col = node.op == "conv2d" and node.attrs["groups"] == 1 \
+                and im2col_shape(int(node.weight.shape[1]), int(node.weight.shape[2]), int(node.weight.shape[3]),
+                                 node.attrs["stride"][:2], node.attrs["pads"]) \
+                and im2col_weights(p.bits, p.bits == 8 and _shift_lut(p) and int(p.G) == 0)
             if node.op == "linear":
                 kernel, fc = fc_kernel(p, rows)
+            elif use_im2col:
+                fc = im2col_data(p, rows)
             elif p.bits == 8 and _shift_lut(p) and int(p.G) == 0:
                 # identity table (uniform 8-bit): the codes are stored as int8 levels and the table is
                 # omitted (lut = NULL in C; nupes_decode_row sign-extends bytes), 512 bytes less per layer
@@ -321,7 +365,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             _, _, kh, kw = node.weight.shape
             geom = _geom(node, (h, w, c_in, oh, ow, c_out, kh, kw, *node.attrs["stride"][:2], *node.attrs["pads"][:2]))
             kernel, entries = conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw, node.attrs["stride"][:2],
-                                          node.attrs["pads"])
+                                          node.attrs["pads"], im2col=p.bits if use_im2col else 0)
             scratch = max(scratch, entries)
             call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch); }}"
         elif node.op == "linear":

@@ -60,6 +60,24 @@ int32_t nupes_fully_connected_get_buffer_size(int32_t k);
 void nupes_conv2d_ref(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 void nupes_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
 
+/* Convolution with in_c % 4 == 0 (not a pointwise one) whose weights need no decoding
+ * into scratch: _s8, bits 8 with lut NULL (rows of int8 levels); _p4 / _p2, bits 4 / 2 with each
+ * group of four codes of a row stored (c0, c2, c1, c3), so one 2b-bit field is a pair of levels
+ * in SXTB16's lane order: _p4 / _p2 look it up in a table of 256 / 16 packed (lo, hi) level pairs
+ * they make from `lut` on the stack. `bias` is folded: bias - in_zp * sum(row levels). Two
+ * output positions' windows are built once (int16, in_zp for padding) for every output channel.
+ * The same result as nupes_conv2d. Scratch: nupes_conv2d_im2col_get_buffer_size bytes, int32-aligned
+ * (2 * k_h * k_w * in_c int16 entries). Stack: about 700 bytes (requantization records of 32
+ * channels), 1.7 KB for _p4 (its pair table). */
+int32_t nupes_conv2d_im2col_get_buffer_size(const nupes_conv_geom_t *g);
+/* one entry point per weight format (a model links only what it calls): int8 levels, 4-, 2-bit */
+void nupes_conv2d_im2col_s8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                            int16_t *scratch);
+void nupes_conv2d_im2col_p4(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                            int16_t *scratch);
+void nupes_conv2d_im2col_p2(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                            int16_t *scratch);
+
 /* 1x1 convolution, stride 1, no padding: a matrix product over HWC pixels; the same result as
  * nupes_conv2d. Scratch: nupes_conv2d_get_buffer_size (two decoded channels). */
 void nupes_conv2d_1x1(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch);
