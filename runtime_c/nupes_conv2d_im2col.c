@@ -47,24 +47,24 @@ static inline int32_t nupes_i2c_read32(const void *p) /* bytes 0..3 little-endia
     const uint8_t *b = (const uint8_t *)p;
     return (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24));
 }
-static inline int32_t nupes_i2c_sxtb16(int32_t x)
+static inline int32_t nupes_i2c_widen_even(int32_t x)
 {
     const uint32_t u = (uint32_t)x;
     return nupes_i2c_pack((int8_t)(uint8_t)(u & 0xFFu), (int8_t)(uint8_t)((u >> 16) & 0xFFu));
 }
-static inline int32_t nupes_i2c_sxtb16_ror8(int32_t x)
+static inline int32_t nupes_i2c_widen_odd(int32_t x)
 {
     const uint32_t u = (uint32_t)x;
     return nupes_i2c_pack((int8_t)(uint8_t)((u >> 8) & 0xFFu), (int8_t)(uint8_t)(u >> 24));
 }
-static inline int32_t nupes_i2c_smlad(int32_t a, int32_t b, int32_t acc)
+static inline int32_t nupes_i2c_mac2(int32_t a, int32_t b, int32_t acc)
 {
     return (int32_t)((uint32_t)acc + (uint32_t)(nupes_i2c_lo(a) * nupes_i2c_lo(b)) +
                      (uint32_t)(nupes_i2c_hi(a) * nupes_i2c_hi(b)));
 }
-#define I2C_SXTB16(x) nupes_i2c_sxtb16(x)
-#define I2C_SXTB16_ROR8(x) nupes_i2c_sxtb16_ror8(x)
-#define I2C_SMLAD(a, b, acc) nupes_i2c_smlad((a), (b), (acc))
+#define I2C_SXTB16(x) nupes_i2c_widen_even(x)
+#define I2C_SXTB16_ROR8(x) nupes_i2c_widen_odd(x)
+#define I2C_SMLAD(a, b, acc) nupes_i2c_mac2((a), (b), (acc))
 #define I2C_READ32(p) nupes_i2c_read32(p)
 #endif
 
