@@ -1,9 +1,12 @@
 """Compile a generated model: the host runner (system gcc) now, boards through the same path."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,15 +24,82 @@ class HostBuild:
     generated: codegen.Generated
 
 
-def _compile(cc: str, flags: list[str], src_dir: str, out: str) -> None:
-    if shutil.which(cc) is None:
-        raise NupesError(f"C compiler '{cc}' not found; install it (Debian/Ubuntu: apt-get install gcc)")
-    sources = [os.path.join(src_dir, f) for f in os.listdir(src_dir) if f.endswith(".c")]
-    sources += [os.path.join(src_dir, "runtime", f) for f in os.listdir(os.path.join(src_dir, "runtime")) if f.endswith(".c")]
-    cmd = [cc, *flags, "-I", src_dir, "-I", os.path.join(src_dir, "runtime"), *sorted(sources), "-o", out]
+def _object_cache_dir() -> str | None:
+    """Where compiled runtime objects are kept between builds ($NUPES_EDGE_OBJ_CACHE, else
+    $XDG_CACHE_HOME/nupes-edge/obj, else ~/.cache/nupes-edge/obj); None when it cannot be made."""
+    d = os.environ.get("NUPES_EDGE_OBJ_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nupes-edge", "obj")
+    try:
+        os.makedirs(d, exist_ok=True)
+        return d if os.access(d, os.W_OK) else None
+    except OSError:
+        return None
+
+
+@functools.cache
+def _compiler_id(cc: str) -> str:
+    """The compiler's resolved path and version line: a different compiler never reuses an object."""
+    path = shutil.which(cc) or cc
+    r = subprocess.run([path, "--version"], capture_output=True, text=True)
+    return path + "\n" + (r.stdout.splitlines() or [""])[0]
+
+
+def _run_checked(cmd: list[str]) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"compilation failed ({' '.join(cmd)}):\n{r.stderr}")  # a bug in our C, not the user's
+
+
+def _runtime_objects(cc: str, flags: list[str], runtime_dir: str, cache: str) -> list[str]:
+    """The runtime's objects, compiled once per (source, headers, flags, compiler) and reused: the
+    runtime is the same for every model, and compiling it dominates a host build (4 s of CPU under
+    the sanitizers). Runtime sources include only runtime headers, so the key covers all they read.
+    Objects are written under a temporary name and renamed: concurrent builds never see half a file."""
+    names = sorted(os.listdir(runtime_dir))
+    headers = hashlib.sha256()
+    for f in names:
+        if f.endswith(".h"):
+            with open(os.path.join(runtime_dir, f), "rb") as fh:
+                headers.update(f.encode() + b"\0" + fh.read() + b"\0")
+    base = hashlib.sha256("\0".join([_compiler_id(cc), *flags]).encode() + headers.digest())
+    objects, jobs = [], []
+    for f in (n for n in names if n.endswith(".c")):
+        src = os.path.join(runtime_dir, f)
+        with open(src, "rb") as fh:
+            key = base.copy()
+            key.update(fh.read())
+        obj = os.path.join(cache, f"{f[:-2]}-{key.hexdigest()[:24]}.o")
+        objects.append(obj)
+        if not os.path.exists(obj):
+            tmp = f"{obj}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            cmd = [cc, *flags, "-I", runtime_dir, "-c", src, "-o", tmp]
+            jobs.append((cmd, tmp, obj, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    failed = None
+    for cmd, tmp, obj, proc in jobs:
+        _, err = proc.communicate()
+        if proc.returncode == 0 and failed is None:
+            os.replace(tmp, obj)
+        else:
+            if proc.returncode != 0 and failed is None:
+                failed = f"compilation failed ({' '.join(cmd)}):\n{err}"
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    if failed:
+        raise RuntimeError(failed)  # a bug in our C, not the user's
+    return objects
+
+
+def _compile(cc: str, flags: list[str], src_dir: str, out: str) -> None:
+    if shutil.which(cc) is None:
+        raise NupesError(f"C compiler '{cc}' not found; install it (Debian/Ubuntu: apt-get install gcc)")
+    runtime_dir = os.path.join(src_dir, "runtime")
+    sources = sorted(os.path.join(src_dir, f) for f in os.listdir(src_dir) if f.endswith(".c"))
+    cache = _object_cache_dir()
+    if cache is not None:
+        sources += _runtime_objects(cc, flags, runtime_dir, cache)
+    else:
+        sources += sorted(os.path.join(runtime_dir, f) for f in os.listdir(runtime_dir) if f.endswith(".c"))
+    _run_checked([cc, *flags, "-I", src_dir, "-I", runtime_dir, *sources, "-o", out])
 
 
 def build_host(qm: QuantModel, out_dir: str, *, sanitize: bool = False, dsp: bool = False, opt: str = "-O2",

@@ -1,6 +1,14 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# host builds reuse compiled runtime objects (nupes_edge/build.py); the suite keeps its own cache
+# instead of filling the user's ~/.cache, and removes it at exit
+_OBJ_CACHE = tempfile.mkdtemp(prefix="nupes-edge-obj-")
+os.environ.setdefault("NUPES_EDGE_OBJ_CACHE", _OBJ_CACHE)
+atexit.register(shutil.rmtree, _OBJ_CACHE, True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
