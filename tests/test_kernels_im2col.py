@@ -63,6 +63,8 @@ REAL = {
     "asymmetric": (20, 4, 9, 7, (2, 3), (1, 2), [1, 2, 0, 0]),
     "odd_groups": (4, 7, 5, 6, (3, 7), (2, 1), [2, 3, 0, 3]),
     "strided_1x1": (12, 7, 6, 5, (1, 1), (2, 2), [0, 0, 0, 0]),
+    "kws_pointwise": (64, 25, 5, 64, (1, 1), (1, 1), [0, 0, 0, 0]),
+    "pointwise_odd": (12, 3, 5, 7, (1, 1), (1, 1), [0, 0, 0, 0]),
 }
 
 
@@ -88,15 +90,12 @@ def test_im2col_random_shapes(tmp_path_factory, seed, c_in, c_out, kh, kw, strid
     shape = (c_in, max(1, kh - pads[0] - pads[2]) + int(rng.integers(0, 5)),
              max(1, kw - pads[1] - pads[3]) + int(rng.integers(0, 5)))
     node = conv_node(rng, c_in, c_out, (kh, kw), stride, pads, False, act)
-    if kh == kw == 1 and stride == (1, 1) and not any(pads):
-        assert kernels_of(node, shape, "uniform", bits) == ["nupes_conv2d_1x1"]
-        return
     _check(tmp_path_factory.mktemp("i"), node, shape, bits, seed, dsp)
 
 
 def test_other_weights_keep_the_decoding_kernel():
-    """Widths 3, 5, 6, 7 and 8-bit power tables decode into scratch (nupes_conv2d); pointwise
-    convolutions and few input channels keep their own kernels; the layer's flash is what the
+    """Widths 3, 5, 6, 7 and 8-bit power tables decode into scratch (nupes_conv2d, or
+    nupes_conv2d_1x1 when pointwise); few input channels keep their own kernel; the layer's flash is what the
     flash-budget search counts (the pair tables are made on the stack)."""
     from nupes_edge.codegen.plan import layer_flash_bytes, plan
     rng = np.random.default_rng(0)
@@ -105,8 +104,9 @@ def test_other_weights_keep_the_decoding_kernel():
         assert kernels_of(node, (8, 6, 6), method, bits) == ["nupes_conv2d"], (method, bits)
     for bits in (2, 4, 8):
         assert kernels_of(node, (8, 6, 6), "uniform", bits) == [KERNEL[bits]]
-    assert kernels_of(conv_node(rng, 8, 4, (1, 1), (1, 1), [0, 0, 0, 0], False), (8, 5, 5), "uniform", 8) == \
-        ["nupes_conv2d_1x1"]
+    pointwise = conv_node(rng, 8, 4, (1, 1), (1, 1), [0, 0, 0, 0], False)
+    assert kernels_of(pointwise, (8, 5, 5), "uniform", 8) == [KERNEL[8]]
+    assert kernels_of(pointwise, (8, 5, 5), "powerquant", 8) == ["nupes_conv2d_1x1"]
     assert kernels_of(conv_node(rng, 4, 4, (3, 3), (2, 2), [1, 1, 1, 1], False), (4, 6, 6), "uniform", 4) == \
         ["nupes_conv2d_window"]
     for method, bits in [("uniform", 8), ("powerquant", 4), ("powerquant", 2)]:
@@ -171,6 +171,7 @@ BOARD = [  # (shape of REAL, bits, mutation)
     ("odd_groups", 8, _requant_corners), ("odd_groups", 4, _requant_fused_narrow), ("odd_groups", 2, None),
     ("one_position_padded", 4, _requant_fused), ("asymmetric", 2, _requant_fused_narrow),
     ("chunk_plus_one", 8, _requant_fused),
+    ("kws_pointwise", 8, None), ("kws_pointwise", 2, _requant_fused_narrow), ("pointwise_odd", 4, _requant_corners),
 ]
 
 

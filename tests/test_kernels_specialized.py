@@ -39,9 +39,16 @@ def test_few_input_channels_conv(tmp_path_factory, seed, c_in, c_out, k, h, stri
 def test_pointwise_conv(tmp_path_factory, seed, c_in, c_out, h, bits, dsp):
     rng = np.random.default_rng(seed)
     node = conv_node(rng, c_in, c_out, (1, 1), (1, 1), [0, 0, 0, 0], False, "none")
-    expected = "nupes_conv2d_1x1" if c_in % 4 == 0 else "nupes_conv2d_window"  # 1x1 needs whole DSP groups
+    # whole DSP groups: uniform 2/4/8-bit weights take the im2col kernel (widened pixels shared by
+    # every channel), others nupes_conv2d_1x1; four or fewer channels the window kernel / 1x1
+    im2col = {2: "nupes_conv2d_im2col_p2", 4: "nupes_conv2d_im2col_p4", 8: "nupes_conv2d_im2col_s8"}[bits]
+    expected = im2col if c_in > 4 and c_in % 4 == 0 else "nupes_conv2d_1x1" if c_in == 4 else "nupes_conv2d_window"
     assert kernels_of(node, (c_in, h, h + 1), "uniform", bits) == [expected]
-    run_single(tmp_path_factory.mktemp("pw"), node, (c_in, h, h + 1), "powerquant", bits, seed, dsp)
+    if c_in % 4 == 0:
+        assert kernels_of(node, (c_in, h, h + 1), "powerquant", 8) == ["nupes_conv2d_1x1"]
+        assert kernels_of(node, (c_in, h, h + 1), "uniform", 5) == ["nupes_conv2d_1x1"]
+    method = "powerquant" if bits != 8 or seed % 2 else "uniform"  # 8 bits: nupes_conv2d_1x1 or im2col
+    run_single(tmp_path_factory.mktemp("pw"), node, (c_in, h, h + 1), method, bits, seed, dsp)
 
 
 @settings_
