@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 
@@ -21,6 +20,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import readme_block  # noqa: E402
 from nupes_edge import examples  # noqa: E402
 from nupes_edge.evaluate import evaluate  # noqa: E402
 from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
@@ -29,8 +29,6 @@ from nupes_edge.quant import METHODS  # noqa: E402
 from nupes_edge.quant.driver import quantize_graph  # noqa: E402
 from nupes_edge.report import ACCURACY_COLUMNS, table  # noqa: E402
 
-README = os.path.join(os.path.dirname(HERE), "README.md")
-BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 
 
 def run(example_names, methods, wbits_list):
@@ -85,12 +83,7 @@ def plot(rows, path: str) -> None:
 
 
 def update_readme(md: str, command: str) -> None:
-    text = open(README).read()
-    block = f"{BEGIN}\nMeasured with `{command}` (one thread):\n\n{md}{END}"
-    if BEGIN not in text:
-        raise SystemExit(f"README.md has no {BEGIN} … {END} block")
-    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    atomic_write_bytes(README, text.encode())
+    readme_block.replace("accuracy", f"Measured with `{command}` (one thread):\n\n{md}")
 
 
 def main() -> int:

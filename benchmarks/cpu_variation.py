@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,10 +25,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import readme_block  # noqa: E402
 from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
 
-README = os.path.join(os.path.dirname(HERE), "README.md")
-BEGIN, END = "<!-- cpu-variation:begin -->", "<!-- cpu-variation:end -->"
 # (label, environment): the machine's own choice first, then what a CPU without AVX-512 / AVX2 runs
 LEVELS = [("native", {}),
           ("avx2", {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
@@ -125,13 +123,8 @@ def main() -> int:
     md = markdown(summary, cpu, native_cap)
     print(md)
     if args.update_readme:
-        text = open(README).read()
-        if BEGIN not in text:
-            raise SystemExit(f"README.md has no {BEGIN} … {END} block")
         cmd = "python benchmarks/cpu_variation.py" + (f" --accuracy-args '{args.accuracy_args}'" if extra else "")
-        block = f"{BEGIN}\nMeasured with `{cmd}`. {md}{END}"
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-        atomic_write_bytes(README, text.encode())
+        readme_block.replace("cpu-variation", f"Measured with `{cmd}`. {md}")
     return 0
 
 

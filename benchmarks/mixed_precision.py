@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 
@@ -27,12 +26,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 from nupes_edge import examples  # noqa: E402
 from nupes_edge.codegen.plan import plan  # noqa: E402
 from nupes_edge.evaluate import evaluate  # noqa: E402
+import readme_block  # noqa: E402
 from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
 from nupes_edge.importers import import_module  # noqa: E402
 from nupes_edge.quant.driver import quantize_graph  # noqa: E402
 
-README = os.path.join(os.path.dirname(HERE), "README.md")
-BEGIN, END = "<!-- mixed:begin -->", "<!-- mixed:end -->"
 BITS = range(2, 9)
 
 
@@ -146,12 +144,7 @@ def plot(rows, path: str) -> None:
 
 
 def update_readme(md: str, command: str) -> None:
-    text = open(README).read()
-    if BEGIN not in text:
-        raise SystemExit(f"README.md has no {BEGIN} … {END} block")
-    block = f"{BEGIN}\nMeasured with `{command}` (one thread):\n\n{md}{END}"
-    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    atomic_write_bytes(README, text.encode())
+    readme_block.replace("mixed", f"Measured with `{command}` (one thread):\n\n{md}")
 
 
 def main() -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from nupes_edge import api, artifact, torch_exec  # noqa: E402
+import readme_block  # noqa: E402
 from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
 from nupes_edge.importers import import_tflite  # noqa: E402
 from nupes_edge.interpreters import run_tflm  # noqa: E402
@@ -51,8 +51,6 @@ TFLM = json.load(open(os.path.join(HERE, "data", "tflm_cmsis_nn.json")))
 CONFIGS = [("int8", "uniform", 8), ("int8", "powerquant", 4), ("int8", "powerquant", 3),
            ("float", "nupes", 4), ("float", "nupes", 3)]
 RESULTS = os.path.join(HERE, "results", "mlperf_tiny.json")
-README = os.path.join(ROOT, "README.md")
-BEGIN, END = "<!-- mlperf:begin -->", "<!-- mlperf:end -->"
 
 
 def logits(qm, xq: np.ndarray) -> np.ndarray:
@@ -177,10 +175,7 @@ def main() -> int:
         cmd = (f"Measured with `python benchmarks/mlperf_tiny.py --update-readme` (QEMU netduinoplus2, `-icount "
                f"shift=0`; {args.n} random int8 inputs under the int8 file's input quantization, no real test data "
                "offline; SQNR of the logits):\n\n")
-        text = open(README).read()
-        new = BEGIN + "\n" + cmd + md + END
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: new, text, flags=re.S)
-        atomic_write_bytes(README, text.encode())
+        readme_block.replace("mlperf", cmd + md)
     bad = [r for r in rows if r["board_mismatches"] or r.get("tflm_mismatches")]
     return 1 if bad else 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 
@@ -28,14 +27,13 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from nupes_edge import api, artifact, examples  # noqa: E402
+import readme_block  # noqa: E402
 from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
 from nupes_edge.importers import import_module, import_tflite  # noqa: E402
 from nupes_edge.quant.driver import quantize_graph  # noqa: E402
 from nupes_edge.quant.reconstruct import ReconConfig  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
-README = os.path.join(ROOT, "README.md")
-BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 TFLM = json.load(open(os.path.join(HERE, "data", "tflm_cmsis_nn.json")))
 MLPERF_DIR = os.path.join(ROOT, "..", "shared", "models", "mlperf-tiny")
 MLPERF = {"ic": "pretrainedResnet.tflite", "kws": "kws_ref_model_float32.tflite"}
@@ -127,11 +125,8 @@ def main() -> None:
         guard = {f"{r['model']}:{r['method']}:{r['wbits']}": r["total"] for r in rows if r["model"] in examples.NAMES}
         atomic_write_bytes(os.path.join(RESULTS, "speed_guard.json"), json.dumps(guard, indent=1).encode())
     if args.update_readme:
-        text = open(README).read()
         cmd = "Measured with `python benchmarks/speed.py --update-readme` (QEMU netduinoplus2, `-icount shift=0`):\n\n"
-        new = BEGIN + "\n" + cmd + md + END
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: new, text, flags=re.S)
-        atomic_write_bytes(README, text.encode())
+        readme_block.replace("speed", cmd + md)
 
 
 if __name__ == "__main__":

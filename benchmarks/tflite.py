@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
 import numpy as np
@@ -22,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from nupes_edge import examples, tflite_export  # noqa: E402
+import readme_block  # noqa: E402
 from nupes_edge.fileio import atomic_write_bytes  # noqa: E402
 from nupes_edge.importers import import_module  # noqa: E402
 from nupes_edge.interpreters import run_litert, run_tflm  # noqa: E402
@@ -29,8 +29,6 @@ from nupes_edge.intref import quantize_input, run_int  # noqa: E402
 from nupes_edge.layout import to_device  # noqa: E402
 from nupes_edge.quant.driver import quantize_graph  # noqa: E402
 
-README = os.path.join(os.path.dirname(HERE), "README.md")
-BEGIN, END = "<!-- tflite:begin -->", "<!-- tflite:end -->"
 
 
 def tflm_top1(data: bytes, rows: np.ndarray, y) -> float:
@@ -77,10 +75,7 @@ def main() -> int:
                f"{r['int8_tflite_tflm_top1']:.2%} | {lut} | {r['float_bytes']} / {r['int8_bytes']} / {r.get('tflm_lut_bytes', '–')} |\n")
     print(md)
     if args.update_readme:
-        text = open(README).read()
-        block = f"{BEGIN}\nMeasured with `python benchmarks/tflite.py --update-readme`:\n\n{md}{END}"
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-        atomic_write_bytes(README, text.encode())
+        readme_block.replace("tflite", f"Measured with `python benchmarks/tflite.py --update-readme`:\n\n{md}")
     return 0
 
 
