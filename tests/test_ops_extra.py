@@ -2,6 +2,8 @@
 and the table activations (sigmoid, tanh, hard-swish, leaky ReLU). Each is bit-exact across the
 integer reference, the host build (portable and DSP paths, under ASan/UBSan) and TFLite Micro
 running the int8 export, and each imports from PyTorch and from .tflite."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +84,26 @@ def test_cat_along_another_axis_is_a_clear_error():
 
     with pytest.raises(NupesError, match="only the channels"):
         import_module(Bad().eval(), torch.randn(1, 3, 4, 4), "bad")
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="make setup installs qemu-system-arm and arm-none-eabi-gcc")
+@pytest.mark.parametrize("act_name,method,bits", [("hardswish", "uniform", 8), ("sigmoid", "powerquant", 4)])
+def test_concat_and_table_activation_on_the_emulated_board(act_name, method, bits, tmp_path):
+    """The Cortex-M4 build (newlib's memcpy in the concatenation, the table kernel) over serial."""
+    pytest.importorskip("nupes_edge.intref.lut_ops")
+    from nupes_edge import boards, firmware
+    from nupes_edge.flash import start_qemu
+    from nupes_edge.protocol import Client
+    from nupes_edge.verify import verify_device
+
+    qm = quantized(act_name, method, bits)
+    x = np.random.default_rng(3).normal(0, 1, (12, 3, 8, 8)).astype(np.float32)
+    fb = firmware.build_firmware(qm, boards.get("stm32"), str(tmp_path))
+    src = open(f"{tmp_path}/src/nupes_model_branches.c").read()
+    assert "nupes_concat_hwc_s8(" in src and "nupes_lut_s8(" in src
+    with start_qemu(fb.board, fb.elf, max_seconds=120) as q:
+        with Client(q.url, timeout=5.0, retries=5) as c:
+            c.wait_banner(5.0)
+            r = verify_device(qm, c, x, np.zeros(len(x), np.int64))
+    assert r.n == len(x) and r.mismatches == 0, r.first_diffs
