@@ -18,6 +18,9 @@ from ..errors import NupesError
 from ..ir import Graph, Node, infer_shapes
 
 aten = torch.ops.aten
+# elementwise activations run as 256-entry int8 tables (intref/lut_ops.py), by IR op name
+TABLE_OPS = {aten.sigmoid.default: "sigmoid", aten.sigmoid_.default: "sigmoid", aten.tanh.default: "tanh",
+             aten.tanh_.default: "tanh", aten.hardswish.default: "hardswish", aten.hardswish_.default: "hardswish"}
 
 
 def import_module(module: torch.nn.Module, example_input: torch.Tensor, name: str = "model") -> Graph:
@@ -245,9 +248,8 @@ class _Importer:
             self.env[n] = [self.env[n], None, None]
         elif t in (aten.relu.default, aten.relu_.default):
             self.activation(n, a[0], "relu")
-        elif t in (aten.sigmoid.default, aten.sigmoid_.default, aten.tanh.default, aten.tanh_.default,
-                   aten.hardswish.default, aten.hardswish_.default):
-            self.emit(n, t.name().split("::")[1].rstrip("_"), [self.tensor(n, a[0])])  # sigmoid, tanh, hardswish
+        elif t in TABLE_OPS:
+            self.emit(n, TABLE_OPS[t], [self.tensor(n, a[0])])
         elif t is aten.cat.default:
             rank = len(n.meta["val"].shape)
             if arg(1, "dim", 0) % rank != 1:
