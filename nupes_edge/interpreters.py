@@ -45,22 +45,3 @@ def run_tflm(data: bytes, rows: np.ndarray) -> np.ndarray:
         out.append(it.get_output(0).ravel().copy())
     return np.array(out)
 
-
-def without_final_softmax(data: bytes) -> bytes:
-    """The .tflite ``data`` with its final SOFTMAX removed, so the model outputs the logits (what an
-    integer model that leaves the softmax to the caller computes), everything else as stored."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as S
-
-    m = S.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    sg = m.subgraphs[0]
-    names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
-    last = sg.operators[-1]
-    code = m.operatorCodes[last.opcodeIndex]
-    if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "SOFTMAX":
-        return data
-    sg.operators = sg.operators[:-1]
-    sg.outputs = [int(last.inputs[0])]
-    b = flatbuffers.Builder(len(data) + 1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())

@@ -13,11 +13,32 @@ import pytest
 from nupes_edge import api, artifact, build, tflite_export
 from nupes_edge.errors import NupesError
 from nupes_edge.importers import import_tflite, import_tflite_bytes
-from nupes_edge.interpreters import run_tflm, without_final_softmax
+from nupes_edge.interpreters import run_tflm
 from nupes_edge.intref import run_int
 from nupes_edge.layout import from_device, to_device
 from nupes_edge.quant.driver import quantize_graph
 from tests.test_cli import cli
+
+
+def without_final_softmax(data: bytes) -> bytes:
+    """The .tflite ``data`` with its final SOFTMAX removed, so the model outputs the logits (what an
+    integer model that leaves the softmax to the caller computes), everything else as stored."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as S
+
+    m = S.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    sg = m.subgraphs[0]
+    names = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
+    last = sg.operators[-1]
+    code = m.operatorCodes[last.opcodeIndex]
+    if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "SOFTMAX":
+        return data
+    sg.operators = sg.operators[:-1]
+    sg.outputs = [int(last.inputs[0])]
+    b = flatbuffers.Builder(len(data) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
 
 MLPERF_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "models", "mlperf-tiny"))
 INT8_FILES = {"ic": "pretrainedResnet_quant.tflite", "kws": "kws_ref_model.tflite"}
