@@ -191,17 +191,17 @@ def _shared_table_bomb(n_tensors: int, n_subgraphs: int) -> bytes:
     S.TensorStart(b)
     S.TensorAddName(b, name)
     tensor = S.TensorEnd(b)
-    S.SubGraphStartTensorsVector(b, n_tensors)
-    for _ in range(n_tensors):
-        b.PrependUOffsetTRelative(tensor)
-    tensors = b.EndVector()
+
+    def repeated(start_vector, table: int, n: int) -> int:  # a vector naming one table n times
+        start_vector(b, n)
+        for _ in range(n):
+            b.PrependUOffsetTRelative(table)
+        return b.EndVector()
+
+    tensors = repeated(S.SubGraphStartTensorsVector, tensor, n_tensors)
     S.SubGraphStart(b)
     S.SubGraphAddTensors(b, tensors)
-    subgraph = S.SubGraphEnd(b)
-    S.ModelStartSubgraphsVector(b, n_subgraphs)
-    for _ in range(n_subgraphs):
-        b.PrependUOffsetTRelative(subgraph)
-    subgraphs = b.EndVector()
+    subgraphs = repeated(S.ModelStartSubgraphsVector, S.SubGraphEnd(b), n_subgraphs)
     S.ModelStart(b)
     S.ModelAddVersion(b, 3)
     S.ModelAddSubgraphs(b, subgraphs)
