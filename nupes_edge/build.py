@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ from . import codegen
 from .errors import NupesError
 from .qmodel import QuantModel
 
+OBJ_CACHE_KEEP = 400  # compiled runtime objects kept between host builds: ~14 per runtime version and flag set
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 
 
@@ -62,7 +64,7 @@ def _runtime_objects(cc: str, flags: list[str], runtime_dir: str, cache: str) ->
             with open(os.path.join(runtime_dir, f), "rb") as fh:
                 headers.update(f.encode() + b"\0" + fh.read() + b"\0")
     base = hashlib.sha256("\0".join([_compiler_id(cc), *flags]).encode() + headers.digest())
-    objects, jobs = [], []
+    objects, missing = [], []
     for f in (n for n in names if n.endswith(".c")):
         src = os.path.join(runtime_dir, f)
         with open(src, "rb") as fh:
@@ -70,23 +72,40 @@ def _runtime_objects(cc: str, flags: list[str], runtime_dir: str, cache: str) ->
             key.update(fh.read())
         obj = os.path.join(cache, f"{f[:-2]}-{key.hexdigest()[:24]}.o")
         objects.append(obj)
-        if not os.path.exists(obj):
-            tmp = f"{obj}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-            cmd = [cc, *flags, "-I", runtime_dir, "-c", src, "-o", tmp]
-            jobs.append((cmd, tmp, obj, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-    failed = None
-    for cmd, tmp, obj, proc in jobs:
-        _, err = proc.communicate()
-        if proc.returncode == 0 and failed is None:
-            os.replace(tmp, obj)
-        else:
-            if proc.returncode != 0 and failed is None:
-                failed = f"compilation failed ({' '.join(cmd)}):\n{err}"
+        try:
+            os.utime(obj)  # its last use, for pruning
+        except FileNotFoundError:
+            missing.append((src, obj))
+
+    def compile_one(src_obj: tuple[str, str]) -> str | None:
+        src, obj = src_obj
+        tmp = f"{obj}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        cmd = [cc, *flags, "-I", runtime_dir, "-c", src, "-o", tmp]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    if failed:
-        raise RuntimeError(failed)  # a bug in our C, not the user's
+            return f"compilation failed ({' '.join(cmd)}):\n{r.stderr}"
+        os.replace(tmp, obj)
+        return None
+
+    if missing:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            errors = [e for e in pool.map(compile_one, missing) if e]
+        if errors:
+            raise RuntimeError(errors[0])  # a bug in our C, not the user's
+        _prune(cache)
     return objects
+
+
+def _prune(cache: str, keep: int = OBJ_CACHE_KEEP) -> None:
+    """Keep the ``keep`` most recently used objects (a few runtime versions x flag sets)."""
+    try:
+        entries = [e for e in os.scandir(cache) if e.name.endswith(".o")]
+        for e in sorted(entries, key=lambda e: e.stat().st_mtime, reverse=True)[keep:]:
+            os.unlink(e.path)
+    except OSError:
+        pass  # another build pruned the same file first, or the folder went away: nothing to keep
 
 
 def _compile(cc: str, flags: list[str], src_dir: str, out: str) -> None:

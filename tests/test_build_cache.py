@@ -31,7 +31,8 @@ def _bit_exact(model, out, **kw):
 
 
 def _objects(d):
-    return {f: os.stat(os.path.join(d, f)).st_mtime_ns for f in os.listdir(d) if f.endswith(".o")}
+    """name -> inode: a recompiled object is a new file (written aside, then renamed)."""
+    return {f: os.stat(os.path.join(d, f)).st_ino for f in os.listdir(d) if f.endswith(".o")}
 
 
 def test_runtime_objects_are_compiled_once_and_keyed_by_flags_and_source(tmp_path, monkeypatch):
@@ -49,8 +50,8 @@ def test_runtime_objects_are_compiled_once_and_keyed_by_flags_and_source(tmp_pat
     assert len(both) == 2 * n_sources and {k: both[k] for k in first} == first
     # a runtime source that differs (as after an edit of runtime_c/) gets its own object
     calls = []
-    real_popen = build.subprocess.Popen
-    monkeypatch.setattr(build.subprocess, "Popen", lambda cmd, **kw: calls.append(cmd) or real_popen(cmd, **kw))
+    real_run = build.subprocess.run
+    monkeypatch.setattr(build.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real_run(cmd, **kw))
     src = tmp_path / "d" / "src" / "runtime"
     objects = build._runtime_objects("gcc", build.WARNINGS + ["-O2", "-DNUPES_NO_DSP"],
                                      str(tmp_path / "a" / "src" / "runtime"), str(cache))
@@ -70,3 +71,12 @@ def test_an_unusable_cache_compiles_everything(tmp_path, monkeypatch):
     monkeypatch.setenv("NUPES_EDGE_OBJ_CACHE", str(blocker / "obj"))
     assert build._object_cache_dir() is None
     _bit_exact(_model(3), tmp_path / "a", sanitize=True)
+
+
+def test_the_cache_keeps_the_most_recently_used_objects(tmp_path):
+    for i, name in enumerate(["a.o", "b.o", "c.o", "d.o", "e.o", "notes.txt"]):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (1_000_000 + i, 1_000_000 + i))
+    os.utime(tmp_path / "a.o")  # used just now
+    build._prune(str(tmp_path), keep=3)
+    assert sorted(os.listdir(tmp_path)) == ["a.o", "d.o", "e.o", "notes.txt"]
