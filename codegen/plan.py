@@ -338,7 +338,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         out = ptr(node.output)
         if node.op in ("conv2d", "linear"):
             rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))
-            lname = f"{cname}_layer{i}"  # derived: never a name from the file
+            lname = f"nupes_{cname}_layer{i}"  # derived (never a name from the file), in the nupes_ namespace
             use_im2col = node.op == "conv2d" and node.attrs["groups"] == 1 \
                 and im2col_shape(int(node.weight.shape[1]), int(node.weight.shape[2]), int(node.weight.shape[3]),
                                  node.attrs["stride"][:2], node.attrs["pads"]) \
@@ -375,11 +375,11 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             scratch_arg = ", scratch" if kernel == "nupes_fully_connected" else ""
             call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}{scratch_arg});"
         elif node.op == "add":
-            adds[f"{cname}_layer{i}"] = p
+            adds[f"nupes_{cname}_layer{i}"] = p
             if node.name in no_tables:
-                table_free.add(f"{cname}_layer{i}")
+                table_free.add(f"nupes_{cname}_layer{i}")
             kernel = "nupes_add_computed" if node.name in no_tables else "nupes_add"
-            call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &{cname}_layer{i});"
+            call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &nupes_{cname}_layer{i});"
         elif node.op in ("maxpool2d", "avgpool2d"):
             lo, hi = clamp_bounds(node, p)
             c, h, w = g.shapes[node.inputs[0]]

@@ -167,6 +167,9 @@ def test_cmake_options_no_static_arena_and_the_standalone_example(tmp_path, mode
     syms = subprocess.run(["nm", str(tmp_path / "b" / "libnupes_model_digits.a")], capture_output=True, text=True).stdout
     assert "nupes_digits_run_with" in syms
     assert "static_arena" not in syms and not re.search(r" T nupes_digits_run$", syms, re.M)
+    # every symbol the model library defines for the linker is in the nupes_ namespace
+    exported = re.findall(r"^[0-9a-f]+ [TDRB] (\S+)$", syms, re.M)
+    assert exported and all(s.startswith("nupes_") for s in exported), exported
 
 
 def test_model_mk_defines_only_its_own_variables(tmp_path, model):
