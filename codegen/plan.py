@@ -77,6 +77,8 @@ class Plan:
     output_in_arena: bool
     report: dict = field(default_factory=dict)
     table_free_adds: set = field(default_factory=set)  # adds (C names) that compute their rescaling
+    storage: dict = field(default_factory=dict)  # tensor → the tensor whose bytes it is (a Flatten's input's)
+    lifetimes: dict = field(default_factory=dict)  # arena tensor → (first step writing it, last step reading it)
 
 
 def _refuse(node, msg: str) -> NupesError:
@@ -444,4 +446,5 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
                 input_size=_hwc_size(g.input_shape), output_size=_hwc_size(g.output_shape), layers=layers, adds=adds,
                 steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
                 scratch_entries=max(scratch, 1), output_in_arena=output_in_arena, report=report,
-                table_free_adds=table_free)
+                table_free_adds=table_free, storage=dict(alias),
+                lifetimes={t: (first[t], last[t]) for t in arena_tensors})

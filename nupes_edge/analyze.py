@@ -94,30 +94,10 @@ class Analysis:
         return "\n".join(lines)
 
 
-def _storage(qm: QuantModel) -> dict[str, str]:
-    """Tensor -> the tensor whose bytes it is (a Flatten shares its input's)."""
-    alias: dict[str, str] = {}
-    for n in qm.graph.nodes:
-        if n.op == "flatten":
-            alias[n.output] = alias.get(n.inputs[0], n.inputs[0])
-    return alias
-
-
 def lifetimes(qm: QuantModel, p: Plan) -> dict[str, tuple[int, int]]:
-    """Arena tensor -> (first step that writes it, last step that reads it), in schedule steps."""
-    alias = _storage(qm)
-    span: dict[str, list[int]] = {}
-    for s in p.steps:
-        for t in [s.out_tensor, *s.in_tensors]:
-            t = alias.get(t, t)
-            if t in p.offsets:
-                lo, hi = span.get(t, [s.index, s.index])
-                span[t] = [min(lo, s.index), max(hi, s.index)]
-    if p.output_in_arena:
-        out = alias.get(qm.graph.output_name, qm.graph.output_name)
-        if out in span:
-            span[out][1] = len(p.steps)  # copied out after the last step
-    return {t: (a, b) for t, (a, b) in span.items()}
+    """Arena tensor -> (first step that writes it, last step that reads it), in schedule steps: the
+    planner's own, from which it placed the tensors."""
+    return dict(p.lifetimes)
 
 
 def layer_sqnr(qm: QuantModel, x: np.ndarray) -> dict[str, float]:
@@ -147,7 +127,7 @@ def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | Non
     build's sizes (FirmwareBuild.sizes). profile: per-layer counts from a device run."""
     p = plan(qm)
     g = qm.graph
-    alias = _storage(qm)
+    alias = p.storage
     nodes = {n.name: n for n in g.nodes}
     data = {L.node_name: L for L in p.layers}
     adds = dict(zip([s.node_name for s in p.steps if s.op == "nupes_add"], p.adds))
