@@ -45,7 +45,7 @@ class LayerData:
     mult: np.ndarray
     shift: np.ndarray
     p: IntLayer
-    pairs: np.ndarray | None = None  # uint32 (lo, hi) level pairs for nupes_fully_connected_pairs
+    pairs: np.ndarray | None = None  # uint32 (lo, hi) level pairs for nupes_fully_connected_p4/_p2
     lshift: int = 0  # G of a layer whose levels are q << G (nupes_fully_connected_s8)
 
 
@@ -226,9 +226,9 @@ def fc_kernel(p: IntLayer, rows: np.ndarray) -> tuple[str, dict]:
         slut = signed_lut(p.lut, p.bits).astype(np.int64) & 0xFFFF
         idx = np.arange(1 << (2 * p.bits))
         pairs = (slut[idx & ((1 << p.bits) - 1)] | (slut[idx >> p.bits] << 16)).astype(np.uint32)
-        return "nupes_fully_connected_pairs", {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]),
-                                               "row_bytes": packed.shape[1], "pairs": pairs,
-                                               "bias": _folded_bias(p, levels)}
+        return f"nupes_fully_connected_p{p.bits}", {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]),
+                                                    "row_bytes": packed.shape[1], "pairs": pairs,
+                                                    "bias": _folded_bias(p, levels)}
     packed = pack_rows(rows, p.bits)
     return "nupes_fully_connected", {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]),
                                      "row_bytes": packed.shape[1], "bias": np.asarray(p.bias)}
@@ -247,7 +247,7 @@ def layer_flash_bytes(op: str, weight_shape: tuple, bits: int, table_free: bool 
     if bits == 8 and table_free:
         return rows * k + 1 + meta
     table = (1 << bits) * 2
-    if op == "linear" and bits in (2, 4):  # nupes_fully_connected_pairs: rows padded to groups of 4
+    if op == "linear" and bits in (2, 4):  # nupes_fully_connected_p4/_p2: rows padded to groups of 4
         k4 = -(-k // 4) * 4
         return rows * ((k4 * bits + 7) // 8) + 1 + (1 << (2 * bits)) * 4 + table + meta
     return rows * ((k * bits + 7) // 8) + 1 + table + meta

@@ -31,7 +31,7 @@ typedef struct {
     const int32_t *mult;   /* per output channel, TFLite QuantizeMultiplier mantissa */
     const int32_t *shift;  /* per output channel, TFLite QuantizeMultiplier exponent */
     int32_t in_zp, out_zp, act_min, act_max;
-    const uint32_t *pairs; /* nupes_fully_connected_pairs only: 2^(2 bits) packed (lo, hi) level pairs */
+    const uint32_t *pairs; /* nupes_fully_connected_p4/_p2 only: 2^(2 bits) packed (lo, hi) level pairs */
     int32_t lshift;        /* nupes_fully_connected_s8 only: levels are codes << lshift */
 } nupes_layer_t;
 
@@ -102,13 +102,18 @@ void nupes_fully_connected(const int8_t *in, int8_t *out, int32_t k, int32_t out
 
 /* Dense layers whose levels are codes << lshift (uniform 8-bit): `packed` holds int8 two's-complement
  * codes, rows of k bytes, and `bias` is folded: bias - in_zp * sum(levels). Same result as
- * nupes_fully_connected. No scratch. */
+ * nupes_fully_connected. No scratch. Four rows a pass (runtime_c/nupes_fc_job.h: Thumb-2 jobs on
+ * the device, their C definitions on the host). */
 void nupes_fully_connected_s8(const int8_t *in, int8_t *out, int32_t k, int32_t out_n, const nupes_layer_t *w);
 
-/* Dense layers with 2- or 4-bit codes: each group of four codes of a row is stored (c0, c2, c1, c3)
+/* Dense layers with 4-bit (_p4) or 2-bit (_p2) codes (one entry point per width, so a model links
+ * only what it uses): each group of four codes of a row is stored (c0, c2, c1, c3)
  * (the row padded to a whole group), so one 2b-bit field indexes `pairs`, two levels in SXTB16's
- * lane order; `bias` is folded as for _s8. Same result as nupes_fully_connected. No scratch. */
-void nupes_fully_connected_pairs(const int8_t *in, int8_t *out, int32_t k, int32_t out_n, const nupes_layer_t *w);
+ * lane order; `bias` is folded as for _s8. Same result as nupes_fully_connected. No scratch; stack
+ * about 0.3 KB (2 bits: 1.4 KB, with a 256-entry copy of the pair table indexed by a whole byte of
+ * codes). */
+void nupes_fully_connected_p4(const int8_t *in, int8_t *out, int32_t k, int32_t out_n, const nupes_layer_t *w);
+void nupes_fully_connected_p2(const int8_t *in, int8_t *out, int32_t k, int32_t out_n, const nupes_layer_t *w);
 
 /* TFLite int8 ADD, n elements: out = clamp(requant(in1_table[in1 + 128] + in2_table[in2 + 128],
  * out_mult, out_shift) + out_zp, act_min, act_max). The two 256-entry tables (in flash) hold each

@@ -66,8 +66,8 @@ def test_conv_with_folded_zero_point_at_every_border(tmp_path_factory, seed, c_i
 
 @settings_
 @given(seed=st.integers(0, 10_000), k=st.integers(1, 70), out=st.integers(1, 7),
-       cfg=st.sampled_from([("uniform", 8, "nupes_fully_connected_s8"), ("uniform", 4, "nupes_fully_connected_pairs"),
-                            ("powerquant", 4, "nupes_fully_connected_pairs"), ("powerquant", 2, "nupes_fully_connected_pairs"),
+       cfg=st.sampled_from([("uniform", 8, "nupes_fully_connected_s8"), ("uniform", 4, "nupes_fully_connected_p4"),
+                            ("powerquant", 4, "nupes_fully_connected_p4"), ("powerquant", 2, "nupes_fully_connected_p2"),
                             ("powerquant", 3, "nupes_fully_connected"), ("powerquant", 8, "nupes_fully_connected")]),
        dsp=st.booleans())
 def test_dense_kernels(tmp_path_factory, seed, k, out, cfg, dsp):
