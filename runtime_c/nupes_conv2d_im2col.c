@@ -27,47 +27,6 @@ int32_t nupes_conv2d_im2col_get_buffer_size(const nupes_conv_geom_t *g)
     return 2 * g->k_h * g->k_w * g->in_c * (int32_t)sizeof(int16_t);
 }
 
-/* Lane operations: the DSP instructions (or nupes_dsp.h's emulation of them), else the same
- * semantics in portable C (wrapping like the instructions; the bounds above make wrapping
- * unreachable). */
-#if NUPES_USE_DSP
-#define I2C_SXTB16(x) nupes_sxtb16(x)
-#define I2C_SXTB16_ROR8(x) nupes_sxtb16_ror8(x)
-#define I2C_SMLAD(a, b, acc) nupes_smlad((a), (b), (acc))
-#define I2C_READ32(p) nupes_read32(p)
-#else
-static inline int32_t nupes_i2c_pack(int32_t lo, int32_t hi)
-{
-    return (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16));
-}
-static inline int32_t nupes_i2c_lo(int32_t x) { return (int16_t)((uint32_t)x & 0xFFFFu); }
-static inline int32_t nupes_i2c_hi(int32_t x) { return (int16_t)((uint32_t)x >> 16); }
-static inline int32_t nupes_i2c_read32(const void *p) /* bytes 0..3 little-endian, whatever the host */
-{
-    const uint8_t *b = (const uint8_t *)p;
-    return (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24));
-}
-static inline int32_t nupes_i2c_widen_even(int32_t x)
-{
-    const uint32_t u = (uint32_t)x;
-    return nupes_i2c_pack((int8_t)(uint8_t)(u & 0xFFu), (int8_t)(uint8_t)((u >> 16) & 0xFFu));
-}
-static inline int32_t nupes_i2c_widen_odd(int32_t x)
-{
-    const uint32_t u = (uint32_t)x;
-    return nupes_i2c_pack((int8_t)(uint8_t)((u >> 8) & 0xFFu), (int8_t)(uint8_t)(u >> 24));
-}
-static inline int32_t nupes_i2c_mac2(int32_t a, int32_t b, int32_t acc)
-{
-    return (int32_t)((uint32_t)acc + (uint32_t)(nupes_i2c_lo(a) * nupes_i2c_lo(b)) +
-                     (uint32_t)(nupes_i2c_hi(a) * nupes_i2c_hi(b)));
-}
-#define I2C_SXTB16(x) nupes_i2c_widen_even(x)
-#define I2C_SXTB16_ROR8(x) nupes_i2c_widen_odd(x)
-#define I2C_SMLAD(a, b, acc) nupes_i2c_mac2((a), (b), (acc))
-#define I2C_READ32(p) nupes_i2c_read32(p)
-#endif
-
 /* One position's window into the words col[4j + p] and col[4j + 2 + p] of group j (p = 0 or 1):
  * per kernel row, in_zp for the taps left of the image, the in-image taps (contiguous in HWC),
  * in_zp for the taps right of it; a kernel row outside the image is in_zp throughout. */
@@ -91,9 +50,9 @@ static void nupes_i2c_fill(const int8_t *in, const nupes_conv_geom_t *g, int32_t
                 col[2] = zp2;
             }
             for (j = 0; col < stop; j += 4, col += 4) {
-                const int32_t x4 = I2C_READ32(px + j);
-                col[0] = I2C_SXTB16(x4);
-                col[2] = I2C_SXTB16_ROR8(x4);
+                const int32_t x4 = nupes_read32(px + j);
+                col[0] = nupes_sxtb16(x4);
+                col[2] = nupes_sxtb16_ror8(x4);
             }
         }
         for (; col < end; col += 4) {
@@ -149,14 +108,7 @@ static inline int8_t nupes_i2c_rq(int32_t acc, const nupes_i2c_rq_t *r, int32_t 
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
-#if defined(__GNUC__) && defined(__thumb2__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && \
-    !defined(NUPES_NO_DSP)
-#define NUPES_I2C_ASM 1
-#else
-#define NUPES_I2C_ASM 0
-#endif
-
-#if !NUPES_I2C_ASM
+#if !NUPES_ASM
 /* The four outputs of one channel pair from its sums, and the move to the next pair (the
  * portable form of the assembly's tail); 0 when the job is done. */
 static int32_t nupes_i2c_finish(nupes_i2c_job_t *j, int32_t a00, int32_t a01, int32_t a10, int32_t a11)
@@ -189,18 +141,18 @@ static void nupes_i2c_job_s8(nupes_i2c_job_t *j)
     const int32_t rb = j->rb;
     int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0, n;
     for (n = j->groups; n > 0; --n, col += 4, w += 4) {
-        const int32_t w0 = I2C_READ32(w), w1 = I2C_READ32(w + rb);
-        int32_t t0 = I2C_SXTB16(w0), t1 = I2C_SXTB16(w1);
-        a00 = I2C_SMLAD(col[0], t0, a00);
-        a01 = I2C_SMLAD(col[1], t0, a01);
-        a10 = I2C_SMLAD(col[0], t1, a10);
-        a11 = I2C_SMLAD(col[1], t1, a11);
-        t0 = I2C_SXTB16_ROR8(w0);
-        t1 = I2C_SXTB16_ROR8(w1);
-        a00 = I2C_SMLAD(col[2], t0, a00);
-        a01 = I2C_SMLAD(col[3], t0, a01);
-        a10 = I2C_SMLAD(col[2], t1, a10);
-        a11 = I2C_SMLAD(col[3], t1, a11);
+        const int32_t w0 = nupes_read32(w), w1 = nupes_read32(w + rb);
+        int32_t t0 = nupes_sxtb16(w0), t1 = nupes_sxtb16(w1);
+        a00 = nupes_smlad(col[0], t0, a00);
+        a01 = nupes_smlad(col[1], t0, a01);
+        a10 = nupes_smlad(col[0], t1, a10);
+        a11 = nupes_smlad(col[1], t1, a11);
+        t0 = nupes_sxtb16_ror8(w0);
+        t1 = nupes_sxtb16_ror8(w1);
+        a00 = nupes_smlad(col[2], t0, a00);
+        a01 = nupes_smlad(col[3], t0, a01);
+        a10 = nupes_smlad(col[2], t1, a10);
+        a11 = nupes_smlad(col[3], t1, a11);
     }
     if (!nupes_i2c_finish(j, a00, a01, a10, a11)) {
         return;
@@ -234,16 +186,16 @@ static void nupes_i2c_job_pairs(nupes_i2c_job_t *j, int32_t bits)
         }
         t0 = (int32_t)pairs[f0];
         t1 = (int32_t)pairs[f1];
-        a00 = I2C_SMLAD(col[0], t0, a00);
-        a01 = I2C_SMLAD(col[1], t0, a01);
-        a10 = I2C_SMLAD(col[0], t1, a10);
-        a11 = I2C_SMLAD(col[1], t1, a11);
+        a00 = nupes_smlad(col[0], t0, a00);
+        a01 = nupes_smlad(col[1], t0, a01);
+        a10 = nupes_smlad(col[0], t1, a10);
+        a11 = nupes_smlad(col[1], t1, a11);
         t0 = (int32_t)pairs[h0];
         t1 = (int32_t)pairs[h1];
-        a00 = I2C_SMLAD(col[2], t0, a00);
-        a01 = I2C_SMLAD(col[3], t0, a01);
-        a10 = I2C_SMLAD(col[2], t1, a10);
-        a11 = I2C_SMLAD(col[3], t1, a11);
+        a00 = nupes_smlad(col[2], t0, a00);
+        a01 = nupes_smlad(col[3], t0, a01);
+        a10 = nupes_smlad(col[2], t1, a10);
+        a11 = nupes_smlad(col[3], t1, a11);
     }
     if (!nupes_i2c_finish(j, a00, a01, a10, a11)) {
         return;

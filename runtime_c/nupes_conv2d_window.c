@@ -19,28 +19,9 @@ int32_t nupes_conv2d_window_get_buffer_size(const nupes_conv_geom_t *g)
     return ((chunk + 1) >> 1) * (taps2 + NUPES_WIN_EXTRA) * (int32_t)sizeof(int32_t);
 }
 
-#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && !defined(NUPES_NO_DSP)
-#define NUPES_WIN_ASM 1 /* the real Cortex-M instructions (not the host's emulation) */
-#else
-#define NUPES_WIN_ASM 0
-#endif
-
-/* acc + the two 16-bit products of a pair of window values and a pair of levels (SMLAD) */
-#if NUPES_USE_DSP
-#define NUPES_WIN_MAC(x, w, acc) nupes_smlad((x), (w), (acc))
-#else
-static inline int32_t nupes_win_mac(int32_t x, int32_t w, int32_t acc)
-{
-    /* both words hold two int16 values stored by memcpy: the same halves pair up in any byte order */
-    return acc + (int32_t)(int16_t)(uint16_t)((uint32_t)x & 0xFFFFu) * (int16_t)(uint16_t)((uint32_t)w & 0xFFFFu)
-         + (int32_t)(int16_t)(uint16_t)((uint32_t)x >> 16) * (int16_t)(uint16_t)((uint32_t)w >> 16);
-}
-#define NUPES_WIN_MAC(x, w, acc) nupes_win_mac((x), (w), (acc))
-#endif
-
 /* a = p[0], b = p[1], p += 2 (p int32-aligned). On Cortex-M one post-indexed LDRD: GCC splits
  * such a 64-bit load into two LDR. */
-#if NUPES_WIN_ASM
+#if NUPES_ASM
 #define NUPES_WIN_LD2(p, a, b) \
     __asm__("ldrd %0, %1, [%2], #8" : "=&r"(a), "=&r"(b), "+r"(p) : "m"(*(const int32_t(*)[2])(p)))
 #else
@@ -53,10 +34,10 @@ static inline int32_t nupes_win_mac(int32_t x, int32_t w, int32_t acc)
         int32_t xa_, xb_, w0_, w1_;             \
         NUPES_WIN_LD2(px, xa_, xb_);            \
         NUPES_WIN_LD2(pw, w0_, w1_);            \
-        a00 = NUPES_WIN_MAC(xa_, w0_, a00);     \
-        a01 = NUPES_WIN_MAC(xb_, w0_, a01);     \
-        a10 = NUPES_WIN_MAC(xa_, w1_, a10);     \
-        a11 = NUPES_WIN_MAC(xb_, w1_, a11);     \
+        a00 = nupes_smlad(xa_, w0_, a00);     \
+        a01 = nupes_smlad(xb_, w0_, a01);     \
+        a10 = nupes_smlad(xa_, w1_, a10);     \
+        a11 = nupes_smlad(xb_, w1_, a11);     \
     } while (0)
 
 /*
@@ -68,7 +49,7 @@ static inline int32_t nupes_win_mac(int32_t x, int32_t w, int32_t acc)
  * exactly out_zp after it. |acc*mult| < 2^62, |K| < 2^62 (s <= 22): the sum fits int64 and its
  * high word int32. NUPES_WIN_RQ2 requantizes x and y, two outputs of the channel of record r.
  */
-#if NUPES_WIN_ASM
+#if NUPES_ASM
 /* per output: LDRD K, MVN + SMLAL ([acc >= 0] * 2^31 as ~(acc >> 31) * INT32_MIN), SMLAL, ASR */
 static inline void nupes_win_rq2(const int32_t *r, int32_t *px, int32_t *py)
 {
@@ -112,7 +93,7 @@ static inline int8_t nupes_win_clamp(int32_t v, int32_t lo, int32_t hi)
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
-#if NUPES_USE_DSP && !NUPES_WIN_ASM
+#if NUPES_USE_DSP && !NUPES_ASM
 static inline int8_t nupes_win_byte(uint32_t v) /* the low byte of v as int8 */
 {
     return (int8_t)((int32_t)(v & 0xFFu) - (int32_t)((v & 0x80u) << 1));
@@ -274,7 +255,7 @@ void nupes_conv2d_window(const int8_t *in, int8_t *out, const nupes_conv_geom_t 
                     qb[0] = nupes_win_clamp(a01, act_min, act_max);
                     break;
                 }
-#if NUPES_WIN_ASM
+#if NUPES_ASM
                 {
                     /* the four lanes (a00, a10 | a01, a11) saturated to int8, packed, then clamped to
                      * [act_min, act_max] at once (SSUB8 + SEL: per-byte max, then min); two STRH */

@@ -63,8 +63,30 @@ static inline int32_t nupes_smmulr(int32_t a, int32_t b)
 }
 /* x saturated to [-128, 127] */
 #define nupes_ssat8(x) ((int32_t)__ssat((int32_t)(x), 8))
+#define NUPES_HW_DSP 1
 #elif defined(NUPES_DSP_EMULATE)
 #define NUPES_USE_DSP 1
+#else
+#define NUPES_USE_DSP 0
+#endif
+
+#ifndef NUPES_HW_DSP
+#define NUPES_HW_DSP 0
+#endif
+
+/* Kernels whose device loops are whole Thumb-2 assembly (nupes_conv2d_window.c,
+ * nupes_conv2d_im2col.c, nupes_fc_job.h): the real DSP instructions and GNU inline asm. Elsewhere
+ * (hosts, emulated or portable) they run their C definitions. */
+#if NUPES_HW_DSP && defined(__GNUC__) && defined(__thumb2__)
+#define NUPES_ASM 1
+#else
+#define NUPES_ASM 0
+#endif
+
+#if !NUPES_HW_DSP
+/* Portable definitions with the exact lane semantics of the ARM instructions: the DSP path on a
+ * host (NUPES_DSP_EMULATE), and the C definitions of the kernels whose device loops are Thumb-2
+ * assembly (nupes_conv2d_im2col.c, nupes_fc_job.h), portable builds included. */
 /* Portable definitions with the exact lane semantics of the ARM instructions. */
 static inline int32_t nupes_pack16(int32_t lo, int32_t hi)
 {
@@ -128,11 +150,13 @@ static inline int32_t nupes_smmulr(int32_t a, int32_t b)
     return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 31)) >> 32); /* arithmetic shift: floor */
 }
 static inline int32_t nupes_ssat8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }
+/* bytes 0..3 as a little-endian word, whatever the host (one load on x86) */
+static inline int32_t nupes_read32(const void *p)
+{
+    const uint8_t *b = (const uint8_t *)p;
+    return (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24));
+}
 #else
-#define NUPES_USE_DSP 0
-#endif
-
-#if NUPES_USE_DSP
 static inline int32_t nupes_read32(const void *p)
 {
     int32_t v;

@@ -2,11 +2,11 @@
  * nupes_fc_job.h - what the two dense kernels with unpacked-at-load weights share
  * (nupes_fully_connected_s8.c, nupes_fully_connected_pairs.c): the job one inner loop runs (the
  * sums of 4 or 2 rows over the whole groups of four columns), the lane operations its C definition
- * uses, and the per-output requantization.
+ * uses (nupes_dsp.h's portable lane operations on hosts), and the per-output requantization.
  *
  * As in nupes_conv2d_im2col.c: the C definition of each job is what the host builds run (portable,
  * -DNUPES_NO_DSP, and DSP-emulated, -DNUPES_DSP_EMULATE) and what defines the semantics; on a real
- * Cortex-M with the DSP extension (NUPES_FC_ASM) the same jobs are whole functions in Thumb-2
+ * Cortex-M with the DSP extension (NUPES_ASM) the same jobs are whole functions in Thumb-2
  * assembly with fixed register use, reading the job at the fixed offsets below.
  */
 #ifndef NUPES_FC_JOB_H
@@ -48,47 +48,6 @@ typedef struct {
 
 typedef void (*nupes_fc_fn_t)(nupes_fc_job_t *j);
 
-#if defined(__GNUC__) && defined(__thumb2__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && \
-    !defined(NUPES_NO_DSP)
-#define NUPES_FC_ASM 1
-#else
-#define NUPES_FC_ASM 0
-#endif
-
-#if !NUPES_FC_ASM
-/* Lane operations of the C definitions: the DSP instructions' semantics in portable C (wrapping
- * like the instructions; the bound acc_bound < 2^31 makes wrapping unreachable). No names of
- * instructions here: a test reads the portable build's disassembly for their mnemonics. */
-static inline int32_t nupes_fc_lo(int32_t x) { return (int16_t)((uint32_t)x & 0xFFFFu); }
-static inline int32_t nupes_fc_hi(int32_t x) { return (int16_t)((uint32_t)x >> 16); }
-static inline int32_t nupes_fc_word(const void *p) /* bytes 0..3 little-endian, whatever the host */
-{
-    const uint8_t *b = (const uint8_t *)p;
-    return (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24));
-}
-static inline int32_t nupes_fc_pack(int32_t lo, int32_t hi)
-{
-    return (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16));
-}
-/* bytes 0 and 2 (even) or 1 and 3 (odd) of a word, sign-extended into the two 16-bit lanes */
-static inline int32_t nupes_fc_widen_even(int32_t x)
-{
-    const uint32_t u = (uint32_t)x;
-    return nupes_fc_pack((int8_t)(uint8_t)(u & 0xFFu), (int8_t)(uint8_t)((u >> 16) & 0xFFu));
-}
-static inline int32_t nupes_fc_widen_odd(int32_t x)
-{
-    const uint32_t u = (uint32_t)x;
-    return nupes_fc_pack((int8_t)(uint8_t)((u >> 8) & 0xFFu), (int8_t)(uint8_t)(u >> 24));
-}
-/* acc + lo(a) * lo(b) + hi(a) * hi(b) */
-static inline int32_t nupes_fc_mac2(int32_t a, int32_t b, int32_t acc)
-{
-    return (int32_t)((uint32_t)acc + (uint32_t)(nupes_fc_lo(a) * nupes_fc_lo(b)) +
-                     (uint32_t)(nupes_fc_hi(a) * nupes_fc_hi(b)));
-}
-#endif
-
 /* out_zp + MBQM(acc, mult, shift), clamped (docs/numerics.md), for any shift: nupes_fixedpoint.h's
  * fused form (the rows outside the jobs' fused path). */
 static inline int8_t nupes_fc_requantize(int32_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32_t lo,
@@ -99,7 +58,7 @@ static inline int8_t nupes_fc_requantize(int32_t acc, int32_t mult, int32_t shif
     return nupes_clamp_s8(nupes_rq_apply(acc, &q) + out_zp, lo, hi);
 }
 
-#if !NUPES_FC_ASM
+#if !NUPES_ASM
 /*
  * The jobs' requantization, for a right shift e = -shift in 1..31, s = e - 1 in 0..30:
  *     MBQM(acc) = floor((2^30 + (2^s - [acc < 0]) * 2^31 + acc * mult) / 2^32) >> s
@@ -194,7 +153,7 @@ static inline int32_t nupes_fc_fused(nupes_fc_job_t *j, const nupes_layer_t *w, 
  * stops the job (5:); the requantization above into the sum's register, r12 = r4 << s with r4 = 1;
  * then the clamp, the stores, the next pass. r2 r3: mult, shift; r0: out_zp.
  */
-#if NUPES_FC_ASM
+#if NUPES_ASM
 #define NUPES_FC_RQ(ACC)                           \
     "ldr r9, [r3], #4\n\t"                         \
     "mvn r9, r9\n\t"                               \

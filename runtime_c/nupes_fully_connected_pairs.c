@@ -23,7 +23,7 @@ static int32_t nupes_pairs_level(const uint8_t *row, int32_t bits, const uint32_
  * of a partial group padded with zero codes, other shifts) are finished here.
  */
 
-#if !NUPES_FC_ASM
+#if !NUPES_ASM
 /* The C definition of the jobs: nrows = 4 or 2 rows; per group of four columns, the input word
  * widened into (x0, x2), (x1, x3) and, per row, the two fields (c0, c2), (c1, c3) looked up. */
 static void nupes_fc_pairs_rows(nupes_fc_job_t *j, int32_t nrows, int32_t bits)
@@ -35,7 +35,7 @@ static void nupes_fc_pairs_rows(nupes_fc_job_t *j, int32_t nrows, int32_t bits)
             const uint8_t *r = j->row + i * j->rb;
             int32_t s = nupes_fc_sum0(j, i), n;
             for (n = 0; n < j->groups; ++n, x += 4) {
-                const int32_t x4 = nupes_fc_word(x);
+                const int32_t x4 = nupes_read32(x);
                 uint32_t f02, f13;
                 if (bits == 4) { /* a group is two bytes: (c0, c2) and (c1, c3) */
                     f02 = r[2 * n];
@@ -44,8 +44,8 @@ static void nupes_fc_pairs_rows(nupes_fc_job_t *j, int32_t nrows, int32_t bits)
                     f02 = r[n];
                     f13 = (uint32_t)r[n] >> 4;
                 }
-                s = nupes_fc_mac2(nupes_fc_widen_even(x4), (int32_t)j->pairs[f02], s);
-                s = nupes_fc_mac2(nupes_fc_widen_odd(x4), (int32_t)j->pairs[f13], s);
+                s = nupes_smlad(nupes_sxtb16(x4), (int32_t)j->pairs[f02], s);
+                s = nupes_smlad(nupes_sxtb16_ror8(x4), (int32_t)j->pairs[f13], s);
             }
             acc[i] = s;
         }

@@ -12,7 +12,7 @@
  * (an odd last one, the last k % 4 columns, other shifts, lshift > 0) are finished here.
  */
 
-#if !NUPES_FC_ASM
+#if !NUPES_ASM
 /* The C definition of the jobs: nrows = 4 or 2 rows, each group of four columns one input word
  * widened into (x0, x2), (x1, x3) and, per row, one weight word widened the same way. */
 static void nupes_fc_s8_rows(nupes_fc_job_t *j, int32_t nrows)
@@ -24,9 +24,9 @@ static void nupes_fc_s8_rows(nupes_fc_job_t *j, int32_t nrows)
             const int8_t *r = (const int8_t *)j->row + i * j->rb;
             int32_t s = nupes_fc_sum0(j, i), n;
             for (n = j->groups; n > 0; --n, x += 4, r += 4) {
-                const int32_t x4 = nupes_fc_word(x), w4 = nupes_fc_word(r);
-                s = nupes_fc_mac2(nupes_fc_widen_even(x4), nupes_fc_widen_even(w4), s);
-                s = nupes_fc_mac2(nupes_fc_widen_odd(x4), nupes_fc_widen_odd(w4), s);
+                const int32_t x4 = nupes_read32(x), w4 = nupes_read32(r);
+                s = nupes_smlad(nupes_sxtb16(x4), nupes_sxtb16(w4), s);
+                s = nupes_smlad(nupes_sxtb16_ror8(x4), nupes_sxtb16_ror8(w4), s);
             }
             acc[i] = s;
         }
