@@ -226,9 +226,9 @@ def fc_kernel(p: IntLayer, rows: np.ndarray) -> tuple[str, dict]:
         slut = signed_lut(p.lut, p.bits).astype(np.int64) & 0xFFFF
         idx = np.arange(1 << (2 * p.bits))
         pairs = (slut[idx & ((1 << p.bits) - 1)] | (slut[idx >> p.bits] << 16)).astype(np.uint32)
-        return f"nupes_fully_connected_p{p.bits}", {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]),
-                                                    "row_bytes": packed.shape[1], "pairs": pairs,
-                                                    "bias": _folded_bias(p, levels)}
+        kernel = {4: "nupes_fully_connected_p4", 2: "nupes_fully_connected_p2"}[p.bits]  # a fixed name, not a number
+        return kernel, {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]),
+                        "row_bytes": packed.shape[1], "pairs": pairs, "bias": _folded_bias(p, levels)}
     packed = pack_rows(rows, p.bits)
     return "nupes_fully_connected", {"packed": np.concatenate([packed.ravel(), np.zeros(1, np.uint8)]),
                                      "row_bytes": packed.shape[1], "bias": np.asarray(p.bias)}
