@@ -123,6 +123,23 @@ static inline void nupes_fc_start(nupes_fc_job_t *j, const int8_t *in, int32_t k
     j->full = w->act_min == -128 && w->act_max == 127;
 }
 
+/* Outside the fused path: the sums over the whole groups of the rows from o, n of them (4, 2, or 1:
+ * an odd last row run as its own twin), left in j->acc by the jobs four / two; returns n. */
+static inline int32_t nupes_fc_sums(nupes_fc_job_t *j, const nupes_layer_t *w, int32_t o, int32_t out_n,
+                                    nupes_fc_fn_t four, nupes_fc_fn_t two)
+{
+    const int32_t left = out_n - o, n = left >= 4 ? 4 : (left >= 2 ? 2 : 1);
+    j->row = w->packed + o * w->row_bytes;
+    j->rb = n == 1 ? 0 : w->row_bytes;
+    j->bias = 0;
+    j->npasses = 1;
+    j->acc[0] = j->acc[1] = j->acc[2] = j->acc[3] = 0;
+    if (j->groups > 0) {
+        (n == 4 ? four : two)(j);
+    }
+    return n;
+}
+
 /* The fused path (whole groups: k % 4 == 0, k > 0): four rows a pass, then two, every output stored
  * by the jobs (which move row, bias, mult, shift and out on as they go). Returns the rows done: all
  * but an odd last one, or fewer when a job stopped at a shift outside -31..-1 (the caller does the

@@ -114,16 +114,8 @@ static NUPES_NOINLINE void nupes_fc_s8_rest(nupes_fc_job_t *j, int8_t *out, int3
     const int32_t out_zp = w->out_zp, lo = w->act_min, hi = w->act_max;
     const int32_t *bias = w->bias, *mult = w->mult, *shift = w->shift;
     while (o < out_n) {
-        const int32_t left = out_n - o, n = left >= 4 ? 4 : (left >= 2 ? 2 : 1);
+        const int32_t n = nupes_fc_sums(j, w, o, out_n, NUPES_FC_S8_4, NUPES_FC_S8_2);
         int32_t i;
-        j->row = w->packed + o * rb;
-        j->rb = n == 1 ? 0 : rb;
-        j->bias = 0;
-        j->npasses = 1;
-        j->acc[0] = j->acc[1] = j->acc[2] = j->acc[3] = 0;
-        if (groups > 0) {
-            (n == 4 ? NUPES_FC_S8_4 : NUPES_FC_S8_2)(j);
-        }
         for (i = 0; i < n; ++i, ++o) {
             const int8_t *r = codes + o * rb;
             int32_t s = j->acc[i], c;
