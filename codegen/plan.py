@@ -338,18 +338,18 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
         p = qm.params.get(node.name)
         ins = [ptr(t) for t in node.inputs]
         out = ptr(node.output)
+        lname = f"nupes_{cname}_layer{i}"  # the step's C data: derived (never a name from the file)
         if node.op in ("conv2d", "linear"):
             rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))
-            lname = f"nupes_{cname}_layer{i}"  # derived (never a name from the file), in the nupes_ namespace
-            use_im2col = node.op == "conv2d" and node.attrs["groups"] == 1 \
+            identity8 = p.bits == 8 and _shift_lut(p) and int(p.G) == 0  # int8 levels, no table
+            use_im2col = node.op == "conv2d" and node.attrs["groups"] == 1 and im2col_weights(p.bits, identity8) \
                 and im2col_shape(int(node.weight.shape[1]), int(node.weight.shape[2]), int(node.weight.shape[3]),
-                                 node.attrs["stride"][:2], node.attrs["pads"]) \
-                and im2col_weights(p.bits, p.bits == 8 and _shift_lut(p) and int(p.G) == 0)
+                                 node.attrs["stride"][:2], node.attrs["pads"])
             if node.op == "linear":
                 kernel, fc = fc_kernel(p, rows)
             elif use_im2col:
                 fc = im2col_data(p, rows)
-            elif p.bits == 8 and _shift_lut(p) and int(p.G) == 0:
+            elif identity8:
                 # identity table (uniform 8-bit): the codes are stored as int8 levels and the table is
                 # omitted (lut = NULL in C; nupes_decode_row sign-extends bytes), 512 bytes less per layer
                 fc = {"packed": np.concatenate([rows.astype(np.int8).view(np.uint8).ravel(), np.zeros(1, np.uint8)]),
@@ -377,11 +377,11 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             scratch_arg = ", scratch" if kernel == "nupes_fully_connected" else ""
             call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}{scratch_arg});"
         elif node.op == "add":
-            adds[f"nupes_{cname}_layer{i}"] = p
+            adds[lname] = p
             if node.name in no_tables:
-                table_free.add(f"nupes_{cname}_layer{i}")
+                table_free.add(lname)
             kernel = "nupes_add_computed" if node.name in no_tables else "nupes_add"
-            call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &nupes_{cname}_layer{i});"
+            call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])}, &{lname});"
         elif node.op in ("maxpool2d", "avgpool2d"):
             lo, hi = clamp_bounds(node, p)
             c, h, w = g.shapes[node.inputs[0]]
