@@ -110,6 +110,13 @@ def codegen(model_path: str, out_dir: str, name: str | None = None, data: str | 
     from . import codegen as cg
     from .locking import folder_lock, fresh_folder
 
+    from .locking import checked_output_folder
+
+    checked_output_folder(out_dir)
+    if os.path.realpath(os.path.dirname(os.path.abspath(model_path))).startswith(
+            os.path.realpath(out_dir).rstrip(os.sep) + os.sep):
+        raise NupesError(f"{out_dir}: holds the model {model_path}; codegen replaces its output folder whole, "
+                         "so give it a folder of its own")
     qm = artifact.load(model_path)
     if os.path.isdir(out_dir):
         foreign = [f for f in os.listdir(out_dir) if not (f.startswith("nupes_model_") or f in cg.OWN_FILES)]

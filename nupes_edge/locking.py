@@ -14,15 +14,37 @@ from .errors import NupesError
 LOCK_WAIT_S = 600.0
 
 
+def checked_output_folder(folder: str) -> str:
+    """``folder`` resolved, if nupes-edge may replace it whole; else a NupesError.
+
+    The one rule for every folder a command replaces (codegen, build): never empty (an unset shell
+    variable, ``-o "$OUT"``), never the current folder, one of its parents, the root or the home
+    folder, and never a symlink (its target would be replaced)."""
+    if not isinstance(folder, str) or not folder.strip():
+        raise NupesError("the output folder is empty (an unset variable in -o \"$OUT\"?); name a new or empty folder")
+    if os.path.islink(folder.rstrip(os.sep) or folder):
+        raise NupesError(f"{folder}: is a symlink; nupes-edge replaces its output folder whole, so give it a real folder")
+    path = os.path.realpath(folder)
+    cwd = os.path.realpath(os.getcwd())
+    home = os.path.realpath(os.path.expanduser("~"))
+    if path in (os.sep, home) or cwd == path or cwd.startswith(path.rstrip(os.sep) + os.sep):
+        raise NupesError(f"{folder}: is the current folder, one of its parents, the root or the home folder; "
+                         "nupes-edge replaces its output folder whole, so name a new or empty folder")
+    return path
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str, what: str = "build"):
     """Hold an exclusive lock on ``folder`` (a lock file beside it) for the ``with`` body. A second
     process waits, saying so on stderr, and gives up with a clear error after LOCK_WAIT_S."""
-    folder = os.path.abspath(folder)
+    folder = checked_output_folder(folder)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     path = os.path.join(parent, f".{os.path.basename(folder)}.lock")
-    with open(path, "a") as f:
+    if os.path.islink(path):
+        raise NupesError(f"{path}: the lock file is a symlink; delete it")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -48,7 +70,7 @@ def fresh_folder(folder: str):
     """Yield a new temporary folder beside ``folder``; when the ``with`` body succeeds it replaces
     ``folder`` (old contents removed), when it fails (or is interrupted) it is deleted, so
     ``folder`` is never half-written. Call it under folder_lock."""
-    folder = os.path.abspath(folder)
+    folder = checked_output_folder(folder)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.tmp-")

@@ -39,10 +39,14 @@ def import_pt2(path: str) -> Graph:
     """Import a program saved with ``torch.export.save``."""
     if not os.path.isfile(path):
         raise NupesError(f"{path}: no such file")
+    from .pt2_safe import load_pt2
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ep = torch.export.load(path)
+            ep = load_pt2(path)
+    except NupesError:
+        raise
     except Exception as e:
         raise NupesError(f"{path}: not a readable torch.export (.pt2) file: {str(e).splitlines()[0]}") from None
     return import_exported(ep, origin=os.path.basename(path))

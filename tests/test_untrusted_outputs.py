@@ -1,0 +1,116 @@
+"""Untrusted inputs and dangerous output paths (issue: hardening, round two).
+
+A .pt2 whose archive marks a weight ``use_pickle`` (or hides a pickle elsewhere) must be refused
+without running it; an output folder that is empty, the current folder or a parent must be refused
+before anything is deleted."""
+import json
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+import torch.nn as nn
+
+from nupes_edge.errors import NupesError
+from nupes_edge.importers import import_pt2
+from tests.test_cli import cli
+
+
+class _Payload:
+    """Unpickling this creates the marker file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _saved_net(tmp_path):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(net, (torch.randn(1, 1, 4, 4),)), str(path))
+    return path
+
+
+def _rewrite(src, dst, edit):
+    """Copy the zip ``src`` to ``dst``, passing each (name, bytes) through ``edit``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            name, data = edit(info.filename, zin.read(info.filename))
+            zout.writestr(name, data)
+
+
+def _pickled_weight_archive(tmp_path, marker):
+    src = _saved_net(tmp_path)
+    target = {}
+
+    def edit(name, data):
+        if name.endswith("weights_config.json"):
+            cfg = json.loads(data)
+            fqn, meta = next(iter(cfg["config"].items()))
+            meta["use_pickle"] = True
+            target["file"] = meta["path_name"]
+            return name, json.dumps(cfg)
+        return name, data
+
+    mid = tmp_path / "mid.pt2"
+    _rewrite(src, mid, edit)
+    bad = tmp_path / "evil.pt2"
+    _rewrite(mid, bad, lambda n, d: (n, pickle.dumps(_Payload(str(marker))) if n.endswith("/" + target["file"]) else d))
+    return bad
+
+
+def test_a_pt2_with_a_pickled_weight_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "PWNED"
+    bad = _pickled_weight_archive(tmp_path, marker)
+    with pytest.raises(NupesError, match="pickle"):
+        import_pt2(str(bad))
+    assert not marker.exists()
+    r = cli("quantize", str(bad), "--data", "random", "-o", str(tmp_path / "m.nq"), cwd=tmp_path)
+    assert r.returncode == 2 and "pickle" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists() and not (tmp_path / "m.nq").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_torch_loaders_are_guarded_even_past_the_inspection(tmp_path):
+    """Defence in depth: with the archive inspection skipped, the load itself still refuses the pickle."""
+    from nupes_edge.importers import pt2_safe
+
+    marker = tmp_path / "PWNED"
+    bad = _pickled_weight_archive(tmp_path, marker)
+    with pytest.raises(Exception):
+        with pt2_safe._no_unpickling():
+            torch.export.load(str(bad))
+    assert not marker.exists()
+    assert torch.load is not None and pickle.loads(pickle.dumps(3)) == 3  # restored afterwards
+
+
+def test_a_plain_pt2_still_loads(tmp_path):
+    g = import_pt2(str(_saved_net(tmp_path)))
+    assert [n.op for n in g.nodes] == ["conv2d", "flatten", "linear"]
+
+
+@pytest.mark.parametrize("out", ["", ".", "./", "..", "sub/.."])
+def test_codegen_refuses_the_current_folder_or_a_parent_and_deletes_nothing(tmp_path, out):
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "keep.txt").write_text("mine")
+    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
+               cwd=work).returncode == 0
+    r = cli("codegen", "m.nq", "-o", out, cwd=work)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "folder" in r.stderr
+    assert (work / "keep.txt").read_text() == "mine" and (work / "m.nq").exists() and (work / "sub").is_dir()
+
+
+def test_codegen_refuses_a_symlinked_output_folder(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "keep.txt").write_text("mine")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
+               cwd=tmp_path).returncode == 0
+    r = cli("codegen", "m.nq", "-o", "link", cwd=tmp_path)
+    assert r.returncode == 2 and "symlink" in r.stderr
+    assert (tmp_path / "real" / "keep.txt").read_text() == "mine"
