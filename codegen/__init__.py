@@ -143,7 +143,7 @@ def model_hash(qm: QuantModel) -> str:
 def _storage_of_output(qm: QuantModel) -> str:
     t = qm.graph.output_name
     producers = {n.output: n for n in qm.graph.nodes}
-    while producers[t].op == "flatten":
+    while producers[t].op in ("flatten", "reshape"):
         t = producers[t].inputs[0]
     return t
 

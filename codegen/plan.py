@@ -15,19 +15,20 @@ import numpy as np
 from ..errors import NupesError
 from ..intparams import IntAdd, IntLayer
 from ..intref.fixedpoint import INT32_MAX
-from ..ir import TABLE_OPS, macs
+from ..ir import ALIAS_OPS, TABLE_OPS, macs
 from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
-from ..validate import INT32, check_add, check_layer, check_concat, check_softmax, check_table, clamp_bounds
+from ..validate import (INT32, check_add, check_concat, check_layer, check_mean, check_softmax, check_table,
+                        clamp_bounds)
 from .cvalues import c_identifier, c_int, c_ints
 
 ALIGN = 4
 _ALLOWED_ATTRS = {
     "conv2d": {"stride", "pads", "groups", "act"}, "linear": {"act"}, "add": {"act"},
     "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
-    "global_avgpool": set(), "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
-    "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "concat": set(),
+    "global_avgpool": set(), "mean": set(), "reshape": {"shape"}, "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
+    "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "requantize": set(), "concat": set(),
 }
 
 
@@ -281,8 +282,9 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
     alias: dict[str, str] = {}  # tensor → the tensor whose bytes it is
     flatten_src: dict[str, tuple] = {}  # flatten output → shape of its input
     for node in g.nodes:
-        if node.op == "flatten":
+        if node.op in ALIAS_OPS:  # the same bytes under another shape: no step, no copy
             alias[node.output] = alias.get(node.inputs[0], node.inputs[0])
+        if node.op == "flatten":  # PyTorch's C, H, W order: folded into the next Linear's columns
             flatten_src[node.output] = g.shapes[node.inputs[0]]
 
     def storage(t: str) -> str:
@@ -291,7 +293,7 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
     out_store = storage(g.output_name)
     output_in_arena = out_store == g.input_name or out_store != g.output_name
     # --- lifetimes of arena tensors
-    real = [n for n in g.nodes if n.op != "flatten"]
+    real = [n for n in g.nodes if n.op not in ALIAS_OPS]
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for i, node in enumerate(real):
@@ -395,6 +397,12 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             c, h, w = g.shapes[node.inputs[0]]
             kernel = "nupes_global_avg_pool"
             call = f"{kernel}({ins[0]}, {out}, {h * w}, {c}, {lo}, {hi});"
+        elif node.op == "mean":
+            c, h, w = g.shapes[node.inputs[0]]
+            p = check_mean(node, p, h * w)
+            kernel = "nupes_mean_s8"
+            call = (f"{{ static const nupes_mean_params_t m = {{ {p.mult}, {p.shift}, {p.in_zp}, {p.out_zp} }}; "
+                    f"{kernel}({ins[0]}, {out}, {h * w}, {c}, &m); }}")
         elif node.op in ("relu", "relu6"):
             lo, hi = clamp_bounds(node, p)
             kernel = "nupes_clamp"

@@ -53,6 +53,8 @@ def to_graph_layout(x: np.ndarray, input_shape: tuple[int, ...] | None, layout: 
     if layout != "NHWC" or input_shape is None or len(input_shape) != 3:
         return x
     c, h, w = input_shape
+    if h == 1 and x.ndim == 3 and tuple(x.shape[1:]) == (w, c):  # a sequence model's N x T x C
+        x = x.reshape(len(x), 1, w, c)
     if x.ndim != 4 or tuple(x.shape[1:]) != (h, w, c):
         raise NupesError(f"{what}: 'x' has shape {list(x.shape)}; this .tflite model takes N x H x W x C = "
                          f"N×{[h, w, c]}")

@@ -69,6 +69,19 @@ class IntClamp:
 
 
 @dataclass
+class IntMean:
+    """TFLite Micro's int8 MEAN over ``count`` values (reference_ops::QuantizedMeanOrSum):
+    out = clamp(MBQM(Σx - in_zp·count, mult, shift) + out_zp, -128, 127), with (mult, shift) the
+    input/output scale ratio's multiplier already folded with 1/count as TFLite Micro folds it."""
+
+    mult: int
+    shift: int
+    in_zp: int
+    out_zp: int
+    count: int
+
+
+@dataclass
 class IntSoftmax:
     """TFLite Micro's int8 softmax (intref/softmax.py): the input's scale · beta as a Q5.26
     multiplier and left shift, and the smallest difference from the row maximum that counts."""

@@ -2,7 +2,8 @@
 
 Semantics follow PyTorch: activations are NCHW (shapes exclude the batch dimension),
 conv weights are OIHW (I = in_channels / groups), linear weights are (out, in),
-Flatten flattens in C, H, W order. BatchNorm is already folded, ReLU/ReLU6 are fused
+Flatten flattens in C, H, W order (PyTorch's), Reshape keeps the device's bytes (H, W, C order for a
+C×H×W tensor: TFLite's RESHAPE of an N×H×W×C tensor). BatchNorm is already folded, ReLU/ReLU6 are fused
 into the producing conv/linear/add where possible (attribute ``act``).
 """
 from __future__ import annotations
@@ -17,9 +18,11 @@ from .errors import NupesError
 
 ACTIVATIONS = ("none", "relu", "relu6")
 # Elementwise int8 activations computed by a 256-entry table (intref/lut_ops.py)
-TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu")
-OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu", "relu6", "flatten", "softmax",
-       "concat", *TABLE_OPS)
+TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "requantize")
+OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "mean", "add", "relu", "relu6", "flatten",
+       "reshape", "softmax", "concat", *TABLE_OPS)
+# Ops that only give their input's bytes another shape: no kernel, no copy (the C plan aliases them)
+ALIAS_OPS = ("flatten", "reshape")
 WEIGHT_OPS = ("conv2d", "linear")
 
 
@@ -131,7 +134,7 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         if oh < 1 or ow < 1:
             raise _fail(node, f"kernel {kh}×{kw} does not fit input {h}×{w}")
         return (c, oh, ow)
-    if node.op == "global_avgpool":
+    if node.op in ("global_avgpool", "mean"):  # mean: TFLite's MEAN over H and W, rescaling to its own output
         (s,) = in_shapes
         if len(s) != 3:
             raise _fail(node, f"expects a C×H×W input, got shape {s}")
@@ -158,6 +161,14 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         return s
     if node.op == "flatten":
         return (math.prod(in_shapes[0]),)
+    if node.op == "reshape":
+        shape = a.get("shape")
+        if not (isinstance(shape, (list, tuple)) and len(shape) in (1, 3)
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 24 for v in shape)):
+            raise _fail(node, f"reshape target {str(shape)[:60]} is not a C×H×W or vector shape of positive integers")
+        if math.prod(shape) != math.prod(in_shapes[0]):
+            raise _fail(node, f"cannot reshape {in_shapes[0]} ({math.prod(in_shapes[0])} values) to {list(shape)}")
+        return tuple(shape)
     raise _fail(node, "no shape rule")  # pragma: no cover
 
 

@@ -158,12 +158,13 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
     act_tensor(g.input_name)
     for node in g.nodes:
         a = node.attrs
-        if node.op == "flatten":
-            flatten_src[node.output] = g.shapes[node.inputs[0]]
-            shape = np.array([1, int(np.prod(g.shapes[node.output]))], np.int32)
+        if node.op in ("flatten", "reshape"):
+            if node.op == "flatten":
+                flatten_src[node.output] = g.shapes[node.inputs[0]]
+            shape = np.array(_nhwc(g.shapes[node.output]), np.int32)
             opts = S.ReshapeOptionsT()
             opts.newShape = shape.tolist()
-            b.op(S.BuiltinOperator.RESHAPE, 1, [act_tensor(node.inputs[0]), b.tensor(node.name + "/shape", [2], np.int32, shape)],
+            b.op(S.BuiltinOperator.RESHAPE, 1, [act_tensor(node.inputs[0]), b.tensor(node.name + "/shape", [len(shape)], np.int32, shape)],
                  [act_tensor(node.output)], S.BuiltinOptions.ReshapeOptions, opts)
             continue
         if node.op in ("conv2d", "maxpool2d", "avgpool2d"):
@@ -255,6 +256,12 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             opts.fusedActivationFunction = S.ActivationFunctionType.NONE
             code = S.BuiltinOperator.MAX_POOL_2D if node.op == "maxpool2d" else S.BuiltinOperator.AVERAGE_POOL_2D
             b.op(code, 2 if quant else 1, [x], [act_tensor(node.output)], S.BuiltinOptions.Pool2DOptions, opts)
+        elif node.op == "mean":  # TFLite's MEAN over H and W, keeping the dims (its own output scale)
+            opts = S.ReducerOptionsT()
+            opts.keepDims = True
+            axes = b.tensor(node.name + "/axes", [2], np.int32, np.array([1, 2], np.int32))
+            b.op(S.BuiltinOperator.MEAN, 2 if quant else 1, [act_tensor(node.inputs[0]), axes], [act_tensor(node.output)],
+                 S.BuiltinOptions.ReducerOptions, opts)
         elif node.op == "add":
             opts = S.AddOptionsT()
             opts.fusedActivationFunction = _ACT[node.act]
@@ -271,6 +278,11 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             opts.fusedActivationFunction = S.ActivationFunctionType.NONE
             b.op(S.BuiltinOperator.CONCATENATION, 2 if quant else 1, [act_tensor(t) for t in node.inputs],
                  [act_tensor(node.output)], S.BuiltinOptions.ConcatenationOptions, opts)
+        elif node.op == "requantize":  # int8 -> int8 QUANTIZE; in a float model the same values
+            if quant:
+                b.op(S.BuiltinOperator.QUANTIZE, 2, [act_tensor(node.inputs[0])], [act_tensor(node.output)])
+            else:
+                ids[node.output] = act_tensor(node.inputs[0])
         elif node.op == "leaky_relu":
             opts = S.LeakyReluOptionsT()
             opts.alpha = float(a["alpha"])

@@ -53,8 +53,15 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return F.max_pool2d(x, a["kernel"], a["stride"])
     if node.op == "avgpool2d":
         return F.avg_pool2d(xs[0], a["kernel"], a["stride"])
-    if node.op == "global_avgpool":
+    if node.op in ("global_avgpool", "mean"):
         return xs[0].mean(dim=(2, 3), keepdim=True)
+    if node.op == "reshape":  # the device's byte order (H, W, C) kept
+        x = xs[0].permute(0, 2, 3, 1) if xs[0].ndim == 4 else xs[0]
+        shape = a["shape"]
+        if len(shape) == 3:
+            c, h, w = shape
+            return x.reshape(len(x), h, w, c).permute(0, 3, 1, 2)
+        return x.reshape(len(x), *shape)
     if node.op == "add":
         return apply_act(xs[0] + xs[1], node.act)
     if node.op in ("relu", "relu6"):
@@ -71,6 +78,8 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return torch.tanh(xs[0])
     if node.op == "hardswish":
         return F.hardswish(xs[0])
+    if node.op == "requantize":  # TFLite's int8 -> int8 QUANTIZE: the same real values, another scale
+        return xs[0]
     if node.op == "leaky_relu":
         return F.leaky_relu(xs[0], a["alpha"])
     raise ValueError(node.op)  # pragma: no cover

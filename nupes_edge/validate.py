@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .errors import NupesError
-from .intparams import IntAdd, IntClamp, IntLayer, IntSoftmax, IntTable
+from .intparams import IntAdd, IntClamp, IntLayer, IntMean, IntSoftmax, IntTable
 from .ir import TABLE_OPS
 from .packing import unpack_rows
 
@@ -100,6 +100,21 @@ def check_add(node, p: IntAdd) -> None:
 
 
 
+def check_mean(node, p, count: int) -> IntMean:
+    """A MEAN's parameters, in the ranges its C kernel (nupes_mean_s8) computes without overflow."""
+    what = f"layer '{node.name}'"
+    params_of(node, p, IntMean)
+    c_int(p.mult, 0, INT32[1], f"{what}: mult")
+    shift = c_int(p.shift, -31, 30, f"{what}: shift")
+    c_int(p.in_zp, -128, 127, f"{what}: in_zp")
+    c_int(p.out_zp, -128, 127, f"{what}: out_zp")
+    if c_int(p.count, 1, 1 << 24, f"{what}: count") != count:
+        raise NupesError(f"{what}: count {p.count} is not the {count} values it averages")
+    if shift > 0 and (255 * count) << shift > INT32[1]:
+        raise NupesError(f"{what}: a left shift of {shift} overflows int32 on a sum of {count} values")
+    return p
+
+
 def check_softmax(node, p, out_q) -> tuple[int, int, int]:
     """A softmax's parameters, in the ranges TFLite Micro's Prepare can give (nupes_softmax_s8)."""
     if not isinstance(p, IntSoftmax):
@@ -152,5 +167,8 @@ def check_model(qm) -> None:
             check_table(node, p)
         elif node.op == "concat":
             check_concat(node, qm.act)
+        elif node.op == "mean":
+            _, h, w = qm.graph.shapes[node.inputs[0]]
+            check_mean(node, p, h * w)
         elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool", "relu", "relu6"):
             clamp_bounds(node, p)

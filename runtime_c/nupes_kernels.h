@@ -138,6 +138,14 @@ void nupes_max_pool2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g,
 void nupes_avg_pool2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, int32_t act_min, int32_t act_max);
 void nupes_global_avg_pool(const int8_t *in, int8_t *out, int32_t hw, int32_t c, int32_t act_min, int32_t act_max);
 
+/* MEAN over the hw pixels of an HWC tensor, per channel, into c outputs that may have their own
+ * quantization (TFLite Micro's reference_ops::QuantizedMeanOrSum, bit for bit). The code generator
+ * folds 1/hw into (mult, shift) and checks that (255 * hw) << max(shift, 0) fits int32. */
+typedef struct {
+    int32_t mult, shift, in_zp, out_zp;
+} nupes_mean_params_t;
+void nupes_mean_s8(const int8_t *in, int8_t *out, int32_t hw, int32_t c, const nupes_mean_params_t *p);
+
 /* Clamp n values to [lo, hi] (stand-alone ReLU / ReLU6 in the quantized domain). */
 void nupes_clamp(const int8_t *in, int8_t *out, int32_t n, int32_t lo, int32_t hi);
 

@@ -111,10 +111,19 @@ def digits_int8(digits_graph, digits_calib):
 def test_own_int8_export_comes_back_with_the_same_integer_parameters(digits_int8):
     qm, data = digits_int8
     back = quantize_graph(import_tflite_bytes(data, "digits.tflite"), None, "uniform", 8, name="digits")
+    from nupes_edge.layout import weights_hwc
+
+    producers = {n.output: n for n in qm.graph.nodes}
     for node, node_back in zip(qm.graph.weight_nodes(), back.graph.weight_nodes(), strict=True):
         p, q = qm.params[node.name], back.params[node_back.name]
-        for field in ("codes", "bias", "mult", "shift"):
+        for field in ("bias", "mult", "shift"):
             np.testing.assert_array_equal(getattr(p, field), getattr(q, field), err_msg=f"{node.name}.{field}")
+        # the codes in the device's order: a dense layer after PyTorch's Flatten has its columns in C, H, W
+        # order, the file's (and so the re-imported layer's) are in H, W, C order
+        src = producers.get(node.inputs[0])
+        flat = qm.graph.shapes[src.inputs[0]] if src is not None and src.op == "flatten" else None
+        np.testing.assert_array_equal(weights_hwc(p.codes, node.op, flat), weights_hwc(q.codes, node_back.op),
+                                      err_msg=f"{node.name}.codes")
     xq = random_int8(qm.graph, 50)
     np.testing.assert_array_equal(run_int(back, xq), run_int(qm, xq))
 

@@ -45,14 +45,28 @@ def _op_names():
 
 
 def _chw(shape) -> tuple[int, ...]:
+    """A .tflite tensor's shape in the IR, whose device bytes are the file's bytes in the same order:
+    [1, H, W, C] -> (C, H, W); [1, A, B] -> (B, 1, A) (a sequence: one row of A pixels of B channels);
+    [1, F] and [F] -> (F,)."""
     shape = [int(v) for v in shape]
+    if len(shape) in (2, 3, 4) and shape[0] != 1:
+        raise ValueError(f"batch {shape[0]}")
     if len(shape) == 4:
-        if shape[0] != 1:
-            raise ValueError(f"batch {shape[0]}")
         return (shape[3], shape[1], shape[2])
+    if len(shape) == 3:
+        return (shape[2], 1, shape[1])
     if len(shape) == 2:
         return (shape[1],)
+    if len(shape) == 1:
+        return (shape[0],)
     raise ValueError(f"rank-{len(shape)} tensor")
+
+
+# Builtin operators this importer maps, and those that may follow the final SOFTMAX (aliases only)
+SUPPORTED = ("QUANTIZE", "DEQUANTIZE", "PAD", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MAX_POOL_2D",
+             "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "RELU", "RELU6", "CONCATENATION",
+             "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "SOFTMAX")
+AFTER_SOFTMAX = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
 class _Reader:
@@ -75,7 +89,8 @@ class _Reader:
         self.nodes: list[Node] = []
         self.alias: dict[int, int] = {}  # tensor → tensor whose values it has (QUANTIZE, DEQUANTIZE, ...)
         self.pads: dict[int, tuple[int, int, tuple]] = {}  # PAD output → (source tensor, pads)
-        self.flat_src: dict[int, tuple] = {}  # RESHAPE-to-2D output → the H×W×C shape it flattened
+        self.quant_like: dict[str, str] = {}  # helper IR tensor → the file tensor whose quantization it has
+        self.declared: list[tuple[int, str]] = []  # (file tensor, IR tensor) of every node output, checked at the end
         self.producer: dict[str, Node] = {}
         self.users: dict[int, int] = {}
         self.softmax_of: int | None = None
@@ -124,6 +139,16 @@ class _Reader:
             scale = np.asarray(q.scale, np.float64)
             zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0], np.float64)
             axis = int(q.quantizedDimension) if len(scale) > 1 else 0
+            if a.ndim == 1:  # a per-channel axis a 1-D tensor does not have is ignored, as TFLite does
+                axis = 0
+            if len(scale) > 1 and not 0 <= axis < a.ndim:
+                raise NupesError(f"{self.origin}: {op}: the {what} is quantized along axis {axis} of a "
+                                 f"rank-{a.ndim} tensor")
+            if len(scale) > 1 and len(scale) != a.shape[axis]:
+                raise NupesError(f"{self.origin}: {op}: the {what} has {len(scale)} scales for {a.shape[axis]} "
+                                 f"channels along axis {axis}")
+            if len(zp) not in (1, len(scale)):
+                raise NupesError(f"{self.origin}: {op}: the {what} has {len(zp)} zero points for {len(scale)} scales")
             view = [1] * a.ndim
             if len(scale) > 1:
                 view[axis] = -1
@@ -179,6 +204,9 @@ class _Reader:
                 continue
             name = self.name(i)
             have = self.file_quant.act.setdefault(name, q)
+            for helper, like in self.quant_like.items():
+                if like == name:
+                    self.file_quant.act.setdefault(helper, q)
             if have != q:
                 self.file_quant.conflicts.append(f"tensor {i}: quantization {q} differs from {have} of the "
                                                  f"tensor it is merged with (a requantizing QUANTIZE or RESHAPE)")
@@ -189,6 +217,15 @@ class _Reader:
                     attrs=attrs or {}, weight=weight, bias=bias, source=f"operator {op_index} in {self.origin}")
         self.nodes.append(node)
         self.producer[node.output] = node
+        self.declared.append((output, node.output))
+        return node
+
+    def emit_named(self, k: int, suffix: str, op: str, inputs: list[str], output: str, attrs=None) -> Node:
+        """A node of the IR's own (no file tensor of its own): operator k's helper step."""
+        node = Node(name=f"{suffix}_{k}", op=op, inputs=inputs, output=output, attrs=attrs or {},
+                    source=f"operator {k} in {self.origin}")
+        self.nodes.append(node)
+        self.producer[output] = node
         return node
 
     def spatial_pads(self, opts, x: int, kh: int, kw: int, sh: int, sw: int) -> tuple[int, list[int]]:
@@ -210,22 +247,82 @@ class _Reader:
             raise NupesError(f"{self.origin}: operator {op_index}: fused activation {act_code} is not supported")
         node.attrs["act"] = act
 
+    def op_name(self, op) -> str:
+        oc = self.model.operatorCodes[op.opcodeIndex]
+        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
+        name = self.names.get(code, str(code))
+        if name == "CUSTOM":
+            custom = oc.customCode.decode(errors="replace") if oc.customCode else "?"
+            return "CUSTOM " + "".join(ch if ch.isprintable() else "?" for ch in custom)[:64]
+        return name
+
+    def check_supported(self, ops) -> None:
+        """One refusal naming every operator and tensor type this importer cannot map."""
+        T = self.S.TensorType
+        type_names = {v: k for k, v in vars(T).items() if not k.startswith("_")}
+        unsupported: dict[str, list[int]] = {}
+        for k, op in enumerate(ops):
+            name = self.op_name(op)
+            if name not in SUPPORTED:
+                unsupported.setdefault(name, []).append(k)
+        problems = [f"{name} (operator{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks[:5]))}"
+                    f"{', ...' if len(ks) > 5 else ''})" for name, ks in unsupported.items()]
+        kinds = set()
+        for i, t in enumerate(self.sg.tensors or []):
+            is_const = t.buffer < len(self.model.buffers) and self.model.buffers[t.buffer].data is not None \
+                and len(self.model.buffers[t.buffer].data) > 0
+            if not is_const and t.type not in (T.INT8, T.FLOAT32):
+                kinds.add(type_names.get(t.type, str(t.type)))
+        if kinds:
+            problems.append(f"{'/'.join(sorted(kinds))} activations"
+                            + (" (16x8 models: int16 activations are not supported yet)" if "INT16" in kinds else ""))
+        if problems:
+            raise NupesError(f"{self.origin}: not supported: {'; '.join(problems)}. nupes-edge maps "
+                             f"{', '.join(SUPPORTED)} with int8 or float32 activations (docs/tflite.md)")
+
+    def ir_shape(self, i: int, k: int, what: str) -> tuple[int, ...]:
+        try:
+            return _chw(self.t(i).shape)
+        except ValueError as e:
+            raise NupesError(f"{self.origin}: operator {k}: the {what} has shape {[int(v) for v in self.t(i).shape]} "
+                             f"({e}); only batch 1 and ranks 1-4 are supported") from None
+
+    def reshape(self, k: int, src: int, out: int, suffix: str = "") -> None:
+        """The file's RESHAPE (and SQUEEZE / EXPAND_DIMS): the same bytes, another shape."""
+        ishape, oshape = self.ir_shape(src, k, "input"), self.ir_shape(out, k, "output")
+        if math.prod(ishape) != math.prod(oshape):
+            raise NupesError(f"{self.origin}: operator {k} (RESHAPE {[int(v) for v in self.t(src).shape]} → "
+                             f"{[int(v) for v in self.t(out).shape]}) changes the number of values")
+        if ishape == oshape or (len(ishape) == 3 and len(oshape) == 3 and ishape[1:] == (1, 1) == oshape[1:]):
+            self.alias[out] = self.alias.get(src, src)
+        else:
+            self.emit(k, "reshape", [src], out, {"shape": list(oshape)})
+
     def run(self) -> Graph:
         ops = self.sg.operators or []
+        self.check_supported(ops)
         for op in ops:
             for i in list(op.inputs if op.inputs is not None else []):
                 self.users[int(i)] = self.users.get(int(i), 0) + 1
         for k, op in enumerate(ops):
-            oc = self.model.operatorCodes[op.opcodeIndex]
-            code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
-            name = self.names.get(code, str(code))
+            name = self.op_name(op)
             ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
             outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
             o = op.builtinOptions
-            if self.softmax_of is not None:
-                raise NupesError(f"{self.origin}: operator {k} ({name}) follows SOFTMAX; Softmax must be the final op")
+            if self.softmax_of is not None and name not in AFTER_SOFTMAX:
+                raise NupesError(f"{self.origin}: operator {k} ({name}) follows SOFTMAX; Softmax must be the final "
+                                 "op (a QUANTIZE, DEQUANTIZE or RESHAPE may follow it)")
             if name in ("QUANTIZE", "DEQUANTIZE"):
-                self.alias[outs[0]] = self.alias.get(ins[0], ins[0])
+                qi, qo = self.quant_of(ins[0]), self.quant_of(outs[0])
+                if self.t(ins[0]).type == self.S.TensorType.UINT8 or self.t(outs[0]).type == self.S.TensorType.UINT8:
+                    raise NupesError(f"{self.origin}: operator {k} ({name}): uint8 tensors are not supported yet")
+                if name == "QUANTIZE" and qi is not None and qo is not None and qi != qo:
+                    if self.softmax_of is not None:
+                        raise NupesError(f"{self.origin}: operator {k} (QUANTIZE) requantizes the final SOFTMAX's "
+                                         "probabilities; not supported")
+                    self.emit(k, "requantize", [ins[0]], outs[0])  # int8 -> int8 with another scale
+                else:  # float <-> int8 at the model's edges, or an int8 copy: the same values
+                    self.alias[outs[0]] = self.alias.get(ins[0], ins[0])
             elif name == "PAD":
                 p = self.const(ins[1], "paddings", name, raw=True).astype(int)
                 if p.shape != (4, 2) or p[0].any() or p[3].any():
@@ -233,8 +330,13 @@ class _Reader:
                 self.pads[outs[0]] = (ins[0], (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1])))
             elif name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 w = self.const(ins[1], "weights", name)
-                if o.dilationHFactor not in (0, 1) or o.dilationWFactor not in (0, 1):
-                    raise NupesError(f"{self.origin}: operator {k} ({name}): dilation is not supported")
+                if o is None or o.dilationHFactor != 1 or o.dilationWFactor != 1:
+                    raise NupesError(f"{self.origin}: operator {k} ({name}): dilation "
+                                     f"{(o.dilationHFactor, o.dilationWFactor) if o else '?'} is not supported (only 1)")
+                if o.strideH < 1 or o.strideW < 1:
+                    raise NupesError(f"{self.origin}: operator {k} ({name}): stride {(o.strideH, o.strideW)} is invalid")
+                if w.ndim != 4:
+                    raise NupesError(f"{self.origin}: operator {k} ({name}): weights of shape {list(w.shape)} are not 4-D")
                 if name == "CONV_2D":
                     w = w.transpose(0, 3, 1, 2)  # OHWI → OIHW
                 else:
@@ -242,7 +344,11 @@ class _Reader:
                 kh, kw = w.shape[2:]
                 src, pads = self.spatial_pads(o, ins[0], kh, kw, o.strideH, o.strideW)
                 bias = self.const(ins[2], "bias", name) if len(ins) > 2 and ins[2] >= 0 else np.zeros(w.shape[0], np.float32)
-                groups = 1 if name == "CONV_2D" else _chw(self.t(src).shape)[0]
+                c_in = self.ir_shape(src, k, "input")[0]
+                groups = 1 if name == "CONV_2D" else c_in
+                if name == "DEPTHWISE_CONV_2D" and o.depthMultiplier not in (0, w.shape[0] // max(c_in, 1)):
+                    raise NupesError(f"{self.origin}: operator {k} (DEPTHWISE_CONV_2D): depth multiplier "
+                                     f"{o.depthMultiplier} disagrees with {w.shape[0]} output channels over {c_in} inputs")
                 node = self.emit(k, "conv2d", [src], outs[0], {"stride": [o.strideH, o.strideW], "pads": pads,
                                                               "groups": groups}, w, bias.astype(np.float32))
                 self.fuse(node, o.fusedActivationFunction, k)
@@ -250,30 +356,37 @@ class _Reader:
                 self.keep_layer(node, ins, lambda a: a.transpose(order))
             elif name == "FULLY_CONNECTED":
                 w = self.const(ins[1], "weights", name)
-                if o is not None and o.keepNumDims:
-                    raise NupesError(f"{self.origin}: operator {k} (FULLY_CONNECTED): keep_num_dims is not supported")
-                src = self.alias.get(ins[0], ins[0])
-                if src in self.flat_src:  # undo the HWC flatten order
-                    c, h, wd = self.flat_src[src]
-                    w = w.reshape(w.shape[0], h, wd, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)
+                if w.ndim != 2:
+                    raise NupesError(f"{self.origin}: operator {k} (FULLY_CONNECTED): weights of shape {list(w.shape)} "
+                                     "are not 2-D")
+                src = ins[0]
+                shape = self.ir_shape(src, k, "input")
+                if len(shape) != 1:  # TFLite flattens every dimension but the last into rows
+                    if math.prod(shape) != w.shape[1]:
+                        raise NupesError(f"{self.origin}: operator {k} (FULLY_CONNECTED): an input of shape "
+                                         f"{[int(v) for v in self.t(src).shape]} makes {math.prod(shape) // max(w.shape[1], 1)} "
+                                         f"rows of {w.shape[1]}; only one row (batch 1) is supported")
+                    src_name = self.emit_named(k, "reshape_rows", "reshape", [self.name(src)], f"{self.name(src)}_rows",
+                                               {"shape": [int(w.shape[1])]}).output
+                    self.quant_like[src_name] = self.name(src)
+                else:
+                    src_name = None
                 bias = self.const(ins[2], "bias", name) if len(ins) > 2 and ins[2] >= 0 else np.zeros(w.shape[0], np.float32)
-                node = self.emit(k, "linear", [ins[0]], outs[0], {}, w, bias.astype(np.float32))
+                node = self.emit(k, "linear", [src], outs[0], {}, w, bias.astype(np.float32))
+                if src_name is not None:
+                    node.inputs = [src_name]
                 self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
-                hwc = self.flat_src.get(src)
-
-                def reorder(a, hwc=hwc):
-                    if hwc is None:
-                        return a
-                    c, h, wd = hwc
-                    return a.reshape(a.shape[0], h, wd, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
-                self.keep_layer(node, ins, reorder)
+                self.keep_layer(node, ins, lambda a: a)
             elif name == "ADD":
                 node = self.emit(k, "add", ins[:2], outs[0], {})
                 self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
             elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
                 kh, kw = o.filterHeight, o.filterWidth
+                if min(kh, kw, o.strideH, o.strideW) < 1:
+                    raise NupesError(f"{self.origin}: operator {k} ({name}): filter {(kh, kw)} or stride "
+                                     f"{(o.strideH, o.strideW)} is invalid")
                 src, pads = self.spatial_pads(o, ins[0], kh, kw, o.strideH, o.strideW)
-                c, h, w = _chw(self.t(src).shape)
+                c, h, w = self.ir_shape(src, k, "input")
                 if name == "AVERAGE_POOL_2D" and (kh, kw) == (h, w) and not any(pads):
                     node = self.emit(k, "global_avgpool", [src], outs[0])
                 else:
@@ -282,24 +395,23 @@ class _Reader:
                 if o.fusedActivationFunction:
                     raise NupesError(f"{self.origin}: operator {k} ({name}): a fused activation on a pool is not supported")
             elif name == "MEAN":
-                axes = sorted(int(v) for v in self.const(ins[1], "axes", name, raw=True).ravel())
-                if axes != [1, 2]:
-                    raise NupesError(f"{self.origin}: operator {k} (MEAN): only the spatial mean over H, W is supported")
-                node = self.emit(k, "global_avgpool", [ins[0]], outs[0])
-                if not (o is not None and o.keepDims):
-                    node.output = node.output + "_pooled"
-                    self.producer[node.output] = node
-                    self.emit(k, "flatten", [], outs[0]).inputs = [node.output]
-            elif name == "RESHAPE":
-                in_shape = [int(v) for v in self.t(ins[0]).shape]
-                out_shape = [int(v) for v in self.t(outs[0]).shape]
-                if len(out_shape) == 2 and len(in_shape) == 4:
-                    self.emit(k, "flatten", [ins[0]], outs[0])
-                    self.flat_src[outs[0]] = _chw(in_shape)
-                elif in_shape == out_shape:
-                    self.alias[outs[0]] = self.alias.get(ins[0], ins[0])
-                else:
-                    raise NupesError(f"{self.origin}: operator {k} (RESHAPE {in_shape} → {out_shape}) is not supported")
+                rank = len(self.t(ins[0]).shape)
+                axes = sorted({int(v) % max(rank, 1) for v in self.const(ins[1], "axes", name, raw=True).ravel()})
+                spatial = {4: [1, 2], 3: [1]}.get(rank)
+                if axes != spatial:
+                    raise NupesError(f"{self.origin}: operator {k} (MEAN over axes {axes} of a rank-{rank} tensor): only "
+                                     "the mean over the spatial axes (H and W of N×H×W×C, or T of N×T×C) is supported")
+                keep = o is not None and o.keepDims
+                if keep:
+                    self.emit(k, "mean", [ins[0]], outs[0])
+                else:  # the pooled C×1×1 tensor, then the file's output shape
+                    c = self.ir_shape(ins[0], k, "input")[0]
+                    pooled = self.emit_named(k, "mean", "mean", [self.name(ins[0])], f"{self.name(outs[0])}_pooled")
+                    flat = self.emit(k, "reshape", [], outs[0], {"shape": [c]})
+                    flat.inputs = [pooled.output]
+                    self.quant_like[pooled.output] = self.name(outs[0])
+            elif name in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
+                self.reshape(k, ins[0], outs[0])
             elif name in ("RELU", "RELU6"):
                 self.emit(k, name.lower(), [ins[0]], outs[0])
             elif name == "CONCATENATION":
@@ -317,20 +429,38 @@ class _Reader:
                 self.softmax_out = outs[0]
                 self.softmax_beta = float(o.beta) if o is not None else 1.0
                 self.alias[outs[0]] = self.alias.get(ins[0], ins[0])
-            else:
+            else:  # pragma: no cover - check_supported refused it
                 raise NupesError(f"{self.origin}: operator {k} ({name}) is not supported")
         if len(self.sg.inputs) != 1 or len(self.sg.outputs) != 1:
             raise NupesError(f"{self.origin}: only models with one input and one output are supported")
         inp = int(self.sg.inputs[0])
-        graph = Graph(input_name=self.name(inp), input_shape=_chw(self.t(inp).shape),
+        graph = Graph(input_name=self.name(inp), input_shape=self.ir_shape(inp, 0, "model input"),
                       output_name=self.name(int(self.sg.outputs[0])), nodes=self.nodes,
                       output_softmax=self.softmax_of is not None, input_layout="NHWC")
         graph.softmax_beta = self.softmax_beta
         infer_shapes(graph)
+        self.check_declared(graph)
         self.keep_activations()
-        if self.file_quant.layers:
+        if self.file_quant.layers or any(n.op == "requantize" for n in self.nodes):
             graph.file_quant = self.file_quant
         return graph
+
+    def check_declared(self, graph: Graph) -> None:
+        """Every shape the file declares for an operator's output equals the one computed from its
+        inputs and parameters (TFLite Micro would compute the latter, or refuse the file)."""
+        for i, tname in self.declared:
+            if tname not in graph.shapes:
+                continue
+            try:
+                declared = _chw(self.t(i).shape)
+            except ValueError:
+                declared = None
+            if declared != graph.shapes[tname]:
+                node = self.producer.get(tname)
+                where = node.source if node is not None else f"tensor {i}"
+                raise NupesError(f"{self.origin}: {where}: the output's declared shape "
+                                 f"{[int(v) for v in self.t(i).shape]} differs from the computed "
+                                 f"{list(graph.shapes[tname])} (C×H×W); the file is inconsistent")
 
 
 def import_tflite_bytes(data: bytes, origin: str = "model.tflite") -> Graph:

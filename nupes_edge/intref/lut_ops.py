@@ -329,3 +329,15 @@ def leaky_relu_table(alpha: float, in_scale: float, in_zp: int, out_scale: float
     if negative:
         scaled_alpha = -scaled_alpha
     return _table(np.clip(out_zp + np.where(x >= 0, identity, scaled_alpha), -128, 127))
+
+
+def requantize_table(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.ndarray:
+    """TFLite Micro's int8 -> int8 QUANTIZE (reference_ops::Requantize): MBQM(q - in_zp, M) + out_zp,
+    clamped, with M = QuantizeMultiplier(double(float32 in_scale) / double(float32 out_scale))."""
+    s_in, s_out = _f32(in_scale, "input scale"), _f32(out_scale, "output scale")
+    mult, shift = quantize_multiplier(s_in / s_out)
+    if shift > 0 and 255 << shift > INT32_MAX:
+        raise ValueError(f"the rescaling {s_in / s_out} is too large for int32")
+    x = INPUTS - _zero_point(in_zp, "input zero point")
+    return _table(np.clip(multiply_by_quantized_multiplier(x, mult, shift) + _zero_point(out_zp, "output zero point"),
+                          -128, 127))

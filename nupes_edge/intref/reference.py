@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..intparams import IntAdd, IntClamp, IntLayer
+from ..intparams import IntAdd, IntClamp, IntLayer, IntMean
+from ..layout import from_device, to_device
 from ..ir import TABLE_OPS, Node
 from ..quant.power import round_half_away
 from .fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
@@ -104,6 +105,17 @@ def global_avgpool(x: np.ndarray, p: IntClamp) -> np.ndarray:
     return np.clip(_rounded_mean(total, x.shape[2] * x.shape[3]), p.lo, p.hi)
 
 
+def mean(x: np.ndarray, p: IntMean) -> np.ndarray:
+    """TFLite Micro's int8 MEAN over H and W (reference_ops::QuantizedMeanOrSum)."""
+    shifted = x.astype(np.int64).sum(axis=(2, 3), keepdims=True) - p.in_zp * p.count
+    return np.clip(multiply_by_quantized_multiplier(shifted, p.mult, p.shift) + p.out_zp, -128, 127)
+
+
+def reshape(x: np.ndarray, shape) -> np.ndarray:
+    """The same bytes in the device's order (H, W, C for a C×H×W tensor), another shape."""
+    return from_device(to_device(x), tuple(shape))
+
+
 def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
     """Run the integer model on int8 inputs (N, *input_shape); returns int8 outputs."""
     if len(xq) > chunk and record is None:  # bounded memory: the im2col views grow with N
@@ -127,8 +139,12 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = global_avgpool(xs[0], p)
         elif node.op in ("relu", "relu6"):
             y = np.clip(xs[0], p.lo, p.hi)
+        elif node.op == "mean":
+            y = mean(xs[0], p)
         elif node.op == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
+        elif node.op == "reshape":
+            y = reshape(xs[0], node.attrs["shape"])
         elif node.op == "concat":
             y = np.concatenate(xs, axis=1)
         elif node.op in TABLE_OPS:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NupesError
-from ..intparams import IntAdd, IntClamp, IntLayer, IntSoftmax, IntTable
+from ..intparams import IntAdd, IntClamp, IntLayer, IntMean, IntSoftmax, IntTable
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..intref.softmax import softmax_params
 from ..ir import TABLE_OPS, Graph, Node
@@ -112,6 +112,28 @@ def lower_add(node: Node, a1: ActQuant, a2: ActQuant, ao: ActQuant) -> IntAdd:
                   act_min=lo, act_max=hi)
 
 
+def mean_params(count: int, s_in: float, s_out: float) -> tuple[int, int]:
+    """TFLite Micro's MEAN multiplier (reduce_common.cc Prepare, reference_ops::QuantizedMeanOrSum):
+    QuantizeMultiplier(s_in / s_out) in double, then 1/count folded in with a shift of
+    floor(log2(count)) clamped to 32 and to 31 + shift, the multiplier divided by count truncating."""
+    mult, shift = quantize_multiplier(float(np.float32(s_in)) / float(np.float32(s_out)))
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    if k < 0:
+        raise ValueError(f"output scale {s_out} is too large for the input scale {s_in}")
+    return int((mult << k) // count), int(shift - k)
+
+
+def lower_mean(node: Node, count: int, a_in: ActQuant, a_out: ActQuant) -> IntMean:
+    try:
+        mult, shift = mean_params(count, a_in.scale, a_out.scale)
+    except ValueError as e:
+        raise NupesError(f"layer '{node.name}' (mean): {e}") from None
+    if shift > 0 and (255 * count) << shift > INT32_MAX:
+        raise NupesError(f"layer '{node.name}' (mean): the output scale is so much finer than the input's that the "
+                         "sum of its inputs overflows int32 once rescaled")
+    return IntMean(mult=mult, shift=shift, in_zp=a_in.zero_point, out_zp=a_out.zero_point, count=int(count))
+
+
 def lower_softmax(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntSoftmax:
     if (a_out.scale, a_out.zero_point) != (1.0 / 256, -128):
         raise NupesError(f"layer '{node.name}': a softmax output must be quantized with scale 1/256 and zero point "
@@ -131,7 +153,7 @@ def lower_table(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntTable:
             table = lut_ops.leaky_relu_table(float(node.attrs["alpha"]), *q)
         else:
             table = {"sigmoid": lut_ops.logistic_table, "tanh": lut_ops.tanh_table,
-                     "hardswish": lut_ops.hard_swish_table}[node.op](*q)
+                     "hardswish": lut_ops.hard_swish_table, "requantize": lut_ops.requantize_table}[node.op](*q)
     except ValueError as e:
         raise NupesError(f"layer '{node.name}' ({node.op}): {e}") from None
     return IntTable(np.asarray(table, np.int8))
@@ -152,6 +174,9 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
                 params[node.name] = IntClamp(*act_range(node.op, act[node.output]))
             elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
                 params[node.name] = IntClamp(-128, 127)
+            elif node.op == "mean":
+                _, h, w = graph.shapes[node.inputs[0]]
+                params[node.name] = lower_mean(node, h * w, act[node.inputs[0]], act[node.output])
             elif node.op == "softmax":
                 params[node.name] = lower_softmax(node, act[node.inputs[0]], act[node.output])
             elif node.op in TABLE_OPS:
