@@ -88,7 +88,10 @@ def eval_model(path_or_model, data: str) -> EvalReport:
     """Evaluate a model.nq (or QuantModel) on ``data`` (the test split of a bundled name, or a whole .npz)."""
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
     qm = artifact.load(path_or_model) if isinstance(path_or_model, str) else path_or_model
-    x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm), qm.graph.input_layout)
+    if data == "random":  # as verify and run take it: 200 random int8 inputs, the float model's top-1 as labels
+        x, y = random_inputs(qm, 200)
+    else:
+        x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm), qm.graph.input_layout)
     return evaluate(qm, x, y)
 
 

@@ -96,6 +96,8 @@ def _encode(qm: QuantModel) -> tuple[bytes, dict[str, bytes]]:
         "weights": {k: _to_json(v, w, f"weights/{k}") for k, v in qm.weights.items()},
         "params": {k: {"type": type(v).__name__, **_to_json(v, w, f"params/{k}")} for k, v in qm.params.items()},
     }
+    if qm.source is not None:  # the int8 .tflite it came from: the oracle verify runs (oracle.py)
+        manifest["source_tflite"] = w.put("source/original.tflite", np.frombuffer(qm.source, np.uint8))
     manifest["arrays"] = w.digests
     return json.dumps(manifest, sort_keys=True, indent=1).encode(), w.arrays
 
@@ -268,7 +270,14 @@ def _loads(data: bytes, path: str) -> QuantModel:
         act = {k: ActQuant(float(v["scale"]), int(v["zero_point"])) for k, v in m["act"].items()}
         weights = {k: _from_json(LayerWeights, v, array) for k, v in m["weights"].items()}
         params = {k: _from_json(_PARAM_TYPES[v["type"]], v, array) for k, v in m["params"].items()}
-    qm = QuantModel(graph=graph, act=act, weights=weights, params=params, method=m["method"], meta=m["meta"])
+        source = None
+        if m.get("source_tflite") is not None:
+            src = array(m["source_tflite"])
+            if src.dtype != np.uint8 or src.ndim != 1:
+                raise NupesError(f"{path}: the source .tflite must be stored as bytes")
+            source = src.tobytes()
+    qm = QuantModel(graph=graph, act=act, weights=weights, params=params, method=m["method"], meta=m["meta"],
+                    source=source)
     missing = [t for t in graph.shapes if t not in act]
     if missing:
         raise NupesError(f"{path}: tensor '{missing[0]}' has no activation quantization")

@@ -116,8 +116,18 @@ def cmd_eval(args) -> int:
             f"  float top-1       {r.float_top1:.2%}\n  fake-quant top-1  {r.fakequant_top1:.2%}\n"
             f"  int ref top-1     {r.int_top1:.2%}\n  agreement         {r.agreement:.2%}\n"
             f"  output SQNR       {r.sqnr_db:.1f} dB")
+    o = r.original
+    if o is not None:
+        if o["what"] == "kept":
+            text += (f"\n  original .tflite  {o['mismatches']} of {r.n} outputs differ from TFLite Micro on the file"
+                     + (": FAIL, the model is not the file's model" if o["mismatches"] else " (bit-exact)"))
+        elif o["agreement"] == o["agreement"]:
+            sq = "" if o["sqnr_db"] != o["sqnr_db"] else f", SQNR {o['sqnr_db']:.1f} dB"
+            text += f"\n  vs original file  top-1 agreement {o['agreement']:.2%}{sq} (TFLite Micro on the file)"
+        if o["note"]:
+            text += f"\n  original .tflite  {o['note']}"
     _emit(r.as_dict(), args.json, text)
-    return 0
+    return 1 if o is not None and o.get("mismatches") else 0
 
 
 def cmd_demo(args) -> int:
@@ -143,10 +153,10 @@ def cmd_demo(args) -> int:
         print(f"[demo] building {model} for {args.board} and verifying it over serial ...", file=sys.stderr)
         fb, rep = api.run_emulated(model, args.board, os.path.join(args.out, "build", args.board), n=args.n)
         result.update(board=fb.board.name, build=fb.sizes, verify=rep.as_dict())
-        verdict = "PASS: bit-exact with the integer reference" if rep.mismatches == 0 else "FAIL"
+        verdict = "PASS: bit-exact with the integer reference" if not rep.failed else "FAIL"
         text += (f"\n\n{fb.text()}\n\nverify {rows[-1]['method']} W{args.wbits} on {fb.board.name} "
                  f"(QEMU {fb.board.qemu['machine']}): {verdict}\n{rep.text()}")
-        code = 0 if rep.mismatches == 0 else 1
+        code = 1 if rep.failed else 0
     _emit(result, args.json, text)
     return code
 
@@ -236,10 +246,18 @@ def cmd_analyze(args) -> int:
 
 
 def _verify_exit(report, as_json: bool, where: str) -> int:
-    verdict = ("PASS: bit-exact with the integer reference" if report.mismatches == 0
-               else f"FAIL: {report.mismatches} of {report.n} outputs differ from the integer reference")
+    o = report.original
+    if report.mismatches:
+        verdict = f"FAIL: {report.mismatches} of {report.n} outputs differ from the integer reference"
+    elif o and o.get("mismatches"):
+        verdict = (f"FAIL: {o['mismatches']} of {report.n} outputs differ from the original .tflite under TFLite Micro "
+                   "(the model claims to keep the file exactly)")
+    elif o and o.get("what") == "kept":
+        verdict = "PASS: bit-exact with the integer reference and with the original .tflite (TFLite Micro)"
+    else:
+        verdict = "PASS: bit-exact with the integer reference"
     _emit(report.as_dict(), as_json, f"verify on {where}: {verdict}\n" + report.text())
-    return 0 if report.mismatches == 0 else 1
+    return 1 if report.failed else 0
 
 
 def cmd_verify(args) -> int:

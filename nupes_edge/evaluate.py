@@ -18,6 +18,7 @@ class EvalReport:
     int_top1: float
     agreement: float  # fraction of inputs where the integer model's top-1 equals the float model's
     sqnr_db: float  # float logits vs dequantized integer logits
+    original: dict | None = None  # the int8 .tflite the model came from, under TFLite Micro (oracle.py)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +42,12 @@ def evaluate(qm: QuantModel, x: np.ndarray, y: np.ndarray) -> EvalReport:
     iq = int_logits(qm, x)
     out = qm.output_q
     i_real = dequantize_output(iq, out.scale, out.zero_point)
+    from .layout import to_device
+    from .oracle import compare_with_source
+
+    xq = quantize_input(x, qm.input_q.scale, qm.input_q.zero_point)
+    orig = compare_with_source(qm, to_device(xq), to_device(iq) if iq.ndim == 4 else iq.reshape(len(iq), -1))
     top = lambda z: z.reshape(len(z), -1).argmax(axis=1)  # noqa: E731
     return EvalReport(n=int(len(x)), float_top1=float((top(f) == y).mean()), fakequant_top1=float((top(fq) == y).mean()),
                       int_top1=float((top(i_real) == y).mean()), agreement=float((top(i_real) == top(f)).mean()),
-                      sqnr_db=sqnr_db(f.astype(np.float64), i_real))
+                      sqnr_db=sqnr_db(f.astype(np.float64), i_real), original=None if orig is None else orig.as_dict())

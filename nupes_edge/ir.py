@@ -59,6 +59,8 @@ class Graph:
     # can reproduce the file exactly; None for float models. Not stored in model.nq.
     file_quant: object = None
     softmax_beta: float = 1.0  # the source's final Softmax(beta · x), when output_softmax
+    # The bytes of the int8 .tflite the graph was imported from (oracle.py runs it under TFLite Micro)
+    source_tflite: bytes | None = None
 
     def weight_nodes(self) -> list[Node]:
         return [n for n in self.nodes if n.op in WEIGHT_OPS]
@@ -210,6 +212,6 @@ def with_device_softmax(graph: Graph) -> Graph:
                 source="the model's final Softmax")
     g = Graph(input_name=graph.input_name, input_shape=graph.input_shape, output_name=node.output,
               nodes=[*graph.nodes, node], output_softmax=False, input_layout=graph.input_layout,
-              file_quant=graph.file_quant, softmax_beta=graph.softmax_beta)
+              file_quant=graph.file_quant, softmax_beta=graph.softmax_beta, source_tflite=graph.source_tflite)
     infer_shapes(g)
     return g

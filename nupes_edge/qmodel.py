@@ -19,6 +19,7 @@ class QuantModel:
     params: dict  # node name -> IntLayer | IntAdd | IntClamp
     method: str
     meta: dict = field(default_factory=dict)  # name, calibration summary, seed, timings
+    source: bytes | None = None  # the int8 .tflite it came from, run as the oracle (oracle.py)
 
     @property
     def name(self) -> str:

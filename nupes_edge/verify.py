@@ -18,6 +18,13 @@ class VerifyReport:
     device_top1: float  # device top-1 against the labels
     agreement: float  # device top-1 equal to the float model's top-1
     first_diffs: list = field(default_factory=list)  # up to 5: {index, reference, device}
+    # the int8 .tflite the model came from, under TFLite Micro (oracle.py), or None
+    original: dict | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Any device byte off the reference, or a kept model off its original file."""
+        return self.mismatches > 0 or bool(self.original and self.original.get("mismatches"))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -25,6 +32,17 @@ class VerifyReport:
     def text(self) -> str:
         lines = [f"  inputs            {self.n}", f"  mismatches        {self.mismatches}",
                  f"  device top-1      {self.device_top1:.2%}", f"  agreement (float) {self.agreement:.2%}"]
+        o = self.original
+        if o is not None:
+            if o["what"] == "kept":
+                lines.append(f"  original .tflite  {o['mismatches']} of {self.n} outputs differ from TFLite Micro on "
+                             "the file" + (" (the model is not the file's model)" if o["mismatches"] else
+                                           " (reference = original file, bit for bit)"))
+            elif o["note"]:
+                lines.append(f"  original .tflite  {o['note']}")
+            if o["what"] != "kept" and o["agreement"] == o["agreement"]:
+                sq = "" if o["sqnr_db"] != o["sqnr_db"] else f", SQNR {o['sqnr_db']:.1f} dB"
+                lines.append(f"  vs original file  top-1 agreement {o['agreement']:.2%}{sq} (TFLite Micro on the file)")
         for d in self.first_diffs:
             lines.append(f"  input {d['index']}: reference {d['reference']}\n{'':>{len(str(d['index'])) + 9}}device    {d['device']}")
         return "\n".join(lines)
@@ -37,13 +55,19 @@ def reference_io(qm: QuantModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def compare(qm: QuantModel, x: np.ndarray, y: np.ndarray, ref: np.ndarray, device_raw: np.ndarray) -> VerifyReport:
+    from .oracle import compare_with_source
+
     dev = from_device(device_raw, qm.graph.output_shape)
+    ref_rows = to_device(ref) if ref.ndim == 4 else ref.reshape(len(ref), -1)
+    xq = quantize_input(x, qm.input_q.scale, qm.input_q.zero_point)
+    orig = compare_with_source(qm, to_device(xq), ref_rows)
     diff_rows = np.nonzero((dev.reshape(len(dev), -1) != ref.reshape(len(ref), -1)).any(axis=1))[0]
     f = torch_exec.run_numpy(qm.graph, x)
     top = dev.reshape(len(dev), -1).argmax(axis=1)
     first = [{"index": int(i), "reference": ref[i].ravel().tolist(), "device": dev[i].ravel().tolist()} for i in diff_rows[:5]]
     return VerifyReport(n=int(len(x)), mismatches=int(len(diff_rows)), device_top1=float((top == y).mean()),
-                        agreement=float((top == f.reshape(len(f), -1).argmax(axis=1)).mean()), first_diffs=first)
+                        agreement=float((top == f.reshape(len(f), -1).argmax(axis=1)).mean()), first_diffs=first,
+                        original=None if orig is None else orig.as_dict())
 
 
 @dataclass

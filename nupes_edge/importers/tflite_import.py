@@ -467,7 +467,10 @@ def import_tflite_bytes(data: bytes, origin: str = "model.tflite") -> Graph:
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise NupesError(f"{origin}: not a TFLite flatbuffer (no 'TFL3' identifier)")
     try:
-        return _Reader(data, origin).run()
+        graph = _Reader(data, origin).run()
+        if graph.file_quant is not None:  # an int8 file: the oracle of the model made from it
+            graph.source_tflite = bytes(data)
+        return graph
     except NupesError:
         raise
     except Exception as e:  # a malformed flatbuffer fails in many ways inside the generated reader

@@ -95,7 +95,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
         weights = {n.name: fn(n.weight, bits[n.name]) for n in graph.weight_nodes()}
         if bias_correction and x_calib is not None:
             weights = correct_biases(graph, x_calib, act, weights)
-    params = lower(graph, act, weights)
+    params = lower(graph, act, weights, kept=weights_kept)
     if weights_kept:
         keep_mod.check_kept(graph, params)
     seconds = time.perf_counter() - t0
@@ -113,4 +113,5 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
                   f"{meta['kept_from_file']['weights']}", file=sys.stderr)
     if allocation is not None:
         meta["flash_budget"] = allocation.as_meta()
-    return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta)
+    return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta,
+                      source=graph.source_tflite)

@@ -64,8 +64,8 @@ def check_kept(graph: Graph, params: dict) -> None:
         got = np.asarray(params[name].bias, np.int64)
         if not np.array_equal(got, bias):
             c = int(np.nonzero(got != bias)[0][0])
-            raise NupesError(f"layer '{name}': channel {c}'s int32 bias {int(bias[c])} is beyond 2^30, which "
-                             "nupes-edge's overflow proof does not allow; use --recalibrate")
+            raise NupesError(f"layer '{name}': channel {c}'s int32 bias {int(bias[c])} could not be kept "
+                             f"(lowered to {int(got[c])}); use --recalibrate")
 
 
 def describe(graph: Graph, weights_kept: bool) -> dict:

@@ -76,14 +76,17 @@ def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant) -
 
 
 def lower_layer_weights(node: Node, lw: LayerWeights, a_in: ActQuant,
-                        a_out: ActQuant) -> tuple[IntLayer, LayerWeights]:
-    """The layer's integer parameters, and its weights as lowered (scales floored where needed)."""
+                        a_out: ActQuant, kept: bool = False) -> tuple[IntLayer, LayerWeights]:
+    """The layer's integer parameters, and its weights as lowered (scales floored where needed).
+
+    ``kept``: a file's own int8 layer: its biases are kept whatever their size (TFLite Micro has no
+    2^30 limit); the exact per-channel bound from these weights, bias and input range must still fit."""
     x_max = max(128 + a_in.zero_point, 127 - a_in.zero_point)  # max |x - in_zp| over int8 x
     g_candidates = [0] if lw.a == 1.0 else range(max_table_shift(lw.bits), -1, -1)
     given = lw
     for G in g_candidates:
         lut = make_lut(given.a, given.bits, G)
-        lw = floor_scales(node, given, a_in.scale, G)
+        lw = given if kept else floor_scales(node, given, a_in.scale, G)
         mags = np.abs(lw.codes.reshape(lw.codes.shape[0], -1).astype(np.int64))
         s_w = weight_scale(lw, G)
         bias = round_half_away(layer_bias(node, lw) / (a_in.scale * s_w)).astype(np.int64)
@@ -159,15 +162,16 @@ def lower_table(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntTable:
     return IntTable(np.asarray(table, np.int8))
 
 
-def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights]) -> dict:
+def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights], kept: bool = False) -> dict:
     """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
-    its lowered weights written back into ``weights``, so the fake-quant model stays the same."""
+    its lowered weights written back into ``weights``, so the fake-quant model stays the same.
+    ``kept``: the weights are a file's own (no flooring, see lower_layer_weights)."""
     params: dict = {}
     for node in graph.nodes:
         try:
             if node.op in ("conv2d", "linear"):
                 params[node.name], weights[node.name] = lower_layer_weights(
-                    node, weights[node.name], act[node.inputs[0]], act[node.output])
+                    node, weights[node.name], act[node.inputs[0]], act[node.output], kept)
             elif node.op == "add":
                 params[node.name] = lower_add(node, act[node.inputs[0]], act[node.inputs[1]], act[node.output])
             elif node.op in ("relu", "relu6"):
