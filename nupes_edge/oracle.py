@@ -41,6 +41,22 @@ def _dequantized(y: np.ndarray, scale: float, zp: int) -> np.ndarray:
     return np.float32(scale) * (y.astype(np.float32) - np.float32(zp))
 
 
+def run_source(src: bytes, dev_in: np.ndarray, in_q) -> np.ndarray:
+    """The file under TFLite Micro on int8 inputs ``dev_in`` (N, bytes, device order). A file that takes
+    floats (a QUANTIZE first) gets the real values those codes stand for under ``in_q``, which its
+    QUANTIZE turns back into the same codes when it is the model's input quantization."""
+    from tflite_micro import runtime
+
+    from .interpreters import run_tflm
+
+    i_det = runtime.Interpreter.from_bytes(bytes(src)).get_input_details(0)
+    if i_det["dtype"] == np.float32:
+        dev_in = np.float32(in_q.scale) * (dev_in.astype(np.float32) - np.float32(in_q.zero_point))
+    elif i_det["dtype"] != np.int8:
+        raise NupesError(f"the source .tflite takes {np.dtype(i_det['dtype']).name} inputs")
+    return run_tflm(bytes(src), dev_in).reshape(len(dev_in), -1)
+
+
 def exact_expected(qm: QuantModel) -> bool:
     """True when the model is the file's model exactly, final SOFTMAX included."""
     kept = qm.meta.get("kept_from_file", {})
@@ -58,7 +74,6 @@ def compare_with_source(qm: QuantModel, dev_in: np.ndarray, ref_rows: np.ndarray
     if len(src) > MAX_SOURCE_BYTES:
         raise NupesError(f"the model's source .tflite is {len(src)} bytes (at most {MAX_SOURCE_BYTES})")
     from .importers import import_tflite_bytes
-    from .interpreters import run_tflm
 
     import_tflite_bytes(bytes(src), "the model's source .tflite")  # validated by our own importer first
     from tflite_micro import runtime
@@ -66,15 +81,18 @@ def compare_with_source(qm: QuantModel, dev_in: np.ndarray, ref_rows: np.ndarray
     it = runtime.Interpreter.from_bytes(bytes(src))
     i_det, o_det = it.get_input_details(0), it.get_output_details(0)
     iq = i_det["quantization_parameters"]
-    if i_det["dtype"] != np.int8 or len(iq["scales"]) != 1:
-        return None
-    file_in = (float(iq["scales"][0]), int(iq["zero_points"][0]))
     ours = (float(np.float32(qm.input_q.scale)), int(qm.input_q.zero_point))
+    if i_det["dtype"] == np.float32:  # the file quantizes its float input itself, with the kept quantization
+        file_in = ours if qm.meta.get("kept_from_file") else None
+    elif i_det["dtype"] != np.int8 or len(iq["scales"]) != 1:
+        return None
+    else:
+        file_in = (float(iq["scales"][0]), int(iq["zero_points"][0]))
     if file_in != ours:
         return OracleResult("requantized", None, float("nan"), float("nan"),
                             note=f"input quantization {ours} differs from the file's {file_in} (--recalibrate): "
                                  "not compared")
-    want = run_tflm(bytes(src), dev_in).reshape(len(dev_in), -1)
+    want = run_source(src, dev_in, qm.input_q)
     oq = qm.output_q
     if want.dtype == np.int8:
         wq = o_det["quantization_parameters"]

@@ -251,3 +251,13 @@ def test_verify_fails_a_kept_model_that_computes_something_else_than_its_file(tm
     assert "mismatches        0" in bad.stdout  # the C code agrees with the (broken) reference ...
     assert "differ from the original .tflite" in bad.stdout  # ... and the file says otherwise
     assert cli("eval", "broken.nq", "--data", "random", cwd=tmp_path).returncode == 1
+
+
+def test_docs_operator_table_is_the_importers_own():
+    import os
+
+    from nupes_edge.importers.tflite_import import operator_table_markdown
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "tflite.md"), encoding="utf-8").read()
+    block = doc.split("<!-- operators:begin -->\n", 1)[1].split("<!-- operators:end -->", 1)[0]
+    assert block == operator_table_markdown()

@@ -62,10 +62,38 @@ def _chw(shape) -> tuple[int, ...]:
     raise ValueError(f"rank-{len(shape)} tensor")
 
 
-# Builtin operators this importer maps, and those that may follow the final SOFTMAX (aliases only)
-SUPPORTED = ("QUANTIZE", "DEQUANTIZE", "PAD", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MAX_POOL_2D",
-             "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "RELU", "RELU6", "CONCATENATION",
-             "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "SOFTMAX")
+# Every builtin operator this importer maps: (the IR op it becomes, what it accepts, where its int8
+# arithmetic comes from in TFLite Micro). docs/tflite.md's operator table is generated from it.
+OPERATORS = {
+    "CONV_2D": ("conv2d", "any kernel, stride, SAME/VALID; dilation 1", "kernels/conv.cc, reference_integer_ops::ConvPerChannel"),
+    "DEPTHWISE_CONV_2D": ("conv2d (groups = C)", "any depth multiplier; dilation 1",
+                          "kernels/depthwise_conv.cc, reference_integer_ops::DepthwiseConvPerChannel"),
+    "FULLY_CONNECTED": ("linear", "an input of any rank holding one row (batch 1)",
+                        "kernels/fully_connected.cc, reference_integer_ops::FullyConnected"),
+    "ADD": ("add", "equal shapes (no broadcasting)", "kernels/add.cc, reference_integer_ops::Add"),
+    "MAX_POOL_2D": ("maxpool2d", "padding up to half the kernel", "kernels/pooling.cc, reference_integer_ops::MaxPool"),
+    "AVERAGE_POOL_2D": ("avgpool2d / global_avgpool", "no padding", "kernels/pooling.cc, reference_integer_ops::AveragePool"),
+    "MEAN": ("mean", "over H, W of N×H×W×C or T of N×T×C, either keep_dims, any output scale",
+             "kernels/reduce_common.cc, reference_ops::QuantizedMeanOrSum"),
+    "PAD": ("(folded into the next conv / pool)", "spatial padding only", "kernels/pad.cc"),
+    "RESHAPE": ("reshape (no copy)", "any shape of batch 1", "kernels/reshape.cc (a byte copy)"),
+    "SQUEEZE": ("reshape (no copy)", "as RESHAPE", "kernels/squeeze.cc (a byte copy)"),
+    "EXPAND_DIMS": ("reshape (no copy)", "as RESHAPE", "kernels/expand_dims.cc (a byte copy)"),
+    "QUANTIZE": ("requantize (a 256-entry table) or none", "float32 -> int8 at the input; int8 -> int8",
+                 "kernels/quantize_common.cc, reference_ops::Requantize"),
+    "DEQUANTIZE": ("none: the model outputs int8 with its scale and zero point", "int8 -> float32 at the output",
+                   "kernels/dequantize_common.cc"),
+    "RELU": ("relu (a clamp)", "", "kernels/activations_common.cc"),
+    "RELU6": ("relu6 (a clamp)", "", "kernels/activations_common.cc"),
+    "CONCATENATION": ("concat", "along the channels (last axis), one quantization", "kernels/concatenation.cc"),
+    "LOGISTIC": ("sigmoid (a 256-entry table)", "output 1/256, -128", "kernels/logistic_common.cc"),
+    "TANH": ("tanh (a 256-entry table)", "output 1/128, 0", "kernels/tanh_common.cc"),
+    "HARD_SWISH": ("hardswish (a 256-entry table)", "", "kernels/hard_swish_common.cc"),
+    "LEAKY_RELU": ("leaky_relu (a 256-entry table)", "", "kernels/leaky_relu_common.cc"),
+    "SOFTMAX": ("softmax (on the device) or left to the caller", "the final operator, over the last axis",
+                "kernels/softmax_common.cc, reference_integer_ops::Softmax"),
+}
+SUPPORTED = tuple(OPERATORS)
 AFTER_SOFTMAX = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
@@ -461,6 +489,14 @@ class _Reader:
                 raise NupesError(f"{self.origin}: {where}: the output's declared shape "
                                  f"{[int(v) for v in self.t(i).shape]} differs from the computed "
                                  f"{list(graph.shapes[tname])} (C×H×W); the file is inconsistent")
+
+
+def operator_table_markdown() -> str:
+    """docs/tflite.md's table of operators, from OPERATORS (tests check the docs hold exactly this)."""
+    rows = ["| TFLite operator | becomes | accepts | int8 arithmetic (TFLite Micro, tensorflow/lite/micro/) |",
+            "|---|---|---|---|"]
+    rows += [f"| {name} | {ir} | {accepts} | {source} |" for name, (ir, accepts, source) in OPERATORS.items()]
+    return "\n".join(rows) + "\n"
 
 
 def import_tflite_bytes(data: bytes, origin: str = "model.tflite") -> Graph:
