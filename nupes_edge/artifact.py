@@ -75,6 +75,18 @@ def _to_json(obj, w: _Writer, key: str):
     return out
 
 
+# Measurements of the run, not properties of the model: kept in memory, never in the hashed manifest,
+# so the same model, data, method, options and seed give the same bytes and the same hash.
+_VOLATILE_META = ("hash", "seconds")
+
+
+def _hashed_meta(meta: dict) -> dict:
+    out = {k: v for k, v in meta.items() if k not in _VOLATILE_META}
+    if isinstance(out.get("flash_budget"), dict):
+        out["flash_budget"] = {k: v for k, v in out["flash_budget"].items() if k != "seconds"}
+    return out
+
+
 def _encode(qm: QuantModel) -> tuple[bytes, dict[str, bytes]]:
     w = _Writer()
     g = qm.graph
@@ -89,7 +101,7 @@ def _encode(qm: QuantModel) -> tuple[bytes, dict[str, bytes]]:
         "format": FORMAT,
         "version": VERSION,
         "method": qm.method,
-        "meta": {k: v for k, v in qm.meta.items() if k != "hash"},  # the hash is derived, not stored
+        "meta": _hashed_meta(qm.meta),
         "graph": {"input_name": g.input_name, "input_shape": list(g.input_shape), "output_name": g.output_name,
                   "output_softmax": g.output_softmax, "input_layout": g.input_layout, "nodes": nodes},
         "act": {k: {"scale": v.scale, "zero_point": v.zero_point} for k, v in qm.act.items()},
@@ -106,14 +118,19 @@ def model_hash(manifest_bytes: bytes) -> str:
     return hashlib.sha256(manifest_bytes).hexdigest()
 
 
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A zip entry with a fixed date: the file's bytes depend on its contents only."""
+    return zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+
+
 def dumps(qm: QuantModel) -> bytes:
     manifest, arrays = _encode(qm)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("manifest.json", manifest)
-        z.writestr(SEAL, model_hash(manifest))
+        z.writestr(_entry("manifest.json"), manifest)
+        z.writestr(_entry(SEAL), model_hash(manifest))
         for key, data in sorted(arrays.items()):
-            z.writestr(f"arrays/{key}.npy", data)
+            z.writestr(_entry(f"arrays/{key}.npy"), data)
     return buf.getvalue()
 
 

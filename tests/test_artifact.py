@@ -119,3 +119,16 @@ def test_a_changed_manifest_is_refused_unless_resealed(saved, tmp_path):
         artifact.loads(unsealed, "unsealed.nq")
     # Re-sealing an untouched file changes nothing.
     assert artifact.loads(artifact.reseal(data)).meta["hash"] == saved[2]
+
+
+def test_the_same_quantization_twice_gives_the_same_bytes(tmp_path):
+    """A .nq is a pure function of its inputs: timings stay out of the hashed manifest (a firmware
+    built from one run is accepted with the other's file)."""
+    from tests.test_cli import cli
+
+    for name in ("a.nq", "b.nq"):
+        r = cli("quantize", "digits", "--data", "digits", "--method", "nupes", "--wbits", "4", "-o", name, "--quiet",
+                cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a.nq").read_bytes() == (tmp_path / "b.nq").read_bytes()
+    assert "seconds" not in artifact.load(str(tmp_path / "a.nq")).meta
