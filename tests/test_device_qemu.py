@@ -20,13 +20,16 @@ N = 60
 _cache = {}
 
 
-def built(name, method, bits, tmp_path_factory):
-    key = (name, method, bits)
+def built(name, method, bits, tmp_path_factory, board="stm32"):
+    key = (name, method, bits, board)
     if key not in _cache:
-        g = import_module(examples.model(name, progress=False), examples.models.example_input(name), name)
-        qm = quantize_graph(g, examples.load(name, "calib")[0], method, bits, name=name,
-                            recon=ReconConfig(iters=100, batch=32))
-        fb = firmware.build_firmware(qm, boards.get("stm32"), str(tmp_path_factory.mktemp("fw")))
+        qkey = (name, method, bits)
+        if qkey not in _cache:
+            g = import_module(examples.model(name, progress=False), examples.models.example_input(name), name)
+            _cache[qkey] = quantize_graph(g, examples.load(name, "calib")[0], method, bits, name=name,
+                                          recon=ReconConfig(iters=100, batch=32))
+        qm = _cache[qkey]
+        fb = firmware.build_firmware(qm, boards.get(board), str(tmp_path_factory.mktemp("fw")))
         _cache[key] = (qm, fb)
     return _cache[key]
 
@@ -51,6 +54,20 @@ def test_board_is_bit_exact_with_the_reference(name, method, bits, tmp_path_fact
     assert len(r.profile) == len([n for n in qm.graph.nodes if n.op != "flatten"])
     # the per-layer counts account for (nearly) the whole inference
     assert 0.9 * r.count_min <= sum(p["count"] for p in r.profile) <= 1.01 * r.count_max
+
+
+OTHER_CORES = [b.name for b in boards.all_boards() if b.emulated and b.name != "stm32f405"]
+
+
+@pytest.mark.parametrize("board", OTHER_CORES)
+@pytest.mark.parametrize("name,method,bits", [("mnist5k", "nupes", 4), ("digits", "uniform", 8), ("digits", "nupes", 2)])
+def test_every_emulated_core_is_bit_exact_with_the_reference(board, name, method, bits, tmp_path_factory):
+    """The same models on every other emulated core (mnist5k has every kernel kind: the first conv's
+    window kernel, im2col, depthwise, 1x1, add, pools, dense), each core's own kernel path."""
+    qm, fb = built(name, method, bits, tmp_path_factory, board)
+    r = verify_on_qemu(qm, fb, n=20)
+    assert r.n == 20 and r.mismatches == 0, r.first_diffs
+    assert r.board == fb.board.name and r.count_kind == "emulated_instructions" and r.count_min > 0
 
 
 @pytest.mark.parametrize("name", examples.NAMES)
