@@ -289,29 +289,22 @@ def cmd_run(args) -> int:
 
 
 def cmd_flash(args) -> int:
-    from . import boards, flash, project
+    from . import boards, emulators, flash
 
-    state = os.path.join(project.STATE_DIR, "qemu.json")
     if args.stop:
-        if not os.path.isfile(state):
-            raise NupesError("no emulator started from this folder")
-        info = json.load(open(state))
-        try:
-            os.killpg(info["pid"], 15)
-        except ProcessLookupError:
-            pass
-        os.unlink(state)
-        print(f"stopped the emulator (pid {info['pid']})")
+        pids = emulators.stop_all()
+        if not pids:
+            raise NupesError("no emulator started from this folder is running")
+        print(f"stopped {len(pids)} emulator{'s' if len(pids) > 1 else ''} (pid {', '.join(map(str, pids))})")
         return 0
     model, board_name, out = _resolve(args)
     board = boards.get(board_name)
     elf = args.elf or os.path.join(out, "firmware.elf")
     probe = args.probe or ("qemu" if board.emulated else "auto")
     if probe == "qemu":
+        emulators.refuse_if_running()
         q = flash.start_qemu(board, elf, max_seconds=args.max_seconds, detach=True)
-        os.makedirs(project.STATE_DIR, exist_ok=True)
-        with open(state, "w") as f:
-            json.dump({"pid": q.proc.pid, "port": q.port, "elf": elf}, f)
+        emulators.add({"pid": q.proc.pid, "port": q.port, "elf": elf})
         _emit({"probe": "qemu", "port": q.url, "pid": q.proc.pid}, args.json,
               f"QEMU {board.qemu['machine']} running {elf}\n  serial: {q.url}  (pid {q.proc.pid}; "
               f"`nupes-edge flash --stop` ends it)\n  next: nupes-edge verify --port {q.url}")
