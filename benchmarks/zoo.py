@@ -157,9 +157,15 @@ def measure(path: str, n: int, board_n: int) -> dict:
 
 
 def markdown(rows: list[dict], n: int) -> str:
-    ok = [r for r in rows if r["status"] == "deploys"]
-    md = (f"**{len(ok)} of {len(rows)} public models deploy as they are** (int8 files kept exactly; float files "
-          "quantized nupes W4 on synthetic calibration):\n\n"
+    ran = [r for r in rows if r["status"] == "deploys" and r.get("board") == "ran"]
+    host_only = [r for r in rows if r["status"] == "deploys" and r.get("board") != "ran"]
+    refused = [r for r in rows if r["status"] == "refused"]
+    md = (f"**{len(ran)} of {len(rows)} public models deploy as they are** and run bit-exact on the emulated "
+          f"STM32F405 (int8 files kept exactly, equal to TFLite Micro on the file; float files quantized nupes W4 on "
+          f"synthetic calibration); {len(host_only)} more {'is' if len(host_only) == 1 else 'are'} kept exactly and "
+          f"verified on the host but need{'s' if len(host_only) == 1 else ''} more than the F405's 128 KB of RAM; "
+          f"{len(refused)} {'is' if len(refused) == 1 else 'are'} refused (operators or int16 activations not "
+          "supported yet).\n\n"
           "| file | operators | nupes-edge | = TFLite Micro | export = file | host | STM32F405 (QEMU): flash / RAM / "
           "instructions | W4 SQNR vs file (powerquant / nupes) |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
@@ -191,7 +197,15 @@ def main() -> int:
     ap.add_argument("--board-n", type=int, default=20, help="random inputs run on the emulated board")
     ap.add_argument("--only", default="", help="comma-separated file names (default: all)")
     ap.add_argument("--update-readme", action="store_true")
+    ap.add_argument("--render", action="store_true", help="re-render the README block from results/zoo.json only")
     args = ap.parse_args()
+    if args.render:
+        rows = json.load(open(RESULTS))
+        md = markdown(rows, args.n)
+        print(md)
+        if args.update_readme:
+            readme_block.replace("zoo", f"Measured with `python benchmarks/zoo.py --update-readme`:\n\n{md}")
+        return 0
     paths = []
     for folder in FOLDERS:
         if not os.path.isdir(folder):
