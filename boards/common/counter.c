@@ -19,6 +19,15 @@
 #define SYST_RVR REG(0xE000E014u)
 #define SYST_CVR REG(0xE000E018u)
 
+#ifdef NUPES_COUNTER_CMSDK_BASE
+/* The Arm CMSDK APB timer (MPS2 / MPS3 boards): a 32-bit down-counter at the peripheral clock,
+ * which QEMU derives from virtual time, so under -icount it counts an exact number per instruction. */
+#define CT_CTRL REG(NUPES_COUNTER_CMSDK_BASE + 0x00u)
+#define CT_VALUE REG(NUPES_COUNTER_CMSDK_BASE + 0x04u)
+#define CT_RELOAD REG(NUPES_COUNTER_CMSDK_BASE + 0x08u)
+static uint32_t ct_high, ct_last;
+#endif
+
 #ifdef NUPES_COUNTER_TIMER_BASE
 /* A 32-bit general-purpose timer (TIM2), free-running at its input clock. Used when the DWT is
  * absent (QEMU): QEMU clocks it from virtual nanoseconds, so under -icount it counts an exact
@@ -53,7 +62,14 @@ void counter_init(void)
         kind = NUPES_COUNT_CYCLES;
         return;
     }
-#ifdef NUPES_COUNTER_TIMER_BASE
+#if defined(NUPES_COUNTER_CMSDK_BASE)
+    CT_CTRL = 0;
+    CT_RELOAD = 0xFFFFFFFFu;
+    CT_VALUE = 0xFFFFFFFFu;
+    CT_CTRL = 1u; /* enable, no interrupt */
+    ct_last = 0;
+    kind = NUPES_COUNT_TIMER;
+#elif defined(NUPES_COUNTER_TIMER_BASE)
     REG(NUPES_RCC_BASE + NUPES_COUNTER_TIMER_RCC_OFFSET) |= 1u << NUPES_COUNTER_TIMER_RCC_BIT;
     TIM_PSC = 0;
     TIM_ARR = 0xFFFFFFFFu;
@@ -78,6 +94,16 @@ uint32_t counter_kind(void)
 
 uint64_t counter_now(void)
 {
+#ifdef NUPES_COUNTER_CMSDK_BASE
+    if (kind == NUPES_COUNT_TIMER) {
+        const uint32_t now = 0xFFFFFFFFu - CT_VALUE; /* counts up from 0 */
+        if (now < ct_last) {
+            ct_high++;
+        }
+        ct_last = now;
+        return ((uint64_t)ct_high << 32) | now;
+    }
+#endif
 #ifdef NUPES_COUNTER_TIMER_BASE
     if (kind == NUPES_COUNT_TIMER) {
         const uint32_t now = TIM_CNT;

@@ -9,6 +9,8 @@
 #include "board_config.h"
 #include "nupes_board.h"
 
+#if NUPES_UART_LAYOUT == 1 || NUPES_UART_LAYOUT == 2
+
 #define REG(addr) (*(volatile uint32_t *)(addr))
 
 #if NUPES_UART_LAYOUT == 1
@@ -119,3 +121,5 @@ void board_wait_for_input(void)
     }
     __asm__ volatile("cpsie i" ::: "memory");
 }
+
+#endif /* NUPES_UART_LAYOUT 1 or 2 */
