@@ -95,6 +95,8 @@ def config_header(board: Board) -> str:
     t = board.qemu.get("counter_timer") if board.qemu else None
     if t and t.get("kind", "stm32") == "cmsdk":
         lines += [f"#define NUPES_COUNTER_CMSDK_BASE 0x{t['base']:08X}u"]
+    elif t and t.get("kind") == "fpgaio":
+        lines += [f"#define NUPES_COUNTER_FPGAIO_BASE 0x{t['base']:08X}u"]
     elif t:
         lines += [f"#define NUPES_COUNTER_TIMER_BASE 0x{t['base']:08X}u",
                   f"#define NUPES_COUNTER_TIMER_RCC_OFFSET 0x{t['rcc'][0]:X}u",

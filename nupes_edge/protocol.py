@@ -21,6 +21,7 @@ from .errors import NupesError
 
 SYNC = b"\xa5\x5a"
 T_HELLO, T_PROFILE, T_LOAD, T_RUN, T_REPLY, T_ERROR = 0x01, 0x03, 0x04, 0x05, 0x80, 0xEE
+T_CALIBRATE = 0x06
 E_INPUT_CRC = 5
 ERRORS = {1: "bad CRC", 2: "bad length", 3: "unknown frame type", 4: "frame too long", 5: "input CRC mismatch"}
 RETRYABLE = {1, 4}  # what corruption on the wire causes
@@ -288,6 +289,16 @@ class Client:
             except InputCRCError:
                 self.retried += 1
         raise DeviceError(f"{self.url}: the device's copy of the input kept differing from the host's")
+
+    def calibrate(self, n: int) -> int:
+        """The device's raw count for a loop of exactly 2 * n instructions (n in 1..2^26)."""
+        def parse(p: bytes) -> int:
+            if len(p) != 8:
+                raise ValueError(f"CALIBRATE reply of {len(p)} bytes")
+            lo, hi = struct.unpack("<II", p)
+            return lo | (hi << 32)
+
+        return self.request(T_CALIBRATE, struct.pack("<I", n), parse=parse)
 
     def profile(self) -> list[int]:
         def parse(p: bytes) -> list[int]:

@@ -21,6 +21,7 @@
 #define T_PROFILE 0x03u
 #define T_LOAD 0x04u
 #define T_RUN 0x05u
+#define T_CALIBRATE 0x06u
 #define T_REPLY 0x80u
 #define T_ERROR 0xEEu
 #define E_BAD_CRC 1u
@@ -32,10 +33,15 @@
 #define LOAD_CHUNK 64u /* input bytes per LOAD frame (docs/protocol.md) */
 #define MAX_PAYLOAD (LOAD_CHUNK + 4u)
 #define MAX_REPLY (APP_OUTPUT_SIZE + 8u > 4u * APP_NUM_LAYERS + 2u ? APP_OUTPUT_SIZE + 8u : 4u * APP_NUM_LAYERS + 2u)
+/* The HELLO reply: 24 fixed bytes and five length-prefixed strings (sizeof counts each one's NUL,
+ * which stands for its length byte), so the buffer below always holds it, whatever the names. */
+#define HELLO_LEN (24u + sizeof APP_BOARD_NAME + sizeof APP_MODEL_NAME + sizeof APP_MODEL_HASH \
+                   + sizeof APP_INPUT_SHAPE + sizeof APP_OUTPUT_SHAPE)
+#define TX_PAYLOAD (MAX_REPLY > HELLO_LEN ? (MAX_REPLY > 64u ? MAX_REPLY : 64u) : HELLO_LEN)
 
 static uint8_t rx[MAX_PAYLOAD];
 static int8_t input[APP_INPUT_SIZE];
-static uint8_t tx[(MAX_REPLY > 160u ? MAX_REPLY : 160u) + 10u];
+static uint8_t tx[TX_PAYLOAD + 10u];
 static int8_t out[APP_OUTPUT_SIZE];
 static uint32_t layer_counts[APP_NUM_LAYERS];
 static uint64_t layer_start;
@@ -159,6 +165,24 @@ static void reply_run(uint32_t seq, uint32_t len)
     send_frame(T_RUN | T_REPLY, seq, APP_OUTPUT_SIZE + 8u);
 }
 
+/* A loop of exactly 2 instructions per iteration (SUBS, BNE), counted like an inference: the host
+ * checks the counter's scale against it (tests/test_device_cores.py). */
+static void reply_calibrate(uint32_t seq, uint32_t len)
+{
+    uint64_t t0, t1;
+    uint32_t n;
+    if (len != 4u || (n = get_u32(rx)) == 0u || n > (1u << 26)) {
+        send_error(seq, E_BAD_LENGTH, "calibrate");
+        return;
+    }
+    t0 = counter_now();
+    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+l"(n) : : "cc");
+    t1 = counter_now();
+    put_u32(tx + 6, (uint32_t)(t1 - t0));
+    put_u32(tx + 10, (uint32_t)((t1 - t0) >> 32));
+    send_frame(T_CALIBRATE | T_REPLY, seq, 8u);
+}
+
 static void reply_profile(uint32_t seq)
 {
     uint32_t i;
@@ -229,6 +253,8 @@ int main(void)
                     reply_run(hdr[1], len);
                 } else if (hdr[0] == T_PROFILE) {
                     reply_profile(hdr[1]);
+                } else if (hdr[0] == T_CALIBRATE) {
+                    reply_calibrate(hdr[1], len);
                 } else {
                     send_error(hdr[1], E_UNKNOWN_TYPE, "unknown frame type");
                 }

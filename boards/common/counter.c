@@ -28,6 +28,14 @@
 static uint32_t ct_high, ct_last;
 #endif
 
+#ifdef NUPES_COUNTER_FPGAIO_BASE
+/* The MPS2 / MPS3 FPGA's free-running COUNTER (FPGAIO), prescaler 0: one count per cycle of its
+ * clock, which QEMU derives from virtual time (for the boards without a CMSDK timer, AN547). */
+#define FP_COUNTER REG(NUPES_COUNTER_FPGAIO_BASE + 0x18u)
+#define FP_PRESCALE REG(NUPES_COUNTER_FPGAIO_BASE + 0x1Cu)
+static uint32_t fp_high, fp_last;
+#endif
+
 #ifdef NUPES_COUNTER_TIMER_BASE
 /* A 32-bit general-purpose timer (TIM2), free-running at its input clock. Used when the DWT is
  * absent (QEMU): QEMU clocks it from virtual nanoseconds, so under -icount it counts an exact
@@ -62,7 +70,11 @@ void counter_init(void)
         kind = NUPES_COUNT_CYCLES;
         return;
     }
-#if defined(NUPES_COUNTER_CMSDK_BASE)
+#if defined(NUPES_COUNTER_FPGAIO_BASE)
+    FP_PRESCALE = 0;
+    fp_last = FP_COUNTER;
+    kind = NUPES_COUNT_TIMER;
+#elif defined(NUPES_COUNTER_CMSDK_BASE)
     CT_CTRL = 0;
     CT_RELOAD = 0xFFFFFFFFu;
     CT_VALUE = 0xFFFFFFFFu;
@@ -94,6 +106,16 @@ uint32_t counter_kind(void)
 
 uint64_t counter_now(void)
 {
+#ifdef NUPES_COUNTER_FPGAIO_BASE
+    if (kind == NUPES_COUNT_TIMER) {
+        const uint32_t now = FP_COUNTER;
+        if (now < fp_last) {
+            fp_high++;
+        }
+        fp_last = now;
+        return ((uint64_t)fp_high << 32) | now;
+    }
+#endif
 #ifdef NUPES_COUNTER_CMSDK_BASE
     if (kind == NUPES_COUNT_TIMER) {
         const uint32_t now = 0xFFFFFFFFu - CT_VALUE; /* counts up from 0 */
