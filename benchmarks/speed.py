@@ -3,6 +3,7 @@ CMSIS-NN on the same emulator (benchmarks/data/tflm_cmsis_nn.json, with its sour
 
     python benchmarks/speed.py [--configs uniform:8,nupes:4,nupes:2] [--models digits,mnist5k,ic,kws]
                                [--update-readme] [--update-guard]
+    python benchmarks/speed.py --boards all [--update-readme]   # every emulated core (README per-core table)
 
 Each model goes through quantize -> build --board stm32 -> QEMU -> verify (0 mismatches required)
 with per-layer profiling. The MLPerf Tiny models (ic, kws) are read from
@@ -52,9 +53,9 @@ def _quantized(model: str, method: str, bits: int):
     return quantize_graph(g, examples.load(model, "calib")[0], method, bits, name=model), None
 
 
-def measure(model: str, method: str, bits: int, n: int = 5) -> dict | None:
-    """Build and run one configuration on the emulated STM32; None if the model file is absent."""
-    qm, x = _quantized(model, method, bits)
+def measure(model: str, method: str, bits: int, n: int = 5, board: str = "stm32", quantized=None) -> dict | None:
+    """Build and run one configuration on an emulated board; None if the model file is absent."""
+    qm, x = quantized or _quantized(model, method, bits)
     if qm is None:
         return None
     with tempfile.TemporaryDirectory() as d:
@@ -66,11 +67,11 @@ def measure(model: str, method: str, bits: int, n: int = 5) -> dict | None:
             # as the model's source takes its data (a .tflite model: N x H x W x C)
             xs = x.transpose(0, 2, 3, 1) if qm.graph.input_layout == "NHWC" and x.ndim == 4 else x
             np.savez(data, x=xs, y=np.zeros(len(x), np.int64))
-        fb, r = api.run_emulated(path, "stm32", os.path.join(d, "out"), data, n if x is None else len(x),
+        fb, r = api.run_emulated(path, board, os.path.join(d, "out"), data, n if x is None else len(x),
                                  profile=True, progress=False)
     if r.mismatches:
         raise RuntimeError(f"{model} {method} W{bits}: {r.mismatches} mismatches on the board")
-    return {"model": model, "method": method, "wbits": bits, "total": round(r.count_mean),
+    return {"model": model, "method": method, "wbits": bits, "board": fb.board.name, "total": round(r.count_mean),
             "flash": fb.sizes["flash_used"], "ram": fb.sizes["ram_used"],
             "arena": fb.sizes["arena_bytes"], "scratch": fb.sizes["scratch_bytes"],
             "layers": [{"layer": p["layer"], "op": p["op"], "count": p["count"]} for p in r.profile]}
@@ -98,13 +99,65 @@ def summary_markdown(rows: list[dict]) -> str:
     return md
 
 
+CORES = {"stm32f205": "M3", "stm32f405": "M4", "mps2-an500": "M7", "mps2-an505": "M33", "mps3-an547": "M55"}
+
+
+def cores_markdown(rows: list[dict]) -> str:
+    boards = [b for b in CORES if any(r["board"] == b for r in rows)]
+    md = ("| model | weights | " + " | ".join(f"{CORES[b]} (`{b}`)" for b in boards) + " |\n"
+          "|---|---|" + "---:|" * len(boards) + "\n")
+    keys = list(dict.fromkeys((r["model"], r["method"], r["wbits"]) for r in rows))
+    for key in keys:
+        cells = []
+        for b in boards:
+            r = next((r for r in rows if (r["model"], r["method"], r["wbits"]) == key and r["board"] == b), None)
+            cells.append("-" if r is None else f"{r['total']:,}")
+        md += f"| {key[0]} | {key[1]} W{key[2]} | " + " | ".join(cells) + " |\n"
+    return md
+
+
+def main_cores(args) -> None:
+    """Every model and configuration on every emulated core (one quantization each)."""
+    from nupes_edge import boards as board_defs
+
+    names = [b.name for b in board_defs.all_boards() if b.emulated] if args.boards == "all" else args.boards.split(",")
+    names = sorted(names, key=lambda b: list(CORES).index(b) if b in CORES else len(CORES))
+    rows = []
+    for model in args.models.split(","):
+        for cfg in args.configs.split(","):
+            method, bits = cfg.split(":")
+            q = _quantized(model, method, int(bits))
+            if q[0] is None:
+                print(f"[speed] {model}: {MLPERF[model]} not found in {os.path.abspath(MLPERF_DIR)}: skipped",
+                      file=sys.stderr)
+                break
+            for board in names:
+                print(f"[speed] {model} {method} W{bits} on {board} ...", file=sys.stderr, flush=True)
+                try:
+                    rows.append(measure(model, method, int(bits), board=board, quantized=q))
+                except Exception as e:  # a model that does not fit a board's memory: said, not fatal
+                    print(f"[speed] {model} {method} W{bits} on {board}: {str(e).splitlines()[0]}", file=sys.stderr)
+    md = cores_markdown(rows)
+    print("\n" + md)
+    os.makedirs(RESULTS, exist_ok=True)
+    atomic_write_bytes(os.path.join(RESULTS, "speed_cores.json"), json.dumps(rows, indent=1).encode())
+    if args.update_readme:
+        cmd = ("Measured with `python benchmarks/speed.py --boards all --update-readme` (emulated instructions per "
+               "inference, QEMU `-icount`, each board's counter checked against a loop of known length; every "
+               "run bit-exact on the board):\n\n")
+        readme_block.replace("speed-cores", cmd + md)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="uniform:8,nupes:4,nupes:2")
     ap.add_argument("--models", default="digits,mnist5k,ic,kws")
     ap.add_argument("--update-readme", action="store_true")
     ap.add_argument("--update-guard", action="store_true")
+    ap.add_argument("--boards", default=None, help="emulated boards (comma-separated, or 'all'): the per-core table")
     args = ap.parse_args()
+    if args.boards:
+        return main_cores(args)
     rows = []
     for model in args.models.split(","):
         for cfg in args.configs.split(","):
