@@ -57,12 +57,18 @@ def all_boards() -> list[Board]:
 
 
 def get(name: str) -> Board:
-    """A board by name or alias (``stm32`` is ``stm32f405``)."""
+    """A board by name or alias (``stm32`` is ``stm32f405``), in any letter case."""
+    import difflib
+
+    key = str(name).strip().lower()
     for b in all_boards():
-        if name == b.name or name in b.aliases:
+        if key == b.name or key in b.aliases:
             return b
     names = ", ".join(b.name + (f" ({', '.join(b.aliases)})" if b.aliases else "") for b in all_boards())
-    raise NupesError(f"unknown board '{name}' (known: host, {names})")
+    known = ["host"] + [n for b in all_boards() for n in (b.name, *b.aliases)]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise NupesError(f"unknown board '{name}'{hint} (known: host, {names})")
 
 
 # Console UART register layouts: STM32 USART v1 (F2/F4) and v2 (L4/F7/H7), Arm CMSDK APB UART (MPS2/MPS3)

@@ -337,8 +337,12 @@ def cmd_boards(args) -> int:
     rows = [{"name": "host", "aliases": [], "emulated": False, "description": "this machine (gcc), for bit-exact tests"}]
     rows += [{"name": b.name, "aliases": b.aliases, "emulated": b.emulated, "description": b.description,
               "flash_bytes": b.flash_bytes, "ram_bytes": b.ram_bytes, "cpu": b.cpu} for b in boards.all_boards()]
-    lines = [f"{r['name'] + (' (' + ', '.join(r['aliases']) + ')' if r['aliases'] else ''):<24} "
-             f"{'emulated (QEMU)' if r['emulated'] else '':<16} {r['description']}" for r in rows]
+    def memory(r):
+        return f"{r['flash_bytes'] // 1024} K / {r['ram_bytes'] // 1024} K" if "flash_bytes" in r else "-"
+
+    lines = [f"{'board (aliases)':<26} {'':<16} {'flash / RAM':<16} description"]
+    lines += [f"{r['name'] + (' (' + ', '.join(r['aliases']) + ')' if r['aliases'] else ''):<26} "
+              f"{'emulated (QEMU)' if r['emulated'] else '':<16} {memory(r):<16} {r['description']}" for r in rows]
     _emit({"boards": rows}, args.json, "\n".join(lines))
     return 0
 

@@ -62,3 +62,16 @@ def test_boards_command_marks_the_emulated_board():
     rows = {b["name"]: b for b in json.loads(r.stdout)["boards"]}
     assert rows["stm32f405"]["emulated"] and "stm32" in rows["stm32f405"]["aliases"]
     assert not rows["nucleo-h743zi"]["emulated"]
+
+
+def test_board_names_ignore_case_and_a_near_miss_gets_a_suggestion():
+    assert boards.get("STM32").name == "stm32f405" and boards.get("Cortex-M55").name == "mps3-an547"
+    with pytest.raises(NupesError, match="did you mean 'nucleo-f446re'"):
+        boards.get("nucleo-f446")
+
+
+def test_every_core_has_an_emulated_board_standing_for_real_parts():
+    emulated = {b.cpu: b for b in boards.all_boards() if b.emulated}
+    assert set(emulated) >= {"cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55"}
+    for b in emulated.values():
+        assert f"-mcpu={b.cpu}" in b.cflags and b.qemu["counter_timer"]["hz"] > 0
