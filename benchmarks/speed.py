@@ -99,10 +99,10 @@ def summary_markdown(rows: list[dict]) -> str:
     return md
 
 
-CORES = {"stm32f205": "M3", "stm32f405": "M4", "mps2-an500": "M7", "mps2-an505": "M33", "mps3-an547": "M55"}
+CORES = {"microbit": "M0", "stm32f205": "M3", "stm32f405": "M4", "mps2-an500": "M7", "mps2-an505": "M33", "mps3-an547": "M55"}
 
 
-def cores_markdown(rows: list[dict]) -> str:
+def cores_markdown(rows: list[dict], missing: list[str] = ()) -> str:
     boards = [b for b in CORES if any(r["board"] == b for r in rows)]
     md = ("| model | weights | " + " | ".join(f"{CORES[b]} (`{b}`)" for b in boards) + " |\n"
           "|---|---|" + "---:|" * len(boards) + "\n")
@@ -113,6 +113,8 @@ def cores_markdown(rows: list[dict]) -> str:
             r = next((r for r in rows if (r["model"], r["method"], r["wbits"]) == key and r["board"] == b), None)
             cells.append("-" if r is None else f"{r['total']:,}")
         md += f"| {key[0]} | {key[1]} W{key[2]} | " + " | ".join(cells) + " |\n"
+    if missing:
+        md += "\n\"-\": " + "; ".join(missing) + ".\n"
     return md
 
 
@@ -122,7 +124,7 @@ def main_cores(args) -> None:
 
     names = [b.name for b in board_defs.all_boards() if b.emulated] if args.boards == "all" else args.boards.split(",")
     names = sorted(names, key=lambda b: list(CORES).index(b) if b in CORES else len(CORES))
-    rows = []
+    rows, missing = [], []
     for model in args.models.split(","):
         for cfg in args.configs.split(","):
             method, bits = cfg.split(":")
@@ -136,8 +138,11 @@ def main_cores(args) -> None:
                 try:
                     rows.append(measure(model, method, int(bits), board=board, quantized=q))
                 except Exception as e:  # a model that does not fit a board's memory: said, not fatal
-                    print(f"[speed] {model} {method} W{bits} on {board}: {str(e).splitlines()[0]}", file=sys.stderr)
-    md = cores_markdown(rows)
+                    why = str(e).splitlines()[0]
+                    print(f"[speed] {model} {method} W{bits} on {board}: {why}", file=sys.stderr)
+                    short = why.split(": ", 1)[-1] if "does not fit" in why else why
+                    missing.append(f"{model} {method} W{bits} on {board}: {short[:120]}")
+    md = cores_markdown(rows, missing)
     print("\n" + md)
     os.makedirs(RESULTS, exist_ok=True)
     atomic_write_bytes(os.path.join(RESULTS, "speed_cores.json"), json.dumps(rows, indent=1).encode())

@@ -25,6 +25,8 @@ class Board:
     aliases: list[str] = field(default_factory=list)
     qemu: dict | None = None
     probe: dict = field(default_factory=dict)
+    stack_bytes: int = 8192  # the firmware's stack (the linker reserves it; a model that does not fit fails there)
+    rx_ring_bytes: int = 2048  # the UART receive ring
 
     @property
     def emulated(self) -> bool:
@@ -44,7 +46,9 @@ def _load(path: str) -> Board:
         d = tomllib.load(f)
     return Board(name=d["name"], description=d["description"], cpu=d["cpu"], cflags=list(d["cflags"]),
                  core_clock_hz=int(d["core_clock_hz"]), memory=d["memory"], uart=d["uart"],
-                 aliases=list(d.get("aliases", [])), qemu=d.get("qemu"), probe=d.get("probe", {}))
+                 aliases=list(d.get("aliases", [])), qemu=d.get("qemu"), probe=d.get("probe", {}),
+                 stack_bytes=int(d.get("firmware", {}).get("stack_bytes", 8192)),
+                 rx_ring_bytes=int(d.get("firmware", {}).get("rx_ring_bytes", 2048)))
 
 
 def all_boards() -> list[Board]:
@@ -72,7 +76,7 @@ def get(name: str) -> Board:
 
 
 # Console UART register layouts: STM32 USART v1 (F2/F4) and v2 (L4/F7/H7), Arm CMSDK APB UART (MPS2/MPS3)
-UART_LAYOUTS = {"v1": 1, "v2": 2, "cmsdk": 3}
+UART_LAYOUTS = {"v1": 1, "v2": 2, "cmsdk": 3, "nrf51": 4}
 
 
 def config_header(board: Board) -> str:
@@ -87,7 +91,10 @@ def config_header(board: Board) -> str:
         f"#define NUPES_UART_IRQ {u['irq']}",
         f"#define NUPES_UART_BAUD {u['baud']}u",
         f"#define NUPES_UART_CLOCK_HZ {u.get('clock_hz', board.core_clock_hz)}u",
+        f"#define NUPES_RX_RING_SIZE {board.rx_ring_bytes}u",
     ]
+    if u["layout"] == "nrf51":
+        lines += [f"#define NUPES_UART_TX_PIN {u['pins'][0]}u", f"#define NUPES_UART_RX_PIN {u['pins'][1]}u"]
     if u["layout"] in ("v1", "v2"):  # STM32: RCC clock gates and GPIO alternate functions
         clocks = ", ".join(f"{{0x{off:X}u, {bit}u}}" for off, bit in u["clock_enable"])
         lines += [
@@ -101,6 +108,8 @@ def config_header(board: Board) -> str:
     t = board.qemu.get("counter_timer") if board.qemu else None
     if t and t.get("kind", "stm32") == "cmsdk":
         lines += [f"#define NUPES_COUNTER_CMSDK_BASE 0x{t['base']:08X}u"]
+    elif t and t.get("kind") == "nrf51":
+        lines += [f"#define NUPES_COUNTER_NRF51_BASE 0x{t['base']:08X}u"]
     elif t and t.get("kind") == "fpgaio":
         lines += [f"#define NUPES_COUNTER_FPGAIO_BASE 0x{t['base']:08X}u"]
     elif t:

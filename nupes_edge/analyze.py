@@ -165,10 +165,15 @@ def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | Non
               "arena_bytes": rep["arena_bytes"], "scratch_bytes": rep["scratch_bytes"], "stack_bytes": None}
     notes = []
     if sizes:
+        from . import boards as board_defs
         from .firmware import STACK_BYTES
 
+        try:
+            stack = board_defs.get(sizes["board"]).stack_bytes if sizes.get("board") else STACK_BYTES
+        except Exception:  # a board name that is not ours (sizes from elsewhere): the default
+            stack = STACK_BYTES
         totals.update(board=sizes.get("board"), flash_used=sizes["flash_used"], flash_bytes=sizes["flash_bytes"],
-                      ram_used=sizes["ram_used"], ram_bytes=sizes["ram_bytes"], stack_bytes=STACK_BYTES,
+                      ram_used=sizes["ram_used"], ram_bytes=sizes["ram_bytes"], stack_bytes=stack,
                       code_bytes=sizes["flash_used"] - totals["model_flash_bytes"],
                       fits=sizes["flash_used"] <= sizes["flash_bytes"] and sizes["ram_used"] <= sizes["ram_bytes"])
     else:

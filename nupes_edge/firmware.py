@@ -18,7 +18,7 @@ from .qmodel import QuantModel
 
 INSTALL_HINT = ("sudo apt-get install --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi "
                 "(or run `make setup`)")
-STACK_BYTES = 8192
+STACK_BYTES = 8192  # the default; a board may set its own ([firmware] stack_bytes)
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-ffunction-sections", "-fdata-sections"]
 LDFLAGS = ["-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections"]
 
@@ -35,7 +35,7 @@ class FirmwareBuild:
         s = self.sizes
         return (f"built {self.elf} for {self.board.name}\n"
                 f"  flash {s['flash_used']} / {s['flash_bytes']} B ({s['flash_used'] / s['flash_bytes']:.1%}), "
-                f"RAM {s['ram_used']} / {s['ram_bytes']} B ({s['ram_used'] / s['ram_bytes']:.1%}, incl. {STACK_BYTES} B stack)\n"
+                f"RAM {s['ram_used']} / {s['ram_bytes']} B ({s['ram_used'] / s['ram_bytes']:.1%}, incl. {self.board.stack_bytes} B stack)\n"
                 f"  model: weights {s['flash_weights_bytes']} B, LUTs {s['flash_tables_bytes']} B, "
                 f"arena {s['arena_bytes']} B (naive {s['arena_naive_bytes']} B), scratch {s['scratch_bytes']} B")
 
@@ -72,7 +72,7 @@ def _linker_script(board: boards.Board) -> str:
     m = board.memory
     return env.get_template("linker.ld.j2").render(
         board=board.name, flash_origin=f"0x{m['flash_origin']:08X}", flash_size=m["flash_size"],
-        ram_origin=f"0x{m['ram_origin']:08X}", ram_size=m["ram_size"], stack_size=STACK_BYTES)
+        ram_origin=f"0x{m['ram_origin']:08X}", ram_size=m["ram_size"], stack_size=board.stack_bytes)
 
 
 def _overflow_error(stderr: str, board: boards.Board, report: dict) -> NupesError | None:
@@ -84,7 +84,7 @@ def _overflow_error(stderr: str, board: boards.Board, report: dict) -> NupesErro
         f"the model does not fit {board.name} ({board.flash_bytes} B flash, {board.ram_bytes} B RAM): "
         f"{', '.join(parts)}; the model needs {report['flash_weights_bytes'] + report['flash_tables_bytes'] + report['flash_meta_bytes']} B "
         f"of flash for weights and tables and {report['arena_bytes'] + report['scratch_bytes']} B of RAM for arena and scratch "
-        f"(plus {STACK_BYTES} B stack and the runtime)")
+        f"(plus {board.stack_bytes} B stack and the runtime)")
 
 
 def _section_sizes(elf: str) -> dict[str, int]:

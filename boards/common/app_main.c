@@ -176,7 +176,11 @@ static void reply_calibrate(uint32_t seq, uint32_t len)
         return;
     }
     t0 = counter_now();
+#if defined(__ARM_ARCH_6M__) /* GCC writes Thumb-1 in divided syntax, where SUB sets the flags */
+    __asm__ volatile("1: sub %0, #1\n\tbne 1b" : "+l"(n) : : "cc");
+#else
     __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+l"(n) : : "cc");
+#endif
     t1 = counter_now();
     put_u32(tx + 6, (uint32_t)(t1 - t0));
     put_u32(tx + 10, (uint32_t)((t1 - t0) >> 32));

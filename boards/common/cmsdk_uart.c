@@ -24,7 +24,7 @@
 #define CTRL_RXINTEN (1u << 3)
 #define INT_RX (1u << 1)
 
-#define RING_SIZE 2048u
+#define RING_SIZE NUPES_RX_RING_SIZE
 static volatile uint8_t ring[RING_SIZE];
 static volatile uint32_t ring_head; /* written by the ISR */
 static volatile uint32_t ring_tail; /* written by the main loop */

@@ -28,6 +28,18 @@
 static uint32_t ct_high, ct_last;
 #endif
 
+#ifdef NUPES_COUNTER_NRF51_BASE
+/* The nRF51's TIMER0 in 32-bit timer mode at 16 MHz (prescaler 0), read by a capture task; QEMU
+ * clocks it from virtual time. */
+#define NT_START REG(NUPES_COUNTER_NRF51_BASE + 0x000u)
+#define NT_CAPTURE0 REG(NUPES_COUNTER_NRF51_BASE + 0x040u)
+#define NT_MODE REG(NUPES_COUNTER_NRF51_BASE + 0x504u)
+#define NT_BITMODE REG(NUPES_COUNTER_NRF51_BASE + 0x508u)
+#define NT_PRESCALER REG(NUPES_COUNTER_NRF51_BASE + 0x510u)
+#define NT_CC0 REG(NUPES_COUNTER_NRF51_BASE + 0x540u)
+static uint32_t nt_high, nt_last;
+#endif
+
 #ifdef NUPES_COUNTER_FPGAIO_BASE
 /* The MPS2 / MPS3 FPGA's free-running COUNTER (FPGAIO), prescaler 0: one count per cycle of its
  * clock, which QEMU derives from virtual time (for the boards without a CMSDK timer, AN547). */
@@ -59,6 +71,7 @@ void SysTick_Handler(void)
 
 void counter_init(void)
 {
+#if !defined(__ARM_ARCH_6M__) /* ARMv6-M (Cortex-M0/M0+) has no DWT cycle counter */
     volatile uint32_t spin;
     DEMCR |= 1u << 24; /* TRCENA */
     DWT_LAR = 0xC5ACCE55u; /* unlock (Cortex-M7) */
@@ -70,7 +83,14 @@ void counter_init(void)
         kind = NUPES_COUNT_CYCLES;
         return;
     }
-#if defined(NUPES_COUNTER_FPGAIO_BASE)
+#endif
+#if defined(NUPES_COUNTER_NRF51_BASE)
+    NT_MODE = 0u;     /* timer */
+    NT_BITMODE = 3u;  /* 32 bit */
+    NT_PRESCALER = 0u;
+    NT_START = 1u;
+    kind = NUPES_COUNT_TIMER;
+#elif defined(NUPES_COUNTER_FPGAIO_BASE)
     FP_PRESCALE = 0;
     fp_last = FP_COUNTER;
     kind = NUPES_COUNT_TIMER;
@@ -106,6 +126,18 @@ uint32_t counter_kind(void)
 
 uint64_t counter_now(void)
 {
+#ifdef NUPES_COUNTER_NRF51_BASE
+    if (kind == NUPES_COUNT_TIMER) {
+        uint32_t now;
+        NT_CAPTURE0 = 1u;
+        now = NT_CC0;
+        if (now < nt_last) {
+            nt_high++;
+        }
+        nt_last = now;
+        return ((uint64_t)nt_high << 32) | now;
+    }
+#endif
 #ifdef NUPES_COUNTER_FPGAIO_BASE
     if (kind == NUPES_COUNT_TIMER) {
         const uint32_t now = FP_COUNTER;

@@ -29,9 +29,11 @@ void Reset_Handler(void)
     for (dst = &_sbss; dst < &_ebss; ++dst) {
         *dst = 0;
     }
-    /* CPACR: full access to CP10/CP11 (the FPU) */
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
+    /* CPACR: full access to CP10/CP11 (the FPU, and Helium on a Cortex-M55) */
     *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20);
     __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     (void)main();
     default_handler();
 }

@@ -38,7 +38,7 @@
 #define ISR_TXE (1u << 7)
 #define ISR_ORE (1u << 3)
 
-#define RING_SIZE 2048u
+#define RING_SIZE NUPES_RX_RING_SIZE
 static volatile uint8_t ring[RING_SIZE];
 static volatile uint32_t ring_head; /* written by the ISR */
 static volatile uint32_t ring_tail; /* written by the main loop */
