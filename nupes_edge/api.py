@@ -152,7 +152,13 @@ def _verify_inputs(qm: QuantModel, data: str | None, n: int):
     if not data and qm.meta.get("calibration", {}).get("n") == 0:
         raise NupesError("this model was quantized without data: pass --data (an .npz whose x is as the model "
                          "takes it) or --data random (random int8 inputs: bit-exactness needs no labels)")
-    data = data or qm.meta.get("calibration", {}).get("data") or qm.name
+    if not data:
+        data = qm.meta.get("calibration", {}).get("data") or qm.name
+        if data not in examples.NAMES:
+            import sys
+
+            print(f"nupes-edge: note: no --data: measuring on the data the model was calibrated on ({data}); "
+                  "pass --data with held-out data for a fair accuracy", file=sys.stderr)
     x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm), qm.graph.input_layout)
     return x[:n], y[:n]
 

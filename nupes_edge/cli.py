@@ -180,7 +180,7 @@ def cmd_codegen(args) -> int:
 def _project():
     from . import project
 
-    return project.load(".") if os.path.isfile(project.FILE) else None
+    return project.load() if project.find() else None
 
 
 def _resolve(args) -> tuple[str, str, str]:

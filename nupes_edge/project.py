@@ -8,6 +8,15 @@
     seed = 0
     board = "stm32"
     probe = "qemu"
+    test = "test.npz"      # optional: evaluation data for verify / run / eval
+    flash_budget = "24K"   # optional: bits per layer chosen to fit (quantize --flash-budget)
+    layer_wbits = { conv2d = 8 }   # optional: per-layer bits (quantize --layer-wbits)
+    keep_softmax = false   # optional (quantize --keep-softmax)
+    recalibrate = false    # optional, an int8 .tflite (quantize --recalibrate)
+
+The file is checked against this schema: an unknown key or table is an error with a "did you
+mean", a value of the wrong type or range names the key. The file is found in the current folder
+or the nearest parent that has one, as git finds .git.
 """
 from __future__ import annotations
 
@@ -37,6 +46,10 @@ class Project:
     board: str = "stm32"
     probe: str = "qemu"
     test: str = ""  # evaluation data for an .npz project (bundled names use their test split)
+    flash_budget: str = ""  # a size ("24K", "24576"): bits per layer chosen to fit
+    layer_wbits: dict | None = None  # layer name -> bits
+    keep_softmax: bool | None = None
+    recalibrate: bool = False
 
     def path(self, rel: str) -> str:
         return rel if os.path.isabs(rel) or rel in examples.NAMES else os.path.join(self.root, rel)
@@ -51,7 +64,8 @@ class Project:
                     h.update(hashlib.sha256(f.read()).digest())
             else:
                 h.update(spec.encode())
-        h.update(json.dumps([self.method, self.wbits, self.seed, __version__, artifact.VERSION]).encode())
+        h.update(json.dumps([self.method, self.wbits, self.seed, __version__, artifact.VERSION, self.flash_budget,
+                             sorted((self.layer_wbits or {}).items()), self.keep_softmax, self.recalibrate]).encode())
         return h.hexdigest()[:24]
 
     def cached_model_path(self) -> str:
@@ -82,24 +96,88 @@ def init(folder: str, example: str = "mnist5k", method: str = "nupes", wbits: in
     return path
 
 
-def load(folder: str = ".") -> Project:
-    path = os.path.join(folder, FILE)
-    if not os.path.isfile(path):
-        raise NupesError(f"no model given and no {FILE} in {os.path.abspath(folder)} (run `nupes-edge init`)")
+# [project]'s schema: key -> (type, what it takes). Everything else is an error.
+SCHEMA = {
+    "model": (str, "a bundled example name, a .pt2 or a .tflite file"),
+    "data": (str, "a bundled data set name or an .npz file"),
+    "method": (str, f"one of {', '.join(METHODS)}"),
+    "wbits": (int, "weight bits, 2..8"),
+    "seed": (int, "a seed, 0..2^31-1"),
+    "board": (str, "a board name (`nupes-edge boards`)"),
+    "probe": (str, "qemu, pyocd, stlink, openocd or auto"),
+    "test": (str, "an .npz file of evaluation data"),
+    "flash_budget": ((str, int), "a size in bytes such as 24576 or \"24K\""),
+    "layer_wbits": (dict, "a table of layer name = bits (2..8)"),
+    "keep_softmax": (bool, "true or false"),
+    "recalibrate": (bool, "true or false"),
+}
+
+
+def _did_you_mean(key: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(known)})"
+
+
+def find(start: str = ".") -> str | None:
+    """The folder of the nearest nupes-edge.toml: ``start`` or a parent (as git finds .git)."""
+    folder = os.path.abspath(start)
+    while True:
+        if os.path.isfile(os.path.join(folder, FILE)):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def validate(d: dict, path: str) -> dict:
+    """[project] of a parsed nupes-edge.toml, checked against SCHEMA (NupesError naming the key)."""
+    extra = [k for k in d if k != "project"]
+    if extra:
+        raise NupesError(f"{path}: unknown table or key '{extra[0]}' at the top level (everything goes under [project])")
+    proj = d.get("project", {})
+    if not isinstance(proj, dict):
+        raise NupesError(f"{path}: 'project' must be a table ([project])")
+    for key, value in proj.items():
+        if key not in SCHEMA:
+            raise NupesError(f"{path}: unknown key '{key}' in [project]{_did_you_mean(key, SCHEMA)}")
+        typ, what = SCHEMA[key]
+        if isinstance(value, bool) and typ is not bool or not isinstance(value, typ):
+            raise NupesError(f"{path}: [project] {key} = {str(value)[:40]!r}: expected {what}")
+    for key in ("model", "data"):
+        if key not in proj:
+            raise NupesError(f"{path}: [project] needs '{key}'")
+    if proj.get("method", "nupes") not in METHODS:
+        raise NupesError(f"{path}: unknown method '{proj['method']}'{_did_you_mean(proj['method'], METHODS)}")
+    if not 2 <= proj.get("wbits", 4) <= 8:
+        raise NupesError(f"{path}: wbits must be 2..8, got {proj['wbits']!r}")
+    if not 0 <= proj.get("seed", 0) < 1 << 31:
+        raise NupesError(f"{path}: seed must be 0..2^31-1, got {proj['seed']!r}")
+    if proj.get("probe", "qemu") not in ("qemu", "pyocd", "stlink", "openocd", "auto"):
+        raise NupesError(f"{path}: unknown probe '{proj['probe']}' (qemu, pyocd, stlink, openocd or auto)")
+    for layer, bits in (proj.get("layer_wbits") or {}).items():
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+            raise NupesError(f"{path}: [project] layer_wbits.{layer} = {bits!r}: expected bits 2..8")
+    if "flash_budget" in proj:
+        proj["flash_budget"] = str(proj["flash_budget"])
+    return proj
+
+
+def load(folder: str | None = None) -> Project:
+    root = find(folder or ".") if folder is None else os.path.abspath(folder)
+    path = os.path.join(root or os.path.abspath("."), FILE)
+    if root is None or not os.path.isfile(path):
+        raise NupesError(f"no model given and no {FILE} in {os.path.abspath(folder or '.')} or its parents "
+                         "(run `nupes-edge init`)")
     try:
         with open(path, "rb") as f:
-            d = tomllib.load(f).get("project", {})
+            d = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise NupesError(f"{path}: {e}") from None
-    for key in ("model", "data"):
-        if key not in d:
-            raise NupesError(f"{path}: [project] needs '{key}'")
-    p = Project(root=os.path.abspath(folder), **{k: d[k] for k in asdict(Project("", "", "")) if k in d and k != "root"})
-    if p.method not in METHODS:
-        raise NupesError(f"{path}: unknown method '{p.method}' (one of {', '.join(METHODS)})")
-    if not isinstance(p.wbits, int) or not 2 <= p.wbits <= 8:
-        raise NupesError(f"{path}: wbits must be 2..8, got {p.wbits!r}")
-    return p
+    proj = validate(d, path)
+    return Project(root=root, **{k: proj[k] for k in asdict(Project("", "", "")) if k in proj and k != "root"})
 
 
 def test_data(p: Project) -> str:
@@ -121,6 +199,13 @@ def quantized_model(p: Project, progress: bool = True) -> str:
     from . import api
 
     out = p.cached_model_path()
+    if os.path.isfile(out):
+        try:
+            artifact.load(out)
+        except NupesError:  # a damaged cache entry (a killed run, a full disk): made again
+            os.unlink(out)
     if not os.path.isfile(out):
-        api.quantize(p.path(p.model), p.path(p.data), p.method, p.wbits, out, seed=p.seed, progress=progress)
+        api.quantize(p.path(p.model), p.path(p.data), p.method, p.wbits, out, overrides=dict(p.layer_wbits or {}),
+                     seed=p.seed, progress=progress, flash_budget=p.flash_budget or None,
+                     recalibrate=p.recalibrate, keep_softmax=p.keep_softmax)
     return out
