@@ -30,7 +30,15 @@ def load_graph(spec: str, progress: bool = True) -> tuple[Graph, str]:
         return import_tflite(spec), name
     if not os.path.exists(spec):
         raise NupesError(f"{spec}: no such file, and not a bundled example ({', '.join(examples.NAMES)})")
-    raise NupesError(f"{spec}: unsupported model format (expected a torch.export .pt2 file or a bundled example name)")
+    ext = os.path.splitext(spec)[1].lower()
+    hint = {".onnx": "; convert it to .tflite (e.g. onnx2tf) or export the PyTorch model with torch.export",
+            ".pth": "; a state dict holds no network: load it into your nn.Module, then "
+                    "torch.export.save(torch.export.export(net, (x,)), 'net.pt2') (docs/api.md)",
+            ".pt": "; a pickled model cannot be loaded safely: save it with torch.export.save as a .pt2 (docs/api.md)",
+            ".h5": "; convert the Keras model to .tflite with TensorFlow's TFLiteConverter",
+            ".keras": "; convert the Keras model to .tflite with TensorFlow's TFLiteConverter"}.get(ext, "")
+    raise NupesError(f"{spec}: unsupported model format (expected a torch.export .pt2 file, a float or int8 .tflite, "
+                     f"or a bundled example name){hint}")
 
 
 def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None = None,

@@ -301,13 +301,17 @@ def cmd_flash(args) -> int:
     board = boards.get(board_name)
     elf = args.elf or os.path.join(out, "firmware.elf")
     probe = args.probe or ("qemu" if board.emulated else "auto")
+    in_project = not args.model
+    model_arg = "" if in_project else f" {model}"
+    if not os.path.isfile(elf):  # the hint names what was given, so it works when pasted
+        raise NupesError(f"{elf}: no such firmware; run `nupes-edge build{model_arg} --board {board_name}` first")
     if probe == "qemu":
         emulators.refuse_if_running()
         q = flash.start_qemu(board, elf, max_seconds=args.max_seconds, detach=True)
         emulators.add({"pid": q.proc.pid, "port": q.port, "elf": elf})
         _emit({"probe": "qemu", "port": q.url, "pid": q.proc.pid}, args.json,
               f"QEMU {board.qemu['machine']} running {elf}\n  serial: {q.url}  (pid {q.proc.pid}; "
-              f"`nupes-edge flash --stop` ends it)\n  next: nupes-edge verify --port {q.url}")
+              f"`nupes-edge flash --stop` ends it)\n  next: nupes-edge verify{model_arg} --port {q.url}")
         return 0
     tool = flash.flash_probe(board, elf, elf[:-4] + ".bin", probe)
     _emit({"probe": tool, "board": board.name, "elf": elf}, args.json, f"flashed {elf} to {board.name} with {tool}")
@@ -369,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Micro's arithmetic) instead of the logits; on by default for a kept int8 .tflite")
     q.add_argument("--method", choices=METHODS, default="nupes",
                    help="nupes (learned codes and exponent, needs data), powerquant (data-free exponent search), "
-                        "adaround, uniform (min-max), uniform-mse (default nupes; docs/quantization.md)")
+                        "adaround, uniform (min-max), uniform-mse (MSE clipping); default nupes (docs/quantization.md)")
     q.add_argument("--wbits", type=_wbits, default=4, help="weight bits, 2..8 (default 4)")
     q.add_argument("--layer-wbits", type=_bits_override, action="append", metavar="LAYER=BITS",
                    help="per-layer weight bits (repeatable); with --flash-budget, the layers pinned")

@@ -14,6 +14,12 @@ from .errors import NupesError
 LOCK_WAIT_S = 600.0
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def checked_output_folder(folder: str) -> str:
     """``folder`` resolved, if nupes-edge may replace it whole; else a NupesError.
 
@@ -74,6 +80,7 @@ def fresh_folder(folder: str):
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.tmp-")
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder gets what mkdir would give
     try:
         yield tmp
     except BaseException:

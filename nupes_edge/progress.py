@@ -1,4 +1,5 @@
-"""Progress bars on stderr: live on a terminal, a line every few seconds in logs."""
+"""Progress on stderr: a live bar on a terminal; in a log (CI, `make demo > log`) one plain line
+per step instead of bar redraws."""
 from __future__ import annotations
 
 import sys
@@ -8,5 +9,7 @@ def bar(iterable=None, *, desc: str, unit: str = "it", total: int | None = None,
     from tqdm import tqdm
 
     tty = sys.stderr.isatty()
-    return tqdm(iterable, desc=desc, unit=unit, total=total, file=sys.stderr, disable=not enabled, leave=False,
+    if enabled and not tty:
+        print(f"{desc} ...", file=sys.stderr, flush=True)
+    return tqdm(iterable, desc=desc, unit=unit, total=total, file=sys.stderr, disable=not (enabled and tty), leave=False,
                 mininterval=0.2 if tty else 10.0, dynamic_ncols=tty)

@@ -57,3 +57,26 @@ def test_a_forged_state_file_never_signals_another_process(tmp_path, content):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+@needs_emulator
+def test_every_hint_flash_prints_works_when_pasted(tmp_path):
+    """Outside a project: the 'build first' hint and the 'next: verify' hint name the model, so each
+    runs as printed."""
+    import re
+    import shlex
+
+    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "d.nq", "--quiet",
+               cwd=tmp_path).returncode == 0
+    r = cli("flash", "d.nq", "--board", "stm32", cwd=tmp_path)
+    assert r.returncode == 2
+    hint = re.search(r"`nupes-edge ([^`]+)`", r.stderr).group(1)
+    assert cli(*shlex.split(hint), cwd=tmp_path).returncode == 0, hint
+    r = cli("flash", "d.nq", "--board", "stm32", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    try:
+        nxt = re.search(r"next: nupes-edge (.+)", r.stdout).group(1)
+        v = cli(*shlex.split(nxt), "-n", "20", cwd=tmp_path)
+        assert v.returncode == 0 and "PASS" in v.stdout, v.stdout + v.stderr
+    finally:
+        assert cli("flash", "--stop", cwd=tmp_path).returncode == 0

@@ -107,10 +107,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
             "calibration": ({"n": int(len(x_calib)), "input_range": [float(x_calib.min()), float(x_calib.max())]}
                             if x_calib is not None else {"n": 0})}
     if keep:
-        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept)
-        if progress:
-            print(f"kept from the file: {meta['kept_from_file']['activations']}; weights: "
-                  f"{meta['kept_from_file']['weights']}", file=sys.stderr)
+        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept)  # the CLI prints it once
     if allocation is not None:
         meta["flash_budget"] = allocation.as_meta()
     return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta,
