@@ -168,7 +168,7 @@ def _verify_inputs(qm: QuantModel, data: str | None, n: int):
             print(f"nupes-edge: note: no --data: measuring on the data the model was calibrated on ({data}); "
                   "pass --data with held-out data for a fair accuracy", file=sys.stderr)
     x, y = load_data(data, "test", qm.graph.input_shape, _n_classes(qm), qm.graph.input_layout)
-    return x[:n], y[:n]
+    return x[:n], None if y is None else y[:n]
 
 
 def random_inputs(qm: QuantModel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -112,10 +112,13 @@ def cmd_eval(args) -> int:
     if not args.data:
         raise NupesError("eval needs --data (a bundled name or an .npz) outside a project folder")
     r = api.eval_model(args.model, args.data)
+    from .evaluate import metrics_text
+
+    pct = lambda v: "no labels" if v is None else f"{v:.2%}"  # noqa: E731
     text = (f"{args.model} on {args.data} ({r.n} inputs)\n"
-            f"  float top-1       {r.float_top1:.2%}\n  fake-quant top-1  {r.fakequant_top1:.2%}\n"
-            f"  int ref top-1     {r.int_top1:.2%}\n  agreement         {r.agreement:.2%}\n"
-            f"  output SQNR       {r.sqnr_db:.1f} dB")
+            f"  float top-1       {pct(r.float_top1)}\n  fake-quant top-1  {pct(r.fakequant_top1)}\n"
+            f"  int ref top-1     {pct(r.int_top1)}\n  agreement         {r.agreement:.2%}\n"
+            f"  output SQNR       {r.sqnr_db:.1f} dB\n  vs float model    {metrics_text(r.metrics)}")
     o = r.original
     if o is not None:
         if o["what"] == "kept":

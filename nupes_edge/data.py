@@ -1,4 +1,5 @@
-"""Evaluation and calibration data: a bundled example name or an .npz with ``x`` and ``y``."""
+"""Evaluation and calibration data: a bundled example name or an .npz with ``x`` and, optionally,
+``y`` (integer labels: without them there is no top-1, only error metrics against the float model)."""
 from __future__ import annotations
 
 import os
@@ -11,11 +12,12 @@ from .npyfile import read_npz
 
 
 def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | None = None,
-              n_classes: int | None = None, layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray]:
+              n_classes: int | None = None, layout: str = "NCHW") -> tuple[np.ndarray, np.ndarray | None]:
     """``(x, y)`` from a bundled name (its ``split``) or an .npz file (all of it).
 
-    x must be float32 exactly as the model takes it (N × input_shape), y integer labels (in
-    [0, n_classes) when the model's output size is given).
+    x is float (float32, or float64 / float16 converted) exactly as the model takes it
+    (N × input_shape); y integer labels (in [0, n_classes) when the model's output size is given),
+    or None when the .npz has none.
     """
     if spec in examples.NAMES:
         x, y = examples.load(spec, split)
@@ -25,13 +27,16 @@ def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | Non
         with open(spec, "rb") as f:
             if f.read(4) != b"PK\x03\x04":
                 raise NupesError(f"{spec}: not an .npz file (an .npz is a zip of arrays x and y, written by numpy.savez)")
-        arrays = read_npz(spec, ("x", "y"))
-        x, y = arrays["x"], arrays["y"]
+        arrays = read_npz(spec, ("x",), optional=("y",))
+        x, y = arrays["x"], arrays.get("y")
+        if x.dtype in (np.float64, np.float16):
+            x = x.astype(np.float32)  # as the Python API takes it
         if x.dtype != np.float32:
             raise NupesError(f"{spec}: 'x' must be float32 (got {x.dtype}); store it exactly as the model takes it")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise NupesError(f"{spec}: 'y' must hold integer labels (got {y.dtype})")
-        if y.ndim != 1 or len(y) != len(x):
+        if y is not None and not np.issubdtype(y.dtype, np.integer):
+            raise NupesError(f"{spec}: 'y' must hold integer labels (got {y.dtype}); leave it out for a model "
+                             "without classes (regression, autoencoder): the error metrics need no labels")
+        if y is not None and (y.ndim != 1 or len(y) != len(x)):
             raise NupesError(f"{spec}: 'y' must be a vector with one label per row of 'x' ({len(x)}), got shape {list(y.shape)}")
         if len(x) == 0:
             raise NupesError(f"{spec}: 'x' is empty")
@@ -41,10 +46,10 @@ def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | Non
         x = to_graph_layout(x, input_shape, layout, spec)
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise NupesError(f"{spec}: 'x' has shape {list(x.shape)}, the model takes N×{list(input_shape)}")
-    if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
+    if y is not None and n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
         bad = int(y.min()) if y.min() < 0 else int(y.max())
         raise NupesError(f"{spec}: label {bad} is outside the model's {n_classes} classes (0..{n_classes - 1})")
-    return np.ascontiguousarray(x, np.float32), np.asarray(y, np.int64)
+    return np.ascontiguousarray(x, np.float32), None if y is None else np.asarray(y, np.int64)
 
 
 def to_graph_layout(x: np.ndarray, input_shape: tuple[int, ...] | None, layout: str, what: str) -> np.ndarray:

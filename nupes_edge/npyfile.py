@@ -33,8 +33,9 @@ def read_npy(raw: bytes, what: str) -> np.ndarray:
     return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
-def read_npz(path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The named arrays of an .npz (a zip of .npy), each header checked and size-bounded first."""
+def read_npz(path: str, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz (a zip of .npy), each header checked and size-bounded first
+    (``optional`` ones only when present)."""
     out = {}
     try:
         size = os.path.getsize(path)
@@ -44,7 +45,7 @@ def read_npz(path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
             if missing:
                 raise NupesError(f"{path}: the .npz must hold arrays {' and '.join(repr(n) for n in names)} "
                                  f"(found: {', '.join(sorted(files)) or 'none'})")
-            for n in names:
+            for n in [*names, *(o for o in optional if o in files)]:
                 info = z.getinfo(files[n])
                 if info.file_size > MAX_ARRAY_BYTES:
                     raise NupesError(f"{path}: array '{n}' unpacks to {info.file_size} bytes (at most {MAX_ARRAY_BYTES})")

@@ -15,11 +15,12 @@ from .qmodel import QuantModel
 class VerifyReport:
     n: int
     mismatches: int  # inputs whose device output differs from the reference in any byte
-    device_top1: float  # device top-1 against the labels
+    device_top1: float | None  # device top-1 against the labels (None without labels)
     agreement: float  # device top-1 equal to the float model's top-1
     first_diffs: list = field(default_factory=list)  # up to 5: {index, reference, device}
     # the int8 .tflite the model came from, under TFLite Micro (oracle.py), or None
     original: dict | None = None
+    metrics: dict | None = None  # the device's dequantized outputs against the float model (evaluate.output_metrics)
 
     @property
     def failed(self) -> bool:
@@ -30,8 +31,13 @@ class VerifyReport:
         return asdict(self)
 
     def text(self) -> str:
+        from .evaluate import metrics_text
+
+        top1 = "no labels" if self.device_top1 is None else f"{self.device_top1:.2%}"
         lines = [f"  inputs            {self.n}", f"  mismatches        {self.mismatches}",
-                 f"  device top-1      {self.device_top1:.2%}", f"  agreement (float) {self.agreement:.2%}"]
+                 f"  device top-1      {top1}", f"  agreement (float) {self.agreement:.2%}"]
+        if self.metrics:
+            lines.append(f"  vs float model    {metrics_text(self.metrics)}")
         o = self.original
         if o is not None:
             if o["what"] == "kept":
@@ -54,7 +60,9 @@ def reference_io(qm: QuantModel, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return to_device(xq), run_int(qm, xq)
 
 
-def compare(qm: QuantModel, x: np.ndarray, y: np.ndarray, ref: np.ndarray, device_raw: np.ndarray) -> VerifyReport:
+def compare(qm: QuantModel, x: np.ndarray, y: np.ndarray | None, ref: np.ndarray, device_raw: np.ndarray) -> VerifyReport:
+    from .evaluate import output_metrics
+    from .intref import dequantize_output
     from .oracle import compare_with_source
 
     dev = from_device(device_raw, qm.graph.output_shape)
@@ -65,7 +73,10 @@ def compare(qm: QuantModel, x: np.ndarray, y: np.ndarray, ref: np.ndarray, devic
     f = torch_exec.run_numpy(qm.graph, x)
     top = dev.reshape(len(dev), -1).argmax(axis=1)
     first = [{"index": int(i), "reference": ref[i].ravel().tolist(), "device": dev[i].ravel().tolist()} for i in diff_rows[:5]]
-    return VerifyReport(n=int(len(x)), mismatches=int(len(diff_rows)), device_top1=float((top == y).mean()),
+    out_q = qm.output_q
+    metrics = output_metrics(f, dequantize_output(dev.reshape(len(dev), -1), out_q.scale, out_q.zero_point))
+    return VerifyReport(n=int(len(x)), mismatches=int(len(diff_rows)),
+                        device_top1=None if y is None else float((top == y).mean()), metrics=metrics,
                         agreement=float((top == f.reshape(len(f), -1).argmax(axis=1)).mean()), first_diffs=first,
                         original=None if orig is None else orig.as_dict())
 

@@ -153,3 +153,23 @@ def test_a_relative_calibration_path_is_found_from_another_folder(tmp_path):
     r = cli("verify", str(tmp_path / "work" / "m.nq"), "--board", "host", "-n", "30", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n"] == 30
+
+
+def test_data_without_labels_gives_error_metrics_and_no_top1(tmp_path):
+    """An .npz with x only (an autoencoder's or a regression model's data): quantize, eval and verify
+    all work, report max |err|, RMSE, MAE, cosine and SQNR against the float model, and no top-1.
+    float64 x is taken as the API takes it."""
+    from nupes_edge import examples
+
+    x, _ = examples.load("digits", "test")
+    np.savez(tmp_path / "x.npz", x=x[:40].astype(np.float64))
+    assert cli("quantize", "digits", "--data", "x.npz", "--method", "uniform", "-o", "m.nq", "--quiet",
+               cwd=tmp_path).returncode == 0
+    e = cli("eval", "m.nq", "--data", "x.npz", "--json", cwd=tmp_path)
+    assert e.returncode == 0, e.stderr
+    d = json.loads(e.stdout)
+    assert d["int_top1"] is None and d["float_top1"] is None
+    m = d["metrics"]
+    assert set(m) == {"max_abs", "rmse", "mae", "cosine", "sqnr_db"} and 0.9 < m["cosine"] <= 1 and m["rmse"] > 0
+    v = cli("verify", "m.nq", "--board", "host", "--data", "x.npz", cwd=tmp_path)
+    assert v.returncode == 0 and "no labels" in v.stdout and "cosine" in v.stdout, v.stdout + v.stderr

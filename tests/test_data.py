@@ -18,8 +18,8 @@ def test_npz_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("arrays,needle", [
-    ({"x": np.zeros((2, 4), np.float32)}, "'x' and 'y'"),
-    ({"x": np.zeros((2, 4), np.float64), "y": np.zeros(2, np.int64)}, "float32"),
+    ({"w": np.zeros((2, 4), np.float32)}, "'x'"),
+    ({"x": np.zeros((2, 4), np.int32), "y": np.zeros(2, np.int64)}, "float32"),
     ({"x": np.zeros((2, 4), np.float32), "y": np.zeros(2, np.float32)}, "integer labels"),
     ({"x": np.zeros((2, 4), np.float32), "y": np.zeros(3, np.int64)}, "one label per row"),
     ({"x": np.full((2, 4), np.nan, np.float32), "y": np.zeros(2, np.int64)}, "NaN"),
