@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import sys
 import tempfile
@@ -113,8 +114,14 @@ def cores_markdown(rows: list[dict], missing: list[str] = ()) -> str:
             r = next((r for r in rows if (r["model"], r["method"], r["wbits"]) == key and r["board"] == b), None)
             cells.append("-" if r is None else f"{r['total']:,}")
         md += f"| {key[0]} | {key[1]} W{key[2]} | " + " | ".join(cells) + " |\n"
-    if missing:
-        md += "\n\"-\": " + "; ".join(missing) + ".\n"
+    if missing:  # grouped: "kws (3 widths) on microbit: RAM overflowed by 5912 B"
+        groups: dict = {}
+        for m in missing:
+            what, why = m.split(": ", 1)
+            model, _, _, _, board = what.split(" ")
+            groups.setdefault((model, board, why), 0)
+            groups[(model, board, why)] += 1
+        md += "\n\"-\": does not fit: " + "; ".join(f"{model} on {board} ({why})" for model, board, why in groups) + ".\n"
     return md
 
 
@@ -140,8 +147,8 @@ def main_cores(args) -> None:
                 except Exception as e:  # a model that does not fit a board's memory: said, not fatal
                     why = str(e).splitlines()[0]
                     print(f"[speed] {model} {method} W{bits} on {board}: {why}", file=sys.stderr)
-                    short = why.split(": ", 1)[-1] if "does not fit" in why else why
-                    missing.append(f"{model} {method} W{bits} on {board}: {short[:120]}")
+                    over = re.search(r"(RAM|FLASH) overflowed by \d+ B", why)
+                    missing.append(f"{model} {method} W{bits} on {board}: {over.group(0) if over else why[:120]}")
     md = cores_markdown(rows, missing)
     print("\n" + md)
     os.makedirs(RESULTS, exist_ok=True)
