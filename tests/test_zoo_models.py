@@ -71,3 +71,15 @@ def test_kept_file_runs_on_the_emulated_stm32_equal_to_the_file(rel, tmp_path):
     _, rep = api.run_emulated(str(model), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
     assert rep.n == 10 and rep.mismatches == 0
     assert rep.original["what"] == "kept" and rep.original["mismatches"] == 0
+
+
+@pytest.mark.skipif(not HAVE_QEMU, reason="needs qemu-system-arm and arm-none-eabi-gcc (make setup installs them)")
+@pytest.mark.parametrize("board", ["stm32f205", "mps2-an500", "mps2-an505", "mps3-an547"])
+def test_kept_mlperf_kws_is_exact_on_every_core_it_fits(board, tmp_path):
+    """MLPerf Tiny's own int8 KWS file, kept, on the M3 (portable kernels), M7, M33 and M55 (DSP):
+    bit-exact with the reference and equal to TFLite Micro on the file (it does not fit the M0)."""
+    qm = quantize_graph(import_tflite(shared("mlperf-tiny/kws_ref_model.tflite")), None, "uniform", 8, name="kws")
+    model = tmp_path / "kws.nq"
+    artifact.save(qm, str(model))
+    _, rep = api.run_emulated(str(model), board, str(tmp_path / "out"), "random", 3, progress=False)
+    assert rep.n == 3 and rep.mismatches == 0 and rep.original["mismatches"] == 0
