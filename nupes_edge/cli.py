@@ -38,8 +38,30 @@ def _flash_size(s: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _bounded(kind, lo, hi, what: str):
+    """An argparse type: ``kind`` (int or float) within [lo, hi], else a usage error (exit 2)."""
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{what}: expected a number, got {str(s)[:40]!r}") from None
+        if not (lo <= v <= hi):  # also NaN
+            raise argparse.ArgumentTypeError(f"{what}: {str(s)[:40]} is outside {lo}..{hi}")
+        return v
+    return parse
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x0A, 0x09)}
+
+
+def safe_text(text: str) -> str:
+    """Text for the terminal with every control character escaped (names from files and devices are
+    untrusted: an ESC sequence could retitle or clear the terminal)."""
+    return str(text).translate(_CONTROL)
+
+
 def _emit(obj: dict, as_json: bool, text: str) -> None:
-    print(json.dumps(obj, sort_keys=True) if as_json else text)
+    print(json.dumps(obj, sort_keys=True) if as_json else safe_text(text))
 
 
 def cmd_quantize(args) -> int:
@@ -384,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose each layer's weight bits (2..8) so the model's flash (weights, tables, bias and "
                         "requantization, as codegen --json counts them) fits SIZE bytes, e.g. 24576, 24K, 24KiB "
                         "(K = KB = KiB = 1,024 B); replaces --wbits (docs/mixed_precision.md)")
-    q.add_argument("--seed", type=int, default=0, help="random seed of the learned methods (default 0)")
+    q.add_argument("--seed", type=_bounded(int, 0, (1 << 31) - 1, "--seed"), default=0, help="random seed of the learned methods (default 0)")
     q.add_argument("-o", "--output", required=True, help="the model.nq to write")
     q.add_argument("--quiet", action="store_true", help="no progress on stderr")
     q.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
@@ -422,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--profile", action="store_true",
                     help="also run -n inferences on the (emulated) board and report per-layer instruction counts")
     an.add_argument("--port", help="a running board's serial port (e.g. /dev/ttyACM0): per-layer cycle counts")
-    an.add_argument("-n", type=int, default=5, help="inferences for --profile / --port (default 5)")
+    an.add_argument("-n", type=_bounded(int, 1, 1000, "-n"), default=5, help="inferences for --profile / --port (default 5)")
     an.add_argument("--data", help="data for the per-layer SQNR (default: the model's calibration data, when found)")
     an.add_argument("--html", metavar="REPORT.html", help="also write the self-contained HTML report")
     an.add_argument("--layer", help="the weight layer whose histogram the HTML report draws (default: the largest)")
@@ -437,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how to flash: qemu (the emulated board), a real probe, or auto (default: the project's or qemu)")
     f.add_argument("--elf", help="firmware to flash (default build/BOARD/firmware.elf)")
     f.add_argument("-o", "--output", help=argparse.SUPPRESS)
-    f.add_argument("--max-seconds", type=float, default=3600, help="QEMU: stop by itself after this long")
+    f.add_argument("--max-seconds", type=_bounded(float, 1, 86400, "--max-seconds"), default=3600, help="QEMU: stop by itself after this long")
     f.add_argument("--stop", action="store_true", help="stop the emulator started from this folder")
     f.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     f.set_defaults(func=cmd_flash)
@@ -448,13 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
         v.add_argument("model", nargs="?", help="a model.nq (default: the project's)")
         v.add_argument("--board", help="board (default: the project's, else host)")
         v.add_argument("--data", help="inputs: .npz or bundled name (default: the model's data set, test split), or 'random' (random int8 inputs; top-1 then means agreement with the float model)")
-        v.add_argument("-n", type=int, default=200, help="number of inputs (default 200)")
+        v.add_argument("-n", type=_bounded(int, 1, 20000, "-n"), default=200, help="number of inputs (default 200)")
         v.add_argument("--profile", action="store_true", help="per-layer counts from the profiling hook")
         v.add_argument("-o", "--output", help=argparse.SUPPRESS)
         v.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
         if cmd_name == "verify":
             v.add_argument("--port", help="serial port of a running board: /dev/ttyACM0 or socket://HOST:PORT")
-            v.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply")
+            v.add_argument("--timeout", type=_bounded(float, 0.1, 600, "--timeout"), default=5.0, help="seconds to wait for each reply")
             v.add_argument("--sanitize", action="store_true", help="host: AddressSanitizer + UBSan")
             v.add_argument("--dsp", action="store_true", help="host: the DSP path with emulated intrinsics")
         v.set_defaults(func=fn)
@@ -486,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--wbits", type=_wbits, default=4, help="weight bits, 2..8 (default 4)")
     d.add_argument("--out", default="out", help="folder for the model.nq files and builds (default out/)")
     d.add_argument("--board", default="stm32", help="emulated board to verify the last method on, or 'none'")
-    d.add_argument("-n", type=int, default=200, help="inputs to verify on the board (default 200)")
+    d.add_argument("-n", type=_bounded(int, 1, 20000, "-n"), default=200, help="inputs to verify on the board (default 200)")
     d.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     d.set_defaults(func=cmd_demo)
     return p
@@ -517,11 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except NupesError as e:
-        print(f"nupes-edge: error: {e}", file=sys.stderr)
+        print(f"nupes-edge: error: {safe_text(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, read-only folder, permissions: the environment, with path and reason
         where = f"{e.filename}: " if e.filename else ""
-        print(f"nupes-edge: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"nupes-edge: error: {safe_text(where)}{safe_text(e.strerror or e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nupes-edge: interrupted", file=sys.stderr)

@@ -128,8 +128,10 @@ def flash_probe(board: Board, elf: str, binf: str, probe: str, timeout: float = 
             if exe is None:
                 tried.append("openocd (not installed: sudo apt-get install openocd)")
                 continue
+            if any(c in elf for c in '{}\\\n\r"[]$;'):  # Tcl's special characters: refused, never interpreted
+                raise NupesError(f"{elf!r}: openocd reads this path as Tcl; rename it without {{ }} [ ] $ ; \\ or quotes")
             r = _run([exe, "-f", "interface/stlink.cfg", "-f", board.probe.get("openocd_target", ""),
-                      "-c", f"program {elf} verify reset exit"], timeout)
+                      "-c", f"program {{{elf}}} verify reset exit"], timeout)
         else:
             raise NupesError(f"unknown probe '{tool}' (one of {', '.join(PROBES)})")
         if r.returncode != 0:

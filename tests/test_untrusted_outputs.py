@@ -114,3 +114,30 @@ def test_codegen_refuses_a_symlinked_output_folder(tmp_path):
     r = cli("codegen", "m.nq", "-o", "link", cwd=tmp_path)
     assert r.returncode == 2 and "symlink" in r.stderr
     assert (tmp_path / "real" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["quantize", "digits", "--data", "digits", "--seed", "-1", "-o", "x.nq"], "--seed"),
+    (["quantize", "digits", "--data", "digits", "--flash-budget", "9" * 400, "-o", "x.nq"], "--flash-budget"),
+    (["verify", "m.nq", "--port", "socket://127.0.0.1:1", "--timeout", "inf"], "--timeout"),
+    (["verify", "m.nq", "--board", "host", "--data", "random", "-n", "2000000"], "-n"),
+    (["run", "m.nq", "--board", "host", "-n", "nan"], "-n"),
+])
+def test_numeric_options_are_bounded(tmp_path, args, needle):
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_untrusted_text_reaches_the_terminal_escaped():
+    from nupes_edge.cli import safe_text
+
+    assert safe_text("model\x1b]0;pwned\x07\x1b[2J\x9b1m\nnext") == "model\\x1b]0;pwned\\x07\\x1b[2J\\x9b1m\nnext"
+
+
+def test_openocd_never_reads_a_path_as_tcl(tmp_path, monkeypatch):
+    from nupes_edge import boards, flash
+
+    monkeypatch.setattr(flash.shutil, "which", lambda name: "/bin/true" if name == "openocd" else None)
+    with pytest.raises(NupesError, match="Tcl"):
+        flash.flash_probe(boards.get("nucleo-f446re"), "a[exec touch PWN]/fw.elf", "fw.bin", "openocd")
+    assert not (tmp_path / "PWN").exists()

@@ -38,12 +38,14 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb
 def parse_size(text: str) -> int:
     """'24576', '24K', '24 KB', '24KiB', '1.5M' → bytes (K, KB and KiB all mean 1,024 bytes, as flash
     sizes are quoted in datasheets)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    m = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([a-zA-Z]*)\s*", str(text)[:64])
     if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"a size in bytes, optionally with K/KB/KiB or M/MB/MiB (1 K = 1,024 B), got {text!r}")
+        raise ValueError(f"a size in bytes, optionally with K/KB/KiB or M/MB/MiB (1 K = 1,024 B), got {str(text)[:40]!r}")
     size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if size <= 0:
         raise ValueError(f"a flash budget must be positive, got {text!r}")
+    if size > 1 << 32:
+        raise ValueError(f"a flash budget of {size:,} B is beyond any microcontroller (at most 4 GiB)")
     return size
 
 
