@@ -39,3 +39,54 @@ def test_counter_counts_emulated_instructions(name, digits_w8, tmp_path):
     # the difference of two loops cancels the fixed cost of the counter reads
     assert abs((counted[1] - counted[0]) - 2_000_000) <= 2 * resolution + 2, counted
     assert 2_000_000 <= counted[0] <= 2_000_000 + 200 + resolution, counted
+
+
+@pytest.mark.parametrize("name", ["stm32f405", "mps2-an500", "microbit"])  # one board per UART driver
+def test_a_flood_of_frames_is_answered_and_the_board_still_verifies(name, digits_w8, tmp_path):
+    """2,048 HELLO frames sent back to back (20 KB, ten times the receive ring): every one is
+    answered (the firmware sheds nothing and never re-enters its interrupt forever, as it did when a
+    full ring only cleared the USART's interrupt enable), and a verify on the same board passes."""
+    import socket
+    import threading
+    import time
+
+    from nupes_edge.protocol import T_HELLO, encode_frame
+    from nupes_edge.verify import verify_device
+
+    board = boards.get(name)
+    fb = firmware.build_firmware(digits_w8, board, str(tmp_path))
+    frame = encode_frame(T_HELLO, 1, b"")
+    with start_qemu(board, fb.elf, max_seconds=300) as q:
+        s = socket.create_connection(("127.0.0.1", q.port))
+        got = bytearray()
+        done = threading.Event()
+
+        def reader():
+            s.settimeout(0.5)
+            while not done.is_set():
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    break
+                got.extend(chunk)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        s.sendall(frame * 2048)
+        deadline, last, last_change = time.monotonic() + 120, -1, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_change < 5:
+            time.sleep(0.25)
+            if len(got) != last:
+                last, last_change = len(got), time.monotonic()
+        done.set()
+        t.join()
+        s.close()
+        replies = got.count(b"\xa5\x5a" + bytes([T_HELLO | 0x80]))
+        assert replies >= 2048, f"{replies} of 2048 HELLOs answered"
+        x, y = examples.load("digits", "test")
+        with Client(q.url, timeout=5.0) as c:
+            c.wait_banner(1.0)
+            r = verify_device(digits_w8, c, x[:5], y[:5])
+        assert r.mismatches == 0 and r.n == 5

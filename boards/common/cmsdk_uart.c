@@ -57,15 +57,18 @@ int uart_read(uint8_t *b)
 {
     const uint32_t tail = ring_tail;
     if (ring_head == tail) {
-        if (!(UART_CTRL & CTRL_RXINTEN)) { /* the handler stopped on a full ring: take the held byte */
-            const int held = (UART_STATE & STATE_RXFULL) != 0u;
-            if (held) {
-                *b = (uint8_t)UART_DATA;
-            }
-            UART_CTRL |= CTRL_RXINTEN;
-            return held;
+        /* The ring is empty: a byte may still wait in DATA without an interrupt to come (the handler
+         * stopped on a full ring, or the byte arrived while the interrupt was off: the UART signals
+         * only arrivals). Take it here, with interrupts masked so the handler cannot race for it. */
+        int held;
+        __asm__ volatile("cpsid i" ::: "memory");
+        held = (UART_STATE & STATE_RXFULL) != 0u;
+        if (held) {
+            *b = (uint8_t)UART_DATA;
         }
-        return 0;
+        UART_CTRL |= CTRL_RXINTEN;
+        __asm__ volatile("cpsie i" ::: "memory");
+        return held;
     }
     *b = ring[tail % RING_SIZE];
     ring_tail = tail + 1u;
@@ -85,7 +88,7 @@ void uart_write(const uint8_t *buf, uint32_t n)
 void board_wait_for_input(void)
 {
     __asm__ volatile("cpsid i" ::: "memory");
-    if (ring_head == ring_tail && (UART_CTRL & CTRL_RXINTEN) && !(UART_STATE & STATE_RXFULL)) {
+    if (ring_head == ring_tail && !(UART_STATE & STATE_RXFULL)) {
         __asm__ volatile("dsb\n\twfi" ::: "memory"); /* a pending interrupt wakes it even while masked */
     }
     __asm__ volatile("cpsie i" ::: "memory");

@@ -1,8 +1,10 @@
 /*
  * stm32_uart.c - STM32 USART, both register layouts (v1: F2/F4, v2: L4/F7/H7), 8N1.
  * Receive is interrupt driven into a ring buffer. When the ring is full the interrupt is masked
- * and the byte stays in the data register (QEMU then holds further bytes; nothing is lost),
- * and the main loop unmasks it once it has consumed data.
+ * (in the USART and at the NVIC: QEMU's USART does not lower its interrupt line when RXNEIE is
+ * cleared, so masking there alone let the handler re-enter forever under a flood of input) and
+ * the byte stays in the data register (QEMU then holds further bytes; nothing is lost); the main
+ * loop unmasks both once it has consumed data.
  */
 #include <stdint.h>
 
@@ -39,6 +41,9 @@
 #define ISR_ORE (1u << 3)
 
 #define RING_SIZE NUPES_RX_RING_SIZE
+#define NVIC_ISER REG(0xE000E100u + 4u * (NUPES_UART_IRQ / 32u))
+#define NVIC_ICER REG(0xE000E180u + 4u * (NUPES_UART_IRQ / 32u))
+#define NVIC_BIT (1u << (NUPES_UART_IRQ % 32u))
 static volatile uint8_t ring[RING_SIZE];
 static volatile uint32_t ring_head; /* written by the ISR */
 static volatile uint32_t ring_tail; /* written by the main loop */
@@ -65,7 +70,7 @@ void uart_init(void)
     UART_CR1 = 0;
     UART_BRR = (NUPES_UART_CLOCK_HZ + NUPES_UART_BAUD / 2u) / NUPES_UART_BAUD;
     UART_CR1 = CR1_UE | CR1_TE | CR1_RE | CR1_RXNEIE;
-    REG(0xE000E100u + 4u * (NUPES_UART_IRQ / 32u)) = 1u << (NUPES_UART_IRQ % 32u); /* NVIC ISER */
+    NVIC_ISER = NVIC_BIT;
 }
 
 void uart_irq_handler(void)
@@ -74,6 +79,7 @@ void uart_irq_handler(void)
         const uint32_t head = ring_head;
         if (head - ring_tail >= RING_SIZE) {
             UART_CR1 &= ~CR1_RXNEIE; /* full: leave the byte in the register */
+            NVIC_ICER = NVIC_BIT;
             return;
         }
         ring[head % RING_SIZE] = (uint8_t)UART_RDR;
@@ -90,15 +96,25 @@ int uart_read(uint8_t *b)
 {
     const uint32_t tail = ring_tail;
     if (ring_head == tail) {
-        if (!(UART_CR1 & CR1_RXNEIE)) {
-            UART_CR1 |= CR1_RXNEIE;
+        /* The ring is empty: a byte may wait in the data register with its interrupt off (the
+         * handler stopped on a full ring). Take it here, interrupts masked so the handler cannot
+         * race for it, and turn the interrupt back on. */
+        int held;
+        __asm__ volatile("cpsid i" ::: "memory");
+        held = (UART_ISR & ISR_RXNE) != 0u;
+        if (held) {
+            *b = (uint8_t)UART_RDR;
         }
-        return 0;
+        UART_CR1 |= CR1_RXNEIE;
+        NVIC_ISER = NVIC_BIT;
+        __asm__ volatile("cpsie i" ::: "memory");
+        return held;
     }
     *b = ring[tail % RING_SIZE];
     ring_tail = tail + 1u;
     if (!(UART_CR1 & CR1_RXNEIE)) {
         UART_CR1 |= CR1_RXNEIE;
+        NVIC_ISER = NVIC_BIT;
     }
     return 1;
 }
@@ -116,7 +132,7 @@ void uart_write(const uint8_t *buf, uint32_t n)
 void board_wait_for_input(void)
 {
     __asm__ volatile("cpsid i" ::: "memory");
-    if (ring_head == ring_tail) {
+    if (ring_head == ring_tail && !(UART_ISR & ISR_RXNE)) {
         __asm__ volatile("dsb\n\twfi" ::: "memory"); /* a pending interrupt wakes it even while masked */
     }
     __asm__ volatile("cpsie i" ::: "memory");
