@@ -8,7 +8,6 @@ board file uses, so no model name can shadow one) and runtime/ with the kernels 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 
 import jinja2
@@ -154,6 +153,9 @@ def generate(qm: QuantModel, out_dir: str, name: str | None = None, runner: bool
     adds the build files and example_main.c (whose input is ``example_input``, one float sample in
     the model's layout, else a zero input): for the user's folder, not for our own builds, which
     compile every .c they find."""
+    for d in (out_dir, os.path.join(out_dir, "runtime")):
+        if os.path.islink(d):  # writing through it would land outside the output folder
+            raise NupesError(f"{d}: is a symlink; nupes-edge writes its generated files only into real folders")
     p, files = render(qm, name, runner)
     if project:
         files.update(render_project(qm, p, file_stem(p.name), example_input))
@@ -164,6 +166,7 @@ def generate(qm: QuantModel, out_dir: str, name: str | None = None, runner: bool
     rt = os.path.join(out_dir, "runtime")
     os.makedirs(rt, exist_ok=True)
     for src in runtime_c.sources() + runtime_c.headers():
-        shutil.copyfile(src, os.path.join(rt, os.path.basename(src)))
+        with open(src, "rb") as f:  # written beside and renamed: a symlink in its place is replaced, not followed
+            atomic_write_bytes(os.path.join(rt, os.path.basename(src)), f.read())
         written.append(os.path.join("runtime", os.path.basename(src)))
     return Generated(p, out_dir, written)

@@ -157,8 +157,12 @@ def reseal(data: bytes) -> bytes:
 
 
 def save(qm: QuantModel, path: str) -> str:
-    """Write ``qm`` to ``path`` atomically; returns the model hash."""
+    """Write ``qm`` to ``path`` atomically; returns the model hash. A model that every later command
+    would refuse (past the load limits) is refused here, before anything is written."""
     data = dumps(qm)
+    if len(data) > MAX_TOTAL_BYTES:
+        raise NupesError(f"{path}: the model would be {len(data):,} bytes, more than model files may hold "
+                         f"({MAX_TOTAL_BYTES:,}); a model this large does not fit a microcontroller either")
     atomic_write_bytes(path, data)
     return hash_of(qm)
 
@@ -265,10 +269,16 @@ def _loads(data: bytes, path: str) -> QuantModel:
                              f"(this nupes-edge reads version {VERSION}); re-run `nupes-edge quantize`")
         _check_seal(z, manifest_bytes, path)
         digests = m["arrays"]
+        loaded = [0]  # bytes materialised, every reference counted: one array named 60 times costs 60 times
 
         def array(key: str) -> np.ndarray:
             if not isinstance(key, str) or key not in digests:
                 raise NupesError(f"{path}: array reference {str(key)[:60]!r} is not in the manifest's checksums")
+            size = z.getinfo(f"arrays/{key}.npy").file_size
+            loaded[0] += size
+            if loaded[0] > MAX_TOTAL_BYTES:
+                raise NupesError(f"{path}: its array references add up to more than {MAX_TOTAL_BYTES} bytes "
+                                 "(an array named by many layers counts each time)")
             raw = z.read(f"arrays/{key}.npy")
             if hashlib.sha256(raw).hexdigest() != digests[key]:
                 raise NupesError(f"{path}: array '{key}' does not match its checksum (corrupt file)")

@@ -141,3 +141,61 @@ def test_openocd_never_reads_a_path_as_tcl(tmp_path, monkeypatch):
     with pytest.raises(NupesError, match="Tcl"):
         flash.flash_probe(boards.get("nucleo-f446re"), "a[exec touch PWN]/fw.elf", "fw.bin", "openocd")
     assert not (tmp_path / "PWN").exists()
+
+
+def test_build_never_writes_through_a_symlink(tmp_path):
+    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
+               cwd=tmp_path).returncode == 0
+    victim = tmp_path / "victim.c"
+    victim.write_text("precious")
+    rt = tmp_path / "out" / "src" / "runtime"
+    rt.mkdir(parents=True)
+    os.symlink(victim, rt / "nupes_add.c")
+    assert cli("build", "m.nq", "--board", "host", "-o", "out", cwd=tmp_path).returncode == 0
+    assert victim.read_text() == "precious" and not (rt / "nupes_add.c").is_symlink()
+    # a symlinked runtime folder is refused
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    import shutil as sh
+    sh.rmtree(rt)
+    os.symlink(elsewhere, rt)
+    r = cli("build", "m.nq", "--board", "host", "-o", "out", cwd=tmp_path)
+    assert r.returncode == 2 and "symlink" in r.stderr and not os.listdir(elsewhere)
+
+
+def test_one_array_named_by_every_reference_cannot_blow_up_memory(tmp_path):
+    """An .nq whose references all name one 64 MB array: refused by the running total before it
+    is materialised dozens of times."""
+    import io
+
+    import numpy as np
+
+    from nupes_edge import artifact
+
+    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
+               cwd=tmp_path).returncode == 0
+    src = zipfile.ZipFile(tmp_path / "m.nq")
+    manifest = json.loads(src.read("manifest.json"))
+
+    def point_all(o):
+        if isinstance(o, dict):
+            return {"array": "big"} if set(o) == {"array"} else {k: point_all(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [point_all(v) for v in o]
+        return o
+
+    manifest = point_all(manifest)
+    for node in manifest["graph"]["nodes"]:
+        for key in ("weight", "bias"):
+            if key in node:
+                node[key] = "big"
+    manifest["arrays"] = {}
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(64 << 20, np.uint8))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("manifest.json", json.dumps(manifest))
+        z.writestr("arrays/big.npy", buf.getvalue())
+    (tmp_path / "bomb.nq").write_bytes(artifact.reseal(out.getvalue()))
+    with pytest.raises(NupesError, match="array references add up"):
+        artifact.load(str(tmp_path / "bomb.nq"))

@@ -21,6 +21,7 @@ from ..ir import Graph, Node, infer_shapes
 from . import flatbuffer_bounds
 
 _MAX_BYTES = 512 * 1024 * 1024
+_MAX_CONST_BYTES = 256 * 1024 * 1024  # constants materialised during import (float64), all references counted
 
 
 @dataclass
@@ -125,6 +126,7 @@ class _Reader:
         self.softmax_out: int | None = None
         self.softmax_beta = 1.0
         self.file_quant = FileQuant()
+        self.const_bytes = 0  # what const() materialised, a buffer shared by many operators counted each time
 
     # -- tensors -------------------------------------------------------------------------------
     def t(self, i: int):
@@ -145,6 +147,10 @@ class _Reader:
         if dtype is None:
             raise NupesError(f"{self.origin}: {op}: the {what} has unsupported type {t.type}")
         shape = [int(v) for v in t.shape]
+        self.const_bytes += 8 * len(buf)  # float64 while dequantized
+        if self.const_bytes > _MAX_CONST_BYTES:
+            raise NupesError(f"{self.origin}: its operators' constants add up to more than {_MAX_CONST_BYTES >> 20} MiB "
+                             "once unpacked (a weight shared by many operators counts each time)")
         a = np.frombuffer(np.asarray(buf, np.uint8).tobytes(), dtype)
         if min(shape, default=0) < 0 or a.size != math.prod(shape):
             raise NupesError(f"{self.origin}: {op}: the {what} holds {a.size} values for shape {shape}")
