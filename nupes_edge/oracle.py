@@ -52,6 +52,8 @@ def run_source(src: bytes, dev_in: np.ndarray, in_q) -> np.ndarray:
     i_det = runtime.Interpreter.from_bytes(bytes(src)).get_input_details(0)
     if i_det["dtype"] == np.float32:
         dev_in = np.float32(in_q.scale) * (dev_in.astype(np.float32) - np.float32(in_q.zero_point))
+    elif i_det["dtype"] == np.uint8:  # the importer kept its QUANTIZE only as a shift of the zero point by 128
+        dev_in = (dev_in.astype(np.int16) + 128).astype(np.uint8)
     elif i_det["dtype"] != np.int8:
         raise NupesError(f"the source .tflite takes {np.dtype(i_det['dtype']).name} inputs")
     return run_tflm(bytes(src), dev_in).reshape(len(dev_in), -1)
@@ -84,6 +86,8 @@ def compare_with_source(qm: QuantModel, dev_in: np.ndarray, ref_rows: np.ndarray
     ours = (float(np.float32(qm.input_q.scale)), int(qm.input_q.zero_point))
     if i_det["dtype"] == np.float32:  # the file quantizes its float input itself, with the kept quantization
         file_in = ours if qm.meta.get("kept_from_file") else None
+    elif i_det["dtype"] == np.uint8 and len(iq["scales"]) == 1:  # uint8 codes = int8 codes + 128
+        file_in = (float(iq["scales"][0]), int(iq["zero_points"][0]) - 128)
     elif i_det["dtype"] != np.int8 or len(iq["scales"]) != 1:
         return None
     else:

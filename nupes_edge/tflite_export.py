@@ -60,7 +60,8 @@ class _Builder:
     def tensor(self, name: str, shape, dtype, data=None, scale=None, zp=None, axis=0, lut_bits=None) -> int:
         t = S.TensorT()
         t.name, t.shape = name, list(shape)
-        t.type = {np.int8: S.TensorType.INT8, np.int32: S.TensorType.INT32, np.float32: S.TensorType.FLOAT32}[dtype]
+        t.type = {np.int8: S.TensorType.INT8, np.int32: S.TensorType.INT32, np.float32: S.TensorType.FLOAT32,
+                  np.uint8: S.TensorType.UINT8}[dtype]
         t.buffer = self.buffer(None if data is None else np.asarray(data, dtype)) if data is not None else 0
         if scale is not None:
             qp = S.QuantizationParametersT()

@@ -17,6 +17,7 @@ from nupes_edge.importers import import_tflite_bytes
 from nupes_edge.interpreters import run_tflm
 from nupes_edge.intref import run_int
 from nupes_edge.layout import from_device, to_device
+from nupes_edge.oracle import run_source
 from nupes_edge.quant.driver import quantize_graph
 
 RNG = np.random.default_rng(7)
@@ -29,8 +30,9 @@ class Model:
         self.b = tflite_export._Builder()
 
     def act(self, shape, scale, zp, dtype=np.int8):
+        quantized = dtype in (np.int8, np.uint8)
         return self.b.tensor(f"t{len(self.b.tensors)}", shape, dtype,
-                             scale=scale if dtype == np.int8 else None, zp=zp if dtype == np.int8 else None)
+                             scale=scale if quantized else None, zp=zp if quantized else None)
 
     def weights(self, shape, axis):
         w = RNG.integers(-127, 128, shape).astype(np.int8)
@@ -137,6 +139,26 @@ def sequence_mean() -> bytes:
     return m.finish(x, out)
 
 
+def uint8_in_float_out() -> bytes:
+    """ST model zoo's edges: a uint8 image in (QUANTIZE to int8: the zero point moved by 128), float
+    probabilities out (DEQUANTIZE after the SOFTMAX)."""
+    m = Model()
+    x = m.act([1, 6, 6, 3], 0.0078125, 127, np.uint8)
+    xi = m.act([1, 6, 6, 3], 0.0078125, -1)
+    m.b.op(S.BuiltinOperator.QUANTIZE, 2, [x], [xi])
+    c = m.act([1, 6, 6, 4], 0.05, -128)
+    m.conv(xi, 0.0078125, (6, 6, 3), 4, c)
+    flat = m.act([1, 144], 0.05, -128)
+    m.reshape(c, [1, 144], flat)
+    logits = m.act([1, 3], 0.1, 0)
+    m.fc(flat, 0.05, 144, 3, logits)
+    probs = m.act([1, 3], 1.0 / 256, -128)
+    m.softmax(logits, probs)
+    out = m.act([1, 3], None, None, np.float32)
+    m.b.op(S.BuiltinOperator.DEQUANTIZE, 2, [probs], [out])
+    return m.finish(x, out)
+
+
 def tflm_rows(data: bytes, xq: np.ndarray) -> np.ndarray:
     return run_tflm(data, to_device(xq))
 
@@ -163,6 +185,7 @@ CASES = {
     "flat-input-requantize-dense-4d": (flat_input_requantize_and_wide_dense, False),
     "bias-beyond-2^30": (lambda: flat_input_requantize_and_wide_dense(big_bias=True), False),
     "sequence-mean": (sequence_mean, False),
+    "uint8-in-float-out": (uint8_in_float_out, True),
 }
 
 
@@ -174,7 +197,7 @@ def test_kept_model_equals_tflite_micro_on_reference_host_and_export(case, tmp_p
     qm = quantize_graph(g, None, "uniform", 8, name="m")
     assert qm.meta["kept_from_file"]["weights"].startswith("int8 weights")
     xq = inputs(g)
-    want = tflm_rows(data, xq)
+    want = run_source(data, to_device(xq), qm.input_q)  # a uint8 file gets the same codes + 128
     ref = reference_rows(qm, xq, float_out)
     assert ref.shape == want.shape
     np.testing.assert_array_equal(ref, want)

@@ -80,7 +80,7 @@ OPERATORS = {
     "RESHAPE": ("reshape (no copy)", "any shape of batch 1", "kernels/reshape.cc (a byte copy)"),
     "SQUEEZE": ("reshape (no copy)", "as RESHAPE", "kernels/squeeze.cc (a byte copy)"),
     "EXPAND_DIMS": ("reshape (no copy)", "as RESHAPE", "kernels/expand_dims.cc (a byte copy)"),
-    "QUANTIZE": ("requantize (a 256-entry table) or none", "float32 -> int8 at the input; int8 -> int8",
+    "QUANTIZE": ("requantize (a 256-entry table) or none", "float32 or uint8 (zero point moved by 128) -> int8 at the input; int8 -> int8",
                  "kernels/quantize_common.cc, reference_ops::Requantize"),
     "DEQUANTIZE": ("none: the model outputs int8 with its scale and zero point", "int8 -> float32 at the output",
                    "kernels/dequantize_common.cc"),
@@ -305,7 +305,8 @@ class _Reader:
         for i, t in enumerate(self.sg.tensors or []):
             is_const = t.buffer < len(self.model.buffers) and self.model.buffers[t.buffer].data is not None \
                 and len(self.model.buffers[t.buffer].data) > 0
-            if not is_const and t.type not in (T.INT8, T.FLOAT32):
+            uint8_input = t.type == T.UINT8 and i in [int(v) for v in (self.sg.inputs if self.sg.inputs is not None else [])]
+            if not is_const and t.type not in (T.INT8, T.FLOAT32) and not uint8_input:
                 kinds.add(type_names.get(t.type, str(t.type)))
         if kinds:
             problems.append(f"{'/'.join(sorted(kinds))} activations"
@@ -348,8 +349,20 @@ class _Reader:
                                  "op (a QUANTIZE, DEQUANTIZE or RESHAPE may follow it)")
             if name in ("QUANTIZE", "DEQUANTIZE"):
                 qi, qo = self.quant_of(ins[0]), self.quant_of(outs[0])
-                if self.t(ins[0]).type == self.S.TensorType.UINT8 or self.t(outs[0]).type == self.S.TensorType.UINT8:
-                    raise NupesError(f"{self.origin}: operator {k} ({name}): uint8 tensors are not supported yet")
+                if self.t(outs[0]).type == self.S.TensorType.UINT8:
+                    raise NupesError(f"{self.origin}: operator {k} ({name}): uint8 outputs are not supported yet")
+                if self.t(ins[0]).type == self.S.TensorType.UINT8:
+                    # a uint8 model input (ST's model zoo): kept when the QUANTIZE only moves the zero point
+                    # by 128 (the same bytes with the top bit flipped); the model then takes the int8 codes
+                    q = self.t(ins[0]).quantization
+                    su = float(np.float32(q.scale[0])) if q is not None and q.scale is not None and len(q.scale) else None
+                    zu = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+                    if name != "QUANTIZE" or qo is None or su != qo[0] or zu - 128 != qo[1]:
+                        raise NupesError(f"{self.origin}: operator {k} ({name}): a uint8 input is supported when its "
+                                         "QUANTIZE to int8 keeps the scale and moves the zero point by 128 "
+                                         f"(here uint8 {su}, {zu} -> int8 {qo})")
+                    self.alias[outs[0]] = self.alias.get(ins[0], ins[0])
+                    continue
                 if name == "QUANTIZE" and qi is not None and qo is not None and qi != qo:
                     if self.softmax_of is not None:
                         raise NupesError(f"{self.origin}: operator {k} (QUANTIZE) requantizes the final SOFTMAX's "
