@@ -19,13 +19,13 @@ from ..ir import ALIAS_OPS, TABLE_OPS, macs
 from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
-from ..validate import (INT32, check_add, check_concat, check_layer, check_mean, check_softmax, check_table,
-                        clamp_bounds)
+from ..validate import (INT32, check_add, check_concat, check_layer, check_mean, check_mul, check_softmax,
+                        check_table, clamp_bounds)
 from .cvalues import c_identifier, c_int, c_ints
 
 ALIGN = 4
 _ALLOWED_ATTRS = {
-    "conv2d": {"stride", "pads", "groups", "act"}, "linear": {"act"}, "add": {"act"},
+    "conv2d": {"stride", "pads", "groups", "act"}, "linear": {"act"}, "add": {"act"}, "mul": {"act"},
     "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
     "global_avgpool": set(), "mean": set(), "reshape": {"shape"}, "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
     "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "requantize": set(), "concat": set(),
@@ -397,6 +397,15 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             c, h, w = g.shapes[node.inputs[0]]
             kernel = "nupes_global_avg_pool"
             call = f"{kernel}({ins[0]}, {out}, {h * w}, {c}, {lo}, {hi});"
+        elif node.op == "mul":
+            p = check_mul(node, p)
+            shape = g.shapes[node.output]
+            c, pixels = shape[0], _hwc_size(shape[1:])
+            per_channel = [int(g.shapes[t] != shape) for t in node.inputs]  # a C x 1 x 1 operand
+            kernel = "nupes_mul_s8"
+            call = (f"{{ static const nupes_mul_params_t m = {{ {p.in1_zp}, {p.in2_zp}, {p.mult}, {p.shift}, "
+                    f"{p.out_zp}, {p.act_min}, {p.act_max} }}; {kernel}({ins[0]}, {ins[1]}, {out}, {pixels}, {c}, "
+                    f"{per_channel[0]}, {per_channel[1]}, &m); }}")
         elif node.op == "mean":
             c, h, w = g.shapes[node.inputs[0]]
             p = check_mean(node, p, h * w)

@@ -61,6 +61,20 @@ class IntAdd:
 
 
 @dataclass
+class IntMul:
+    """TFLite's int8 MUL: out = clamp(out_zp + MBQM((x1 - in1_zp) * (x2 - in2_zp), mult, shift), act_min,
+    act_max), with (mult, shift) = QuantizeMultiplier(s1 * s2 / s_out) in double from the float32 scales."""
+
+    in1_zp: int
+    in2_zp: int
+    mult: int
+    shift: int
+    out_zp: int
+    act_min: int
+    act_max: int
+
+
+@dataclass
 class IntClamp:
     """An op whose output keeps the input's quantization, clamped to [lo, hi] (pools, ReLU)."""
 

@@ -19,7 +19,7 @@ from .errors import NupesError
 ACTIVATIONS = ("none", "relu", "relu6")
 # Elementwise int8 activations computed by a 256-entry table (intref/lut_ops.py)
 TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "requantize")
-OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "mean", "add", "relu", "relu6", "flatten",
+OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "mean", "add", "mul", "relu", "relu6", "flatten",
        "reshape", "softmax", "concat", *TABLE_OPS)
 # Ops that only give their input's bytes another shape: no kernel, no copy (the C plan aliases them)
 ALIAS_OPS = ("flatten", "reshape")
@@ -93,7 +93,7 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
     a = node.attrs
     if node.op not in OPS:
         raise _fail(node, f"unknown op '{node.op}'")
-    if node.op in WEIGHT_OPS or node.op == "add":
+    if node.op in WEIGHT_OPS or node.op in ("add", "mul"):
         if a.get("act", "none") not in ACTIVATIONS:
             raise _fail(node, f"unknown fused activation {a.get('act')!r}")
     if node.op == "conv2d":
@@ -146,6 +146,14 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         if s1 != s2:
             raise _fail(node, f"operand shapes differ: {s1} vs {s2} (broadcasting is not supported)")
         return s1
+    if node.op == "mul":  # elementwise, or one operand a per-channel C x 1 x 1 (squeeze-and-excite)
+        s1, s2 = in_shapes
+        if s1 == s2:
+            return s1
+        for big, small in ((s1, s2), (s2, s1)):
+            if len(big) == 3 and tuple(small) == (big[0], 1, 1):
+                return big
+        raise _fail(node, f"operand shapes {s1} and {s2}: equal shapes, or one C×1×1 against C×H×W, only")
     if node.op in ("relu", "relu6"):
         return in_shapes[0]
     if node.op == "concat":  # along the channels (C of C x H x W, or a vector's only axis)

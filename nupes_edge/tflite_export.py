@@ -257,6 +257,11 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             opts.fusedActivationFunction = S.ActivationFunctionType.NONE
             code = S.BuiltinOperator.MAX_POOL_2D if node.op == "maxpool2d" else S.BuiltinOperator.AVERAGE_POOL_2D
             b.op(code, 2 if quant else 1, [x], [act_tensor(node.output)], S.BuiltinOptions.Pool2DOptions, opts)
+        elif node.op == "mul":
+            opts = S.MulOptionsT()
+            opts.fusedActivationFunction = _ACT[node.act]
+            b.op(S.BuiltinOperator.MUL, 2 if quant else 1, [act_tensor(t) for t in node.inputs], [act_tensor(node.output)],
+                 S.BuiltinOptions.MulOptions, opts)
         elif node.op == "mean":  # TFLite's MEAN over H and W, keeping the dims (its own output scale)
             opts = S.ReducerOptionsT()
             opts.keepDims = True

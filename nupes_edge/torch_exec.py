@@ -64,6 +64,8 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return x.reshape(len(x), *shape)
     if node.op == "add":
         return apply_act(xs[0] + xs[1], node.act)
+    if node.op == "mul":
+        return apply_act(xs[0] * xs[1], node.act)
     if node.op in ("relu", "relu6"):
         return apply_act(xs[0], node.op)
     if node.op == "flatten":

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .errors import NupesError
-from .intparams import IntAdd, IntClamp, IntLayer, IntMean, IntSoftmax, IntTable
+from .intparams import IntAdd, IntClamp, IntLayer, IntMean, IntMul, IntSoftmax, IntTable
 from .ir import TABLE_OPS
 from .packing import unpack_rows
 
@@ -100,6 +100,21 @@ def check_add(node, p: IntAdd) -> None:
 
 
 
+def check_mul(node, p) -> IntMul:
+    """A MUL's parameters, in the ranges its C kernel (nupes_mul_s8) computes without overflow."""
+    what = f"layer '{node.name}'"
+    params_of(node, p, IntMul)
+    for f in ("in1_zp", "in2_zp", "out_zp", "act_min", "act_max"):
+        c_int(getattr(p, f), -128, 127, f"{what}: {f}")
+    c_int(p.mult, 0, INT32[1], f"{what}: mult")
+    shift = c_int(p.shift, -31, 30, f"{what}: shift")
+    if shift > 0 and (256 * 256) << shift > INT32[1]:
+        raise NupesError(f"{what}: a left shift of {shift} overflows int32 on a product of two int8 values")
+    if p.act_min > p.act_max:
+        raise NupesError(f"{what}: clamp bounds [{p.act_min}, {p.act_max}] are empty")
+    return p
+
+
 def check_mean(node, p, count: int) -> IntMean:
     """A MEAN's parameters, in the ranges its C kernel (nupes_mean_s8) computes without overflow."""
     what = f"layer '{node.name}'"
@@ -167,6 +182,8 @@ def check_model(qm) -> None:
             check_table(node, p)
         elif node.op == "concat":
             check_concat(node, qm.act)
+        elif node.op == "mul":
+            check_mul(node, p)
         elif node.op == "mean":
             _, h, w = qm.graph.shapes[node.inputs[0]]
             check_mean(node, p, h * w)

@@ -138,6 +138,14 @@ void nupes_max_pool2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g,
 void nupes_avg_pool2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, int32_t act_min, int32_t act_max);
 void nupes_global_avg_pool(const int8_t *in, int8_t *out, int32_t hw, int32_t c, int32_t act_min, int32_t act_max);
 
+/* Elementwise int8 MUL of two HWC tensors of pixels x c values, either of which may instead hold c
+ * values applied at every pixel (TFLite Micro's int8 MUL, bit for bit). */
+typedef struct {
+    int32_t in1_zp, in2_zp, mult, shift, out_zp, act_min, act_max;
+} nupes_mul_params_t;
+void nupes_mul_s8(const int8_t *a, const int8_t *b, int8_t *out, int32_t pixels, int32_t c, int32_t a_per_channel,
+                  int32_t b_per_channel, const nupes_mul_params_t *p);
+
 /* MEAN over the hw pixels of an HWC tensor, per channel, into c outputs that may have their own
  * quantization (TFLite Micro's reference_ops::QuantizedMeanOrSum, bit for bit). The code generator
  * folds 1/hw into (mult, shift) and checks that (255 * hw) << max(shift, 0) fits int32. */

@@ -159,6 +159,38 @@ def uint8_in_float_out() -> bytes:
     return m.finish(x, out)
 
 
+def mul_silu_and_squeeze_excite(relu: bool = False) -> bytes:
+    """MUL in both shapes the public models use it: x * sigmoid(x) (elementwise, equal shapes), then a
+    squeeze-and-excite scale (a [1, 1, 1, C] operand broadcast over H x W)."""
+    m = Model()
+    x = m.act([1, 5, 5, 3], 0.04, 3)
+    c = m.act([1, 5, 5, 6], 0.06, -20)
+    m.conv(x, 0.04, (5, 5, 3), 6, c)
+    sg = m.act([1, 5, 5, 6], 1.0 / 256, -128)
+    m.b.op(S.BuiltinOperator.LOGISTIC, 2, [c], [sg])
+    silu = m.act([1, 5, 5, 6], 0.03, -7)
+    opts = S.MulOptionsT()
+    opts.fusedActivationFunction = S.ActivationFunctionType.RELU if relu else S.ActivationFunctionType.NONE
+    m.b.op(S.BuiltinOperator.MUL, 2, [c, sg], [silu], S.BuiltinOptions.MulOptions, opts)
+    pooled = m.act([1, 1, 1, 6], 0.02, -9)
+    m.mean(silu, [1, 2], True, pooled)
+    flat = m.act([1, 6], 0.02, -9)
+    m.reshape(pooled, [1, 6], flat)
+    z = m.act([1, 6], 0.07, 4)
+    m.fc(flat, 0.02, 6, 6, z)
+    z4 = m.act([1, 1, 1, 6], 0.07, 4)
+    m.reshape(z, [1, 1, 1, 6], z4)
+    gate = m.act([1, 1, 1, 6], 1.0 / 256, -128)
+    m.b.op(S.BuiltinOperator.LOGISTIC, 2, [z4], [gate])
+    scaled = m.act([1, 5, 5, 6], 0.025, -11)
+    m.b.op(S.BuiltinOperator.MUL, 2, [silu, gate], [scaled], S.BuiltinOptions.MulOptions, S.MulOptionsT())
+    final = m.act([1, 1, 1, 6], 0.01, 0)
+    m.mean(scaled, [1, 2], True, final)
+    out = m.act([1, 6], 0.01, 0)
+    m.reshape(final, [1, 6], out)
+    return m.finish(x, out)
+
+
 def tflm_rows(data: bytes, xq: np.ndarray) -> np.ndarray:
     return run_tflm(data, to_device(xq))
 
@@ -186,6 +218,8 @@ CASES = {
     "bias-beyond-2^30": (lambda: flat_input_requantize_and_wide_dense(big_bias=True), False),
     "sequence-mean": (sequence_mean, False),
     "uint8-in-float-out": (uint8_in_float_out, True),
+    "mul-silu-and-squeeze-excite": (mul_silu_and_squeeze_excite, False),
+    "mul-with-fused-relu": (lambda: mul_silu_and_squeeze_excite(relu=True), False),
 }
 
 
@@ -284,3 +318,16 @@ def test_docs_operator_table_is_the_importers_own():
     doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "tflite.md"), encoding="utf-8").read()
     block = doc.split("<!-- operators:begin -->\n", 1)[1].split("<!-- operators:end -->", 1)[0]
     assert block == operator_table_markdown()
+
+
+@pytest.mark.skipif(__import__("shutil").which("qemu-system-arm") is None, reason="make setup installs qemu-system-arm")
+@pytest.mark.parametrize("case", ["mul-silu-and-squeeze-excite", "mean-rescale-flat-0.5x", "uint8-in-float-out"])
+def test_new_operators_on_the_emulated_stm32(case, tmp_path):
+    """MUL, MEAN to another scale, and the uint8 / float edges, on the board: equal to the reference
+    and (the verify oracle) to TFLite Micro on the file."""
+    from nupes_edge import api, artifact
+
+    qm = quantize_graph(import_tflite_bytes(CASES[case][0](), f"{case}.tflite"), None, "uniform", 8, name="m")
+    artifact.save(qm, str(tmp_path / "m.nq"))
+    _, rep = api.run_emulated(str(tmp_path / "m.nq"), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
+    assert rep.n == 10 and rep.mismatches == 0 and rep.original["mismatches"] == 0

@@ -72,6 +72,8 @@ OPERATORS = {
     "FULLY_CONNECTED": ("linear", "an input of any rank holding one row (batch 1)",
                         "kernels/fully_connected.cc, reference_integer_ops::FullyConnected"),
     "ADD": ("add", "equal shapes (no broadcasting)", "kernels/add.cc, reference_integer_ops::Add"),
+    "MUL": ("mul", "equal shapes, or one operand of one value per channel (squeeze-and-excite)",
+            "kernels/mul_common.cc, reference_integer_ops::Mul / BroadcastMul4DSlow"),
     "MAX_POOL_2D": ("maxpool2d", "padding up to half the kernel", "kernels/pooling.cc, reference_integer_ops::MaxPool"),
     "AVERAGE_POOL_2D": ("avgpool2d / global_avgpool", "no padding", "kernels/pooling.cc, reference_integer_ops::AveragePool"),
     "MEAN": ("mean", "over H, W of N×H×W×C or T of N×T×C, either keep_dims, any output scale",
@@ -426,6 +428,15 @@ class _Reader:
                 self.keep_layer(node, ins, lambda a: a)
             elif name == "ADD":
                 node = self.emit(k, "add", ins[:2], outs[0], {})
+                self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
+            elif name == "MUL":
+                for i in ins[:2]:
+                    t = self.t(i)
+                    if t.buffer < len(self.model.buffers) and self.model.buffers[t.buffer].data is not None \
+                            and len(self.model.buffers[t.buffer].data):
+                        raise NupesError(f"{self.origin}: operator {k} (MUL): multiplying by a constant is not "
+                                         "supported (only tensor x tensor)")
+                node = self.emit(k, "mul", ins[:2], outs[0], {})
                 self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
             elif name in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
                 kh, kw = o.filterHeight, o.filterWidth

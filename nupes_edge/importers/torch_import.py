@@ -298,6 +298,10 @@ class _Importer:
             if not all(isinstance(v, torch.fx.Node) for v in a[:2]):
                 raise self.err(n, "adding a constant is not supported (only residual tensor + tensor)")
             self.emit(n, "add", [self.tensor(n, a[0]), self.tensor(n, a[1])], {"act": "none"})
+        elif t in (aten.mul.Tensor, aten.mul_.Tensor):
+            if not all(isinstance(v, torch.fx.Node) for v in a[:2]):
+                raise self.err(n, "multiplying by a constant is not supported (only tensor x tensor)")
+            self.emit(n, "mul", [self.tensor(n, a[0]), self.tensor(n, a[1])], {"act": "none"})
         elif t is aten.flatten.using_ints:
             start = arg(1, "start_dim", 0)
             end = arg(2, "end_dim", -1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..intparams import IntAdd, IntClamp, IntLayer, IntMean
+from ..intparams import IntAdd, IntClamp, IntLayer, IntMean, IntMul
 from ..layout import from_device, to_device
 from ..ir import TABLE_OPS, Node
 from ..quant.power import round_half_away
@@ -105,6 +105,13 @@ def global_avgpool(x: np.ndarray, p: IntClamp) -> np.ndarray:
     return np.clip(_rounded_mean(total, x.shape[2] * x.shape[3]), p.lo, p.hi)
 
 
+def mul(x1: np.ndarray, x2: np.ndarray, p: IntMul) -> np.ndarray:
+    """TFLite Micro's int8 MUL (reference_integer_ops::MulElementwise / BroadcastMul): a C x 1 x 1
+    operand broadcasts over H and W as numpy broadcasts it."""
+    prod = (x1.astype(np.int64) - p.in1_zp) * (x2.astype(np.int64) - p.in2_zp)
+    return np.clip(multiply_by_quantized_multiplier(prod, p.mult, p.shift) + p.out_zp, p.act_min, p.act_max)
+
+
 def mean(x: np.ndarray, p: IntMean) -> np.ndarray:
     """TFLite Micro's int8 MEAN over H and W (reference_ops::QuantizedMeanOrSum)."""
     shifted = x.astype(np.int64).sum(axis=(2, 3), keepdims=True) - p.in_zp * p.count
@@ -141,6 +148,8 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = np.clip(xs[0], p.lo, p.hi)
         elif node.op == "mean":
             y = mean(xs[0], p)
+        elif node.op == "mul":
+            y = mul(xs[0], xs[1], p)
         elif node.op == "flatten":
             y = xs[0].reshape(xs[0].shape[0], -1)
         elif node.op == "reshape":

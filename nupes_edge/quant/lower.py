@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NupesError
-from ..intparams import IntAdd, IntClamp, IntLayer, IntMean, IntSoftmax, IntTable
+from ..intparams import IntAdd, IntClamp, IntLayer, IntMean, IntMul, IntSoftmax, IntTable
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..intref.softmax import softmax_params
 from ..ir import TABLE_OPS, Graph, Node
@@ -115,6 +115,18 @@ def lower_add(node: Node, a1: ActQuant, a2: ActQuant, ao: ActQuant) -> IntAdd:
                   act_min=lo, act_max=hi)
 
 
+def lower_mul(node: Node, a1: ActQuant, a2: ActQuant, ao: ActQuant) -> IntMul:
+    """TFLite Micro's mul_common.cc Prepare: the float32 scales multiplied in double."""
+    real = float(np.float32(a1.scale)) * float(np.float32(a2.scale)) / float(np.float32(ao.scale))
+    mult, shift = quantize_multiplier(real)
+    if shift > 0 and (256 * 256) << shift > INT32_MAX:
+        raise NupesError(f"layer '{node.name}' (mul): the output scale is so much finer than the inputs' that the "
+                         "product overflows int32 once rescaled")
+    lo, hi = act_range(node.act, ao)
+    return IntMul(in1_zp=a1.zero_point, in2_zp=a2.zero_point, mult=int(mult), shift=int(shift), out_zp=ao.zero_point,
+                  act_min=lo, act_max=hi)
+
+
 def mean_params(count: int, s_in: float, s_out: float) -> tuple[int, int]:
     """TFLite Micro's MEAN multiplier (reduce_common.cc Prepare, reference_ops::QuantizedMeanOrSum):
     QuantizeMultiplier(s_in / s_out) in double, then 1/count folded in with a shift of
@@ -178,6 +190,8 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
                 params[node.name] = IntClamp(*act_range(node.op, act[node.output]))
             elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
                 params[node.name] = IntClamp(-128, 127)
+            elif node.op == "mul":
+                params[node.name] = lower_mul(node, act[node.inputs[0]], act[node.inputs[1]], act[node.output])
             elif node.op == "mean":
                 _, h, w = graph.shapes[node.inputs[0]]
                 params[node.name] = lower_mean(node, h * w, act[node.inputs[0]], act[node.output])
