@@ -80,10 +80,11 @@ def _add_data(cname: str, a, tables: bool = True) -> dict:
             "t1": _lines(t1, 8) if tables else None, "t2": _lines(t2, 8) if tables else None}
 
 
-def render(qm: QuantModel, name: str | None = None, runner: bool = False) -> tuple[Plan, dict[str, str]]:
+def render(qm: QuantModel, name: str | None = None, runner: bool = False,
+           inplace: bool = False) -> tuple[Plan, dict[str, str]]:
     """The generated sources as {relative path: text}. Text from the model file reaches them only
     escaped, in comments and string literals; numbers only checked (codegen/cvalues.py)."""
-    p = plan(qm, name)
+    p = plan(qm, name, inplace=inplace)
     g = qm.graph
     bits = sorted({L.bits for L in p.layers})
     digest = model_hash(qm)
@@ -148,7 +149,7 @@ def _storage_of_output(qm: QuantModel) -> str:
 
 
 def generate(qm: QuantModel, out_dir: str, name: str | None = None, runner: bool = False, project: bool = False,
-             example_input: np.ndarray | None = None) -> Generated:
+             example_input: np.ndarray | None = None, inplace: bool = False) -> Generated:
     """Write the model library (and the C runtime under runtime/) into ``out_dir``. ``project``
     adds the build files and example_main.c (whose input is ``example_input``, one float sample in
     the model's layout, else a zero input): for the user's folder, not for our own builds, which
@@ -156,7 +157,7 @@ def generate(qm: QuantModel, out_dir: str, name: str | None = None, runner: bool
     for d in (out_dir, os.path.join(out_dir, "runtime")):
         if os.path.islink(d):  # writing through it would land outside the output folder
             raise NupesError(f"{d}: is a symlink; nupes-edge writes its generated files only into real folders")
-    p, files = render(qm, name, runner)
+    p, files = render(qm, name, runner, inplace=inplace)
     if project:
         files.update(render_project(qm, p, file_stem(p.name), example_input))
     written = []

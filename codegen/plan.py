@@ -80,6 +80,7 @@ class Plan:
     table_free_adds: set = field(default_factory=set)  # adds (C names) that compute their rescaling
     storage: dict = field(default_factory=dict)  # tensor → the tensor whose bytes it is (a Flatten's input's)
     lifetimes: dict = field(default_factory=dict)  # arena tensor → (first step writing it, last step reading it)
+    inplace: dict = field(default_factory=dict)  # convolutions written over their input → rows held aside
 
 
 def _refuse(node, msg: str) -> NupesError:
@@ -275,7 +276,72 @@ def table_free_adds(qm: QuantModel) -> set[str]:
     return set(names)
 
 
-def plan(qm: QuantModel, name: str | None = None) -> Plan:
+def inplace_slots(h: int, w: int, c_in: int, oh: int, ow: int, c_out: int, kh: int, sh: int, pt: int) -> int:
+    """Rows of output a convolution computed over its own input (nupes_conv2d_inplace) holds before
+    they can be copied home: output row j is copied once no later output row reads the input bytes it
+    lands on. The same loop as the C, run here to size the buffer."""
+    row_in, row_out = w * c_in, ow * c_out
+    flushed, slots = 0, 1
+    for r in range(oh):
+        slots = max(slots, r - flushed + 1)
+        needed = max(0, (r + 1) * sh - pt)
+        while flushed <= r and (r + 1 == oh or (flushed + 1) * row_out <= needed * row_in):
+            flushed += 1
+    return slots
+
+
+ELEMENTWISE_OPS = ("add", "mul", "relu", "relu6", *TABLE_OPS)  # out[i] from in[i] only: safe over an input
+
+
+def _inplace(g, real: list, alias: dict, storage) -> dict[str, int]:
+    """The steps that write their output over an input's storage (the least-RAM plan), aliasing the
+    output to it in ``alias``: an input that dies at that step, is not the caller's input, and holds
+    no part of the caller's output. Elementwise ops (add, mul, activations) take any such input of
+    the output's shape; a convolution takes its own input when the rows it holds aside
+    (inplace_slots) are at most a quarter of its output. Returns node name -> rows held (0 for
+    elementwise)."""
+    last_read: dict[str, int] = {}
+    for i, node in enumerate(real):
+        for src in node.inputs:
+            last_read[src] = i
+    for t, a in alias.items():  # a Flatten / Reshape output is read where its consumers read it
+        last_read[a] = max(last_read.get(a, -1), last_read.get(t, -1))
+
+    def dies_at(root: str, i: int) -> bool:
+        return all(last_read.get(t, -1) <= i for t in g.shapes if storage(t) == root)
+
+    chosen: dict[str, int] = {}
+    out_root = storage(g.output_name)
+    for i, node in enumerate(real):
+        if node.output == g.output_name or storage(node.output) == out_root:
+            continue
+        candidates = []
+        if node.op in ELEMENTWISE_OPS:
+            candidates = [t for t in node.inputs if g.shapes[t] == g.shapes[node.output]]
+        elif node.op == "conv2d":
+            candidates = [node.inputs[0]]
+        for src in candidates:
+            root = storage(src)
+            if root == g.input_name or root == out_root or not dies_at(root, i):
+                continue
+            slots = 0
+            if node.op == "conv2d":
+                c_in, h, w = g.shapes[src]
+                c_out, oh, ow = g.shapes[node.output]
+                slots = inplace_slots(h, w, c_in, oh, ow, c_out, node.weight.shape[2], node.attrs["stride"][0],
+                                      node.attrs["pads"][0])
+                if slots * ow * c_out * 4 > oh * ow * c_out:
+                    continue
+            alias[node.output] = root
+            chosen[node.name] = slots
+            break
+    return chosen
+
+
+def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan:
+    """The C schedule and arena. ``inplace``: the least-RAM plan, where convolutions whose input dies
+    at them write over it (a few rows held aside; a little more time per row), for models that do not
+    fit otherwise."""
     _validate(qm)
     g = qm.graph
     cname = c_identifier(name or qm.name)
@@ -288,12 +354,15 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             flatten_src[node.output] = g.shapes[node.inputs[0]]
 
     def storage(t: str) -> str:
-        return alias.get(t, t)
+        while t in alias:
+            t = alias[t]
+        return t
 
+    real = [n for n in g.nodes if n.op not in ALIAS_OPS]
+    inplace_steps = _inplace(g, real, alias, storage) if inplace else {}
     out_store = storage(g.output_name)
     output_in_arena = out_store == g.input_name or out_store != g.output_name
     # --- lifetimes of arena tensors
-    real = [n for n in g.nodes if n.op not in ALIAS_OPS]
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for i, node in enumerate(real):
@@ -306,7 +375,20 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
     arena_tensors = [t for t in first if t != g.input_name and not (t == out_store and not output_in_arena)]
     if output_in_arena and out_store in first:
         last[out_store] = len(real)  # copied out after the last step
-    sizes = {t: _hwc_size(g.shapes[t]) for t in arena_tensors}
+    sizes: dict[str, int] = {}
+    for t in g.shapes:  # a storage holds the largest tensor aliased to it (a conv written over its input)
+        s = storage(t)
+        if s in arena_tensors:
+            sizes[s] = max(sizes.get(s, 0), _hwc_size(g.shapes[t]))
+    pend: dict[str, str] = {}  # in-place conv -> its pending-rows buffer, an arena tensor of that step only
+    for i, node in enumerate(real):
+        if inplace_steps.get(node.name):  # a convolution: the rows it holds aside
+            c_out, _, ow = g.shapes[node.output]
+            buf = f"__rows_{i}"
+            pend[node.name] = buf
+            sizes[buf] = inplace_steps[node.name] * ow * c_out
+            first[buf] = last[buf] = i
+            arena_tensors.append(buf)
     offsets: dict[str, int] = {}
     placed: list[tuple[int, int, str]] = []
     for t in sorted(arena_tensors, key=lambda t: (-sizes[t], first[t])):
@@ -371,7 +453,11 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
             kernel, entries = conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw, node.attrs["stride"][:2],
                                           node.attrs["pads"], im2col=p.bits if use_im2col else 0)
             scratch = max(scratch, entries)
-            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch); }}"
+            if inplace_steps.get(node.name):  # written over its own input, a row at a time (nupes_conv2d_inplace)
+                call = (f"{{ static const nupes_conv_geom_t g = {geom}; nupes_conv2d_inplace({kernel}, {out}, &g, "
+                        f"&{lname}, scratch, (arena + {offsets[pend[node.name]]}), {inplace_steps[node.name]}); }}")
+            else:
+                call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch); }}"
         elif node.op == "linear":
             k = node.weight.shape[1]
             if kernel == "nupes_fully_connected":
@@ -464,4 +550,4 @@ def plan(qm: QuantModel, name: str | None = None) -> Plan:
                 steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
                 scratch_entries=max(scratch, 1), output_in_arena=output_in_arena, report=report,
                 table_free_adds=table_free, storage=dict(alias),
-                lifetimes={t: (first[t], last[t]) for t in arena_tensors})
+                lifetimes={t: (first[t], last[t]) for t in arena_tensors}, inplace=dict(inplace_steps))

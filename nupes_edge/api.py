@@ -143,12 +143,14 @@ def codegen(model_path: str, out_dir: str, name: str | None = None, data: str | 
     return gen
 
 
-def build_host(model_path: str, out_dir: str, sanitize: bool = False, dsp: bool = False):
+def build_host(model_path: str, out_dir: str, sanitize: bool = False, dsp: bool = False,
+               ram_budget: int | str | None = None):
     """Generate and compile the host runner for a model.nq; returns build.HostBuild."""
     from . import build
+    from .firmware import ram_plan
 
     qm = artifact.load(model_path)
-    return build.build_host(qm, out_dir, sanitize=sanitize, dsp=dsp)
+    return build.build_host(qm, out_dir, sanitize=sanitize, dsp=dsp, inplace=bool(ram_plan(qm, _size(ram_budget))))
 
 
 def _verify_inputs(qm: QuantModel, data: str | None, n: int):
@@ -200,13 +202,26 @@ def verify_host(model_path: str, data: str | None = None, n: int = 200, out_dir:
     return compare(qm, x, y, ref, out)
 
 
-def build_board(model_path: str, board_name: str, out_dir: str):
-    """Generate and cross-compile firmware for a board; returns firmware.FirmwareBuild."""
+def build_board(model_path: str, board_name: str, out_dir: str, ram_budget: int | str | None = None):
+    """Generate and cross-compile firmware for a board; returns firmware.FirmwareBuild.
+    ``ram_budget`` (bytes or a size such as '96K'): the fastest arena plan whose arena + scratch fits it
+    (firmware.ram_plan)."""
     from . import boards, firmware
 
     board = boards.get(board_name)
     qm = artifact.load(model_path)
-    return firmware.build_firmware(qm, board, out_dir, model_file=model_path)
+    return firmware.build_firmware(qm, board, out_dir, model_file=model_path, ram_budget=_size(ram_budget))
+
+
+def _size(value) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    from .quant.mixed import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise NupesError(f"--ram-budget: {e}") from None
 
 
 def verify_port(model_path: str, url: str, data: str | None = None, n: int = 200, profile: bool = False,
@@ -223,7 +238,7 @@ def verify_port(model_path: str, url: str, data: str | None = None, n: int = 200
 
 
 def run_emulated(model_path: str, board_name: str, out_dir: str, data: str | None = None, n: int = 200,
-                 profile: bool = False, progress: bool = True):
+                 profile: bool = False, progress: bool = True, ram_budget: int | str | None = None):
     """Build, start the emulator, verify over its serial port, stop it. Returns (build, report)."""
     from . import boards, flash
 
@@ -231,7 +246,7 @@ def run_emulated(model_path: str, board_name: str, out_dir: str, data: str | Non
     if not board.emulated:
         raise NupesError(f"board '{board.name}' is real hardware: build, `nupes-edge flash --probe ...`, then "
                          f"`nupes-edge verify --port /dev/ttyACM0`")
-    fb = build_board(model_path, board.name, out_dir)
+    fb = build_board(model_path, board.name, out_dir, ram_budget)
     with flash.start_qemu(board, fb.elf, max_seconds=1800) as q:
         report = verify_port(model_path, q.url, data, n, profile, progress=progress)
     return fb, report

@@ -232,11 +232,11 @@ def cmd_build(args) -> int:
 
     model, board, out = _resolve(args)
     if board == "host":
-        hb = api.build_host(model, out, sanitize=args.sanitize, dsp=args.dsp)
+        hb = api.build_host(model, out, sanitize=args.sanitize, dsp=args.dsp, ram_budget=args.ram_budget)
         _emit({**hb.generated.report, "runner": hb.runner, "board": "host"}, args.json,
               f"built {hb.runner}\n" + _memory_text(hb.generated.report))
         return 0
-    fb = api.build_board(model, board, out)
+    fb = api.build_board(model, board, out, args.ram_budget)
     copy = os.path.join(out, "model.nq")  # the quantized model, beside the firmware built from it
     report = _report_beside(model, out, {**fb.sizes, "board": fb.board.name})
     _emit({**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name, "model": copy, "report": report},
@@ -306,7 +306,7 @@ def cmd_run(args) -> int:
     args.data = _data(args)
     if board == "host":
         return _verify_exit(api.verify_host(model, args.data, args.n), args.json, "host")
-    fb, r = api.run_emulated(model, board, out, args.data, args.n, profile=args.profile)
+    fb, r = api.run_emulated(model, board, out, args.data, args.n, profile=args.profile, ram_budget=args.ram_budget)
     report = _report_beside(model, out, {**fb.sizes, "board": fb.board.name}, r.profile or None, r.count_kind)
     if not args.json:
         print(fb.text() + f"\n  report: {report}", file=sys.stderr)
@@ -434,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", help="output folder (default build/BOARD)")
     b.add_argument("--sanitize", action="store_true", help="host: AddressSanitizer + UBSan")
     b.add_argument("--dsp", action="store_true", help="host: compile the Cortex-M DSP path with emulated intrinsics")
+    b.add_argument("--ram-budget", type=_flash_size, metavar="SIZE",
+                   help="bytes of arena + scratch the model may use, e.g. 96K: the fastest plan that fits (a "
+                        "budget below the least-RAM plan's need is an error naming it; default: the fastest plan, "
+                        "the least-RAM one when the board's RAM would overflow)")
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     b.set_defaults(func=cmd_build)
 
@@ -472,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
         v.add_argument("--data", help="inputs: .npz or bundled name (default: the model's data set, test split), or 'random' (random int8 inputs; top-1 then means agreement with the float model)")
         v.add_argument("-n", type=_bounded(int, 1, 20000, "-n"), default=200, help="number of inputs (default 200)")
         v.add_argument("--profile", action="store_true", help="per-layer counts from the profiling hook")
+        if cmd_name == "run":
+            v.add_argument("--ram-budget", type=_flash_size, metavar="SIZE",
+                           help="bytes of arena + scratch the model may use (as build --ram-budget)")
         v.add_argument("-o", "--output", help=argparse.SUPPRESS)
         v.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
         if cmd_name == "verify":

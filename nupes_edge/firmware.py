@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 import subprocess
 from dataclasses import dataclass
 
@@ -37,7 +38,8 @@ class FirmwareBuild:
                 f"  flash {s['flash_used']} / {s['flash_bytes']} B ({s['flash_used'] / s['flash_bytes']:.1%}), "
                 f"RAM {s['ram_used']} / {s['ram_bytes']} B ({s['ram_used'] / s['ram_bytes']:.1%}, incl. {self.board.stack_bytes} B stack)\n"
                 f"  model: weights {s['flash_weights_bytes']} B, LUTs {s['flash_tables_bytes']} B, "
-                f"arena {s['arena_bytes']} B (naive {s['arena_naive_bytes']} B), scratch {s['scratch_bytes']} B")
+                f"arena {s['arena_bytes']} B (naive {s['arena_naive_bytes']} B), scratch {s['scratch_bytes']} B"
+                + (f"; plan: {s['ram_plan']}" if s.get("ram_plan", "fastest") != "fastest" else ""))
 
 
 def toolchain(tool: str = "gcc") -> str:
@@ -97,23 +99,52 @@ def _section_sizes(elf: str) -> dict[str, int]:
     return sizes
 
 
+def ram_plan(qm: QuantModel, budget: int | None) -> bool | None:
+    """Which arena plan a RAM budget (bytes of arena + scratch) asks for: False the fastest, True the
+    least-RAM one (convolutions and elementwise ops written over inputs that die there, codegen/plan.py),
+    None (no budget) the fastest, falling back to the least-RAM one when the board's RAM overflows.
+    A budget below the least-RAM plan's need is an error naming that minimum."""
+    if budget is None:
+        return None
+    from .codegen.plan import plan
+
+    fast, least = plan(qm), plan(qm, inplace=True)
+    need = lambda p: p.arena_bytes + 2 * p.scratch_entries  # noqa: E731
+    if need(fast) <= budget:
+        return False
+    if need(least) <= budget:
+        return True
+    raise NupesError(f"--ram-budget {budget:,} B is below this model's minimum of {need(least):,} B of arena and "
+                     f"scratch (the least-RAM plan; the fastest needs {need(fast):,} B)")
+
+
 def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None = None,
-                   model_file: str | None = None) -> FirmwareBuild:
+                   model_file: str | None = None, ram_budget: int | None = None) -> FirmwareBuild:
     """Generate, cross-compile and size the firmware in ``out_dir`` (with a copy of ``model_file``
     as model.nq beside it). One build at a time per folder (a second one waits); the folder is
-    replaced whole on success and left as it was on failure."""
+    replaced whole on success and left as it was on failure. ``ram_budget``: see ram_plan; without
+    one, a model whose fastest plan overflows the board's RAM is built with the least-RAM plan."""
+    inplace = ram_plan(qm, ram_budget)
     with folder_lock(out_dir, "firmware build"), fresh_folder(out_dir) as work:
-        fb = _build_in(qm, board, work, name)
+        try:
+            fb = _build_in(qm, board, work, name, bool(inplace))
+        except NupesError as e:
+            if inplace is not None or "RAM overflowed" not in str(e):
+                raise
+            fb = _build_in(qm, board, work, name, True)  # the least-RAM plan; its own overflow error if not
+            print(f"nupes-edge: note: the fastest plan overflows {board.name}'s RAM; built with the least-RAM plan "
+                  f"(arena {fb.sizes['arena_bytes']:,} B)", file=sys.stderr)
         if model_file:
             shutil.copyfile(model_file, os.path.join(work, "model.nq"))
     final = {p: os.path.join(out_dir, os.path.relpath(p, work)) for p in (fb.elf, fb.bin)}  # after the move
     return FirmwareBuild(fb.board, final[fb.elf], final[fb.bin], fb.generated, fb.sizes)
 
 
-def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None) -> FirmwareBuild:
+def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None,
+              inplace: bool = False) -> FirmwareBuild:
     gcc = toolchain("gcc")
     src = os.path.join(out_dir, "src")
-    gen = codegen.generate(qm, src, name)
+    gen = codegen.generate(qm, src, name, inplace=inplace)
     cname = gen.plan.name
     bdir = os.path.join(src, "board")
     os.makedirs(bdir, exist_ok=True)
@@ -146,5 +177,5 @@ def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | Non
     flash_used = sum(sec.get(s, 0) for s in (".isr_vector", ".text", ".ARM.exidx", ".data"))
     ram_used = sum(sec.get(s, 0) for s in (".data", ".bss", ".stack"))
     sizes = {"flash_used": flash_used, "ram_used": ram_used, "flash_bytes": board.flash_bytes,
-             "ram_bytes": board.ram_bytes, **gen.report}
+             "ram_bytes": board.ram_bytes, **gen.report, "ram_plan": "least RAM (in place)" if inplace else "fastest"}
     return FirmwareBuild(board, elf, binf, gen, sizes)
