@@ -276,18 +276,35 @@ def table_free_adds(qm: QuantModel) -> set[str]:
     return set(names)
 
 
-def inplace_slots(h: int, w: int, c_in: int, oh: int, ow: int, c_out: int, kh: int, sh: int, pt: int) -> int:
-    """Rows of output a convolution computed over its own input (nupes_conv2d_inplace) holds before
-    they can be copied home: output row j is copied once no later output row reads the input bytes it
-    lands on. The same loop as the C, run here to size the buffer."""
+def inplace_slots(h: int, w: int, c_in: int, oh: int, ow: int, c_out: int, kh: int, sh: int, pt: int,
+                  band: int = 1) -> int:
+    """Rows of output a convolution computed over its own input (nupes_conv2d_inplace, ``band`` rows
+    per kernel call) holds before they can be copied home: output row j is copied once no later output
+    row reads the input bytes it lands on. The same loop as the C, run here to size its ring (a
+    multiple of ``band``, so a band never wraps)."""
     row_in, row_out = w * c_in, ow * c_out
-    flushed, slots = 0, 1
-    for r in range(oh):
-        slots = max(slots, r - flushed + 1)
-        needed = max(0, (r + 1) * sh - pt)
-        while flushed <= r and (r + 1 == oh or (flushed + 1) * row_out <= needed * row_in):
+    flushed, need = 0, band
+    for r in range(0, oh, band):
+        rows = min(band, oh - r)
+        need = max(need, r - flushed + band)
+        last = r + rows - 1
+        first_needed = max(0, (last + 1) * sh - pt)
+        while flushed <= last and (last + 1 == oh or (flushed + 1) * row_out <= first_needed * row_in):
             flushed += 1
-    return slots
+    return -(-need // band) * band
+
+
+def inplace_band(h: int, w: int, c_in: int, oh: int, ow: int, c_out: int, kh: int, sh: int, pt: int):
+    """(rows per kernel call, ring rows) for a convolution over its own input: the most rows per call
+    (fewer calls, less per-call set-up) whose ring stays within a quarter of the output; None when
+    even one row per call needs more."""
+    for band in (8, 6, 4, 3, 2, 1):
+        if band > oh:
+            continue
+        slots = inplace_slots(h, w, c_in, oh, ow, c_out, kh, sh, pt, band)
+        if slots * ow * c_out * 4 <= oh * ow * c_out:
+            return band, slots
+    return None
 
 
 ELEMENTWISE_OPS = ("add", "mul", "relu", "relu6", *TABLE_OPS)  # out[i] from in[i] only: safe over an input
@@ -298,8 +315,8 @@ def _inplace(g, real: list, alias: dict, storage) -> dict[str, int]:
     output to it in ``alias``: an input that dies at that step, is not the caller's input, and holds
     no part of the caller's output. Elementwise ops (add, mul, activations) take any such input of
     the output's shape; a convolution takes its own input when the rows it holds aside
-    (inplace_slots) are at most a quarter of its output. Returns node name -> rows held (0 for
-    elementwise)."""
+    (inplace_band) are at most a quarter of its output. Returns node name -> (rows per kernel call,
+    ring rows), (0, 0) for elementwise steps."""
     last_read: dict[str, int] = {}
     for i, node in enumerate(real):
         for src in node.inputs:
@@ -324,13 +341,13 @@ def _inplace(g, real: list, alias: dict, storage) -> dict[str, int]:
             root = storage(src)
             if root == g.input_name or root == out_root or not dies_at(root, i):
                 continue
-            slots = 0
+            slots = (0, 0)
             if node.op == "conv2d":
                 c_in, h, w = g.shapes[src]
                 c_out, oh, ow = g.shapes[node.output]
-                slots = inplace_slots(h, w, c_in, oh, ow, c_out, node.weight.shape[2], node.attrs["stride"][0],
-                                      node.attrs["pads"][0])
-                if slots * ow * c_out * 4 > oh * ow * c_out:
+                slots = inplace_band(h, w, c_in, oh, ow, c_out, node.weight.shape[2], node.attrs["stride"][0],
+                                     node.attrs["pads"][0])
+                if slots is None:
                     continue
             alias[node.output] = root
             chosen[node.name] = slots
@@ -382,11 +399,11 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
             sizes[s] = max(sizes.get(s, 0), _hwc_size(g.shapes[t]))
     pend: dict[str, str] = {}  # in-place conv -> its pending-rows buffer, an arena tensor of that step only
     for i, node in enumerate(real):
-        if inplace_steps.get(node.name):  # a convolution: the rows it holds aside
+        if inplace_steps.get(node.name, (0, 0))[0]:  # a convolution: the rows it holds aside
             c_out, _, ow = g.shapes[node.output]
             buf = f"__rows_{i}"
             pend[node.name] = buf
-            sizes[buf] = inplace_steps[node.name] * ow * c_out
+            sizes[buf] = inplace_steps[node.name][1] * ow * c_out
             first[buf] = last[buf] = i
             arena_tensors.append(buf)
     offsets: dict[str, int] = {}
@@ -453,9 +470,10 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
             kernel, entries = conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw, node.attrs["stride"][:2],
                                           node.attrs["pads"], im2col=p.bits if use_im2col else 0)
             scratch = max(scratch, entries)
-            if inplace_steps.get(node.name):  # written over its own input, a row at a time (nupes_conv2d_inplace)
+            if node.name in pend:  # written over its own input, a band of rows at a time (nupes_conv2d_inplace)
+                band, slots = inplace_steps[node.name]
                 call = (f"{{ static const nupes_conv_geom_t g = {geom}; nupes_conv2d_inplace({kernel}, {out}, &g, "
-                        f"&{lname}, scratch, (arena + {offsets[pend[node.name]]}), {inplace_steps[node.name]}); }}")
+                        f"&{lname}, scratch, (arena + {offsets[pend[node.name]]}), {band}, {slots}); }}")
             else:
                 call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch); }}"
         elif node.op == "linear":

@@ -139,11 +139,11 @@ void nupes_avg_pool2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g,
 void nupes_global_avg_pool(const int8_t *in, int8_t *out, int32_t hw, int32_t c, int32_t act_min, int32_t act_max);
 
 /* Every convolution kernel has this signature; nupes_conv2d_inplace runs one of them over its own
- * input, a row at a time, holding `slots` output rows in `pend` (the least-RAM plan). */
+ * input, `band` output rows per call, holding up to `slots` rows in `pend` (the least-RAM plan). */
 typedef void (*nupes_conv_fn)(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
                               int16_t *scratch);
 void nupes_conv2d_inplace(nupes_conv_fn kernel, int8_t *buf, const nupes_conv_geom_t *g, const nupes_layer_t *w,
-                          int16_t *scratch, int8_t *pend, int32_t slots);
+                          int16_t *scratch, int8_t *pend, int32_t band, int32_t slots);
 
 /* Elementwise int8 MUL of two HWC tensors of pixels x c values, either of which may instead hold c
  * values applied at every pixel (TFLite Micro's int8 MUL, bit for bit). */
