@@ -331,3 +331,30 @@ def test_new_operators_on_the_emulated_stm32(case, tmp_path):
     artifact.save(qm, str(tmp_path / "m.nq"))
     _, rep = api.run_emulated(str(tmp_path / "m.nq"), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
     assert rep.n == 10 and rep.mismatches == 0 and rep.original["mismatches"] == 0
+
+
+@pytest.mark.parametrize("scale,zp", [(0.0, 0), (-0.5, 0), (float("nan"), 0), (float("inf"), 0), (0.1, 300)])
+def test_bad_activation_quantization_is_named(scale, zp):
+    """A scale of 0, negative, NaN or infinite, or a zero point outside int8, is the file's mistake: a
+    clear error naming the tensor (it used to reach the lowering and exit 3)."""
+    m = Model()
+    x = m.b.tensor("x", [1, 4], np.int8, scale=0.1, zp=0)
+    y = m.b.tensor("bad", [1, 4], np.int8, scale=scale, zp=zp)
+    m.b.op(S.BuiltinOperator.RELU, 1, [x], [y])
+    with pytest.raises(NupesError, match="'bad'"):
+        quantize_graph(import_tflite_bytes(m.finish(x, y), "bad.tflite"), None, "uniform", 8)
+
+
+def test_negative_weight_scales_are_named():
+    """Found by mutating these files: a negative per-channel weight scale reached the lowering (exit 3)."""
+    m = Model()
+    x = m.act([1, 4], 0.1, 0)
+    y = m.act([1, 2], 0.1, 0)
+    w = m.b.tensor("w", [2, 4], np.int8, np.ones((2, 4), np.int8), scale=np.array([0.01, -0.01], np.float32),
+                   zp=np.zeros(2, int), axis=0)
+    bias = m.b.tensor("b", [2], np.int32, np.zeros(2, np.int32), scale=np.array([1e-3, 1e-3], np.float32),
+                      zp=np.zeros(2, int))
+    m.b.op(S.BuiltinOperator.FULLY_CONNECTED, 9, [x, w, bias], [y], S.BuiltinOptions.FullyConnectedOptions,
+           S.FullyConnectedOptionsT())
+    with pytest.raises(NupesError, match="weight scales"):
+        quantize_graph(import_tflite_bytes(m.finish(x, y), "neg.tflite"), None, "uniform", 8)

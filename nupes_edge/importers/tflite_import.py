@@ -199,7 +199,12 @@ class _Reader:
         if t.type != self.S.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
             return None
         zp = int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
-        return float(np.float32(q.scale[0])), zp
+        scale = float(np.float32(q.scale[0]))
+        if not (math.isfinite(scale) and scale > 0) or not -128 <= zp <= 127:
+            name = t.name.decode(errors="replace")[:60] if isinstance(t.name, bytes) else str(t.name or "")[:60]
+            raise NupesError(f"{self.origin}: tensor {i} ({name!r}) has int8 quantization scale {q.scale[0]!r}, zero "
+                             f"point {zp}: a scale must be a positive finite number and the zero point in -128..127")
+        return scale, zp
 
     def keep_layer(self, node: Node, ins: list[int], to_ir) -> None:
         """Record a conv / dense layer's int8 weights, float32 scales and int32 bias as stored."""
@@ -209,6 +214,9 @@ class _Reader:
         codes = to_ir(self.const(ins[1], "weights", node.op, raw=True)).astype(np.int8)
         o = codes.shape[0]
         scales = np.asarray(wt.quantization.scale, np.float32)
+        if scales.size and not (np.isfinite(scales).all() and (scales >= 0).all()):
+            raise NupesError(f"{self.origin}: {node.source}: weight scales must be finite and not negative "
+                             f"(found {scales[~(np.isfinite(scales) & (scales >= 0))][0]!r})")
         scales = np.broadcast_to(scales, (o,)).copy() if scales.size in (1, o) else None
         if len(ins) > 2 and ins[2] >= 0 and self.t(ins[2]).type == self.S.TensorType.INT32:
             bias = self.const(ins[2], "bias", node.op, raw=True).astype(np.int64).reshape(-1)
