@@ -66,7 +66,7 @@ def measure(name: str, label: str, qm) -> list[dict]:
                 if rep.mismatches:
                     raise RuntimeError(f"{name} {label} {row['plan']}: {rep.mismatches} mismatches on the board")
                 row.update(ram_used=fb.sizes["ram_used"], instructions=round(rep.count_mean),
-                           ram_plan=fb.sizes["ram_plan"])
+                           ram_plan=fb.sizes["ram_plan"], stack_used=rep.stack_used)
             except Exception as e:  # the fastest plan of a model too large for the board: said in the table
                 row.update(error=str(e).splitlines()[0][:160])
         print(f"[memory] {row}", file=sys.stderr, flush=True)
@@ -75,8 +75,8 @@ def measure(name: str, label: str, qm) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    md = ("| model | weights | plan | arena + scratch B | vs TFLM arena | firmware RAM B | instructions |\n"
-          "|---|---|---|---:|---:|---:|---:|\n")
+    md = ("| model | weights | plan | arena + scratch B | vs TFLM arena | stack B (measured) | firmware RAM B | "
+          "instructions |\n|---|---|---|---:|---:|---:|---:|---:|\n")
     for r in rows:
         t = TFLM_ARENA.get(r["model"])
         total = r["arena"] + r["scratch"]
@@ -89,8 +89,9 @@ def markdown(rows: list[dict]) -> str:
             ram, instr = f"{r['ram_used']:,}", f"{r['instructions']:,}"
             if r["plan"] == "fastest" and r.get("ram_plan", "fastest") != "fastest":
                 ram, instr = "overflows: built least-RAM", "-"
+        stack = f"{r['stack_used']:,}" if r.get("stack_used") else "-"
         md += (f"| {r['model']} | {r['weights']} | {r['plan']} | {r['arena']:,} + {r['scratch']:,} | {ratio} | "
-               f"{ram} | {instr} |\n")
+               f"{stack} | {ram} | {instr} |\n")
     return md
 
 

@@ -22,6 +22,7 @@ from .errors import NupesError
 SYNC = b"\xa5\x5a"
 T_HELLO, T_PROFILE, T_LOAD, T_RUN, T_REPLY, T_ERROR = 0x01, 0x03, 0x04, 0x05, 0x80, 0xEE
 T_CALIBRATE = 0x06
+T_STACK = 0x07
 E_INPUT_CRC = 5
 ERRORS = {1: "bad CRC", 2: "bad length", 3: "unknown frame type", 4: "frame too long", 5: "input CRC mismatch"}
 RETRYABLE = {1, 4}  # what corruption on the wire causes
@@ -299,6 +300,16 @@ class Client:
             return lo | (hi << 32)
 
         return self.request(T_CALIBRATE, struct.pack("<I", n), parse=parse)
+
+    def stack(self) -> tuple[int, int]:
+        """(bytes of stack used at the deepest since reset, bytes free for it): a high-water mark of
+        the RAM the firmware painted at reset."""
+        def parse(p: bytes) -> tuple[int, int]:
+            if len(p) != 8:
+                raise ValueError(f"STACK reply of {len(p)} bytes")
+            return struct.unpack("<II", p)
+
+        return self.request(T_STACK, parse=parse)
 
     def profile(self) -> list[int]:
         def parse(p: bytes) -> list[int]:

@@ -90,11 +90,14 @@ class DeviceReport(VerifyReport):
     count_max: int = 0
     retries: int = 0
     profile: list = field(default_factory=list)  # [{layer, op, count}] of the last inference
+    stack_used: int | None = None  # bytes of stack at the deepest since reset (a painted high-water mark)
 
     def text(self) -> str:
         unit = "instructions (emulated, not cycles)" if self.count_kind == "emulated_instructions" else self.count_kind
         lines = [f"  board             {self.board}", super().text(),
                  f"  per inference     mean {self.count_mean:,.0f}, min {self.count_min:,}, max {self.count_max:,} {unit}"]
+        if self.stack_used is not None:
+            lines.append(f"  stack (measured)  {self.stack_used:,} B at the deepest since reset")
         if self.retries:
             lines.append(f"  frames retried    {self.retries}")
         if self.profile:
@@ -148,5 +151,10 @@ def verify_device(qm: QuantModel, client, x: np.ndarray, y: np.ndarray, profile:
     if profile:
         steps = plan(qm).steps
         prof = [{"layer": s.node_name, "op": s.op, "count": int(round(c / div))} for s, c in zip(steps, client.profile())]
+    try:
+        stack_used = client.stack()[0]
+    except NupesError:  # firmware built before the STACK frame
+        stack_used = None
     return DeviceReport(**base.as_dict(), board=hello.board, count_kind=kind, count_mean=float(np.mean(counts)),
-                        count_min=int(min(counts)), count_max=int(max(counts)), retries=client.retried, profile=prof)
+                        count_min=int(min(counts)), count_max=int(max(counts)), retries=client.retried, profile=prof,
+                        stack_used=stack_used)

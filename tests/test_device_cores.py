@@ -90,3 +90,27 @@ def test_a_flood_of_frames_is_answered_and_the_board_still_verifies(name, digits
             c.wait_banner(1.0)
             r = verify_device(digits_w8, c, x[:5], y[:5])
         assert r.mismatches == 0 and r.n == 5
+
+
+@pytest.fixture(scope="module")
+def digits_w4():
+    g = import_module(examples.model("digits", progress=False), examples.models.example_input("digits"), "digits")
+    return quantize_graph(g, examples.load("digits", "calib")[0], "nupes", 4, name="digits")
+
+
+@pytest.mark.parametrize("name", EMULATED)
+def test_the_stack_a_model_needs_is_measured_and_within_what_the_linker_reserves(name, digits_w4, tmp_path):
+    """The firmware paints the RAM above .bss at reset; after the inferences the STACK frame reads the
+    deepest the stack reached. It must be within the stack the board reserves (the linker's check of
+    RAM assumes it), which is how the M0's 2 KiB was found too small."""
+    from nupes_edge.verify import verify_device
+
+    board = boards.get(name)
+    fb = firmware.build_firmware(digits_w4, board, str(tmp_path))
+    x, y = examples.load("digits", "test")
+    with start_qemu(board, fb.elf, max_seconds=120) as q, Client(q.url, timeout=10.0) as c:
+        assert c.wait_banner(5.0)
+        rep = verify_device(digits_w4, c, x[:3], y[:3])
+        used, free = c.stack()
+    assert rep.mismatches == 0 and rep.stack_used == used
+    assert 256 < used <= board.stack_bytes < free, (used, board.stack_bytes, free)

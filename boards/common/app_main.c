@@ -22,6 +22,7 @@
 #define T_LOAD 0x04u
 #define T_RUN 0x05u
 #define T_CALIBRATE 0x06u
+#define T_STACK 0x07u
 #define T_REPLY 0x80u
 #define T_ERROR 0xEEu
 #define E_BAD_CRC 1u
@@ -187,6 +188,24 @@ static void reply_calibrate(uint32_t seq, uint32_t len)
     send_frame(T_CALIBRATE | T_REPLY, seq, 8u);
 }
 
+uint32_t board_stack_high_water(void)
+{
+    extern uint32_t _ebss, _estack;
+    const uint32_t *p = &_ebss;
+    while (p < &_estack && *p == NUPES_STACK_PAINT) {
+        ++p;
+    }
+    return (uint32_t)((uintptr_t)&_estack - (uintptr_t)p);
+}
+
+static void reply_stack(uint32_t seq)
+{
+    extern uint32_t _ebss, _estack;
+    put_u32(tx + 6, board_stack_high_water());
+    put_u32(tx + 10, (uint32_t)((uintptr_t)&_estack - (uintptr_t)&_ebss));
+    send_frame(T_STACK | T_REPLY, seq, 8u);
+}
+
 static void reply_profile(uint32_t seq)
 {
     uint32_t i;
@@ -259,6 +278,8 @@ int main(void)
                     reply_profile(hdr[1]);
                 } else if (hdr[0] == T_CALIBRATE) {
                     reply_calibrate(hdr[1], len);
+                } else if (hdr[0] == T_STACK) {
+                    reply_stack(hdr[1]);
                 } else {
                     send_error(hdr[1], E_UNKNOWN_TYPE, "unknown frame type");
                 }

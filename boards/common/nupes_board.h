@@ -20,5 +20,9 @@ void board_wait_for_input(void);
 /* Monotonic count (cycles or ticks, see counter_kind) */
 uint64_t counter_now(void);
 uint32_t counter_kind(void);
+/* The RAM between the end of .bss and the stack is painted with this at reset (startup.c) */
+#define NUPES_STACK_PAINT 0xA5C3A5C3u
+/* The deepest the stack has reached since reset, in bytes from the top of RAM */
+uint32_t board_stack_high_water(void);
 
 #endif /* NUPES_BOARD_H */

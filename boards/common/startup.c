@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "board_config.h"
+#include "nupes_board.h"
 
 extern uint32_t _estack, _sidata, _sdata, _edata, _sbss, _ebss;
 extern int main(void);
@@ -28,6 +29,13 @@ void Reset_Handler(void)
     }
     for (dst = &_sbss; dst < &_ebss; ++dst) {
         *dst = 0;
+    }
+    { /* paint the free RAM the stack grows into, so its high-water mark can be read back (STACK frame) */
+        uint32_t here;
+        uint32_t *const limit = (uint32_t *)((uintptr_t)&here & ~(uintptr_t)3u) - 16; /* below this frame */
+        for (dst = &_ebss; dst < limit; ++dst) {
+            *dst = NUPES_STACK_PAINT;
+        }
     }
 #if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
     /* CPACR: full access to CP10/CP11 (the FPU, and Helium on a Cortex-M55) */
