@@ -64,7 +64,19 @@ def _emit(obj: dict, as_json: bool, text: str) -> None:
     print(json.dumps(obj, sort_keys=True) if as_json else safe_text(text))
 
 
+BUNDLED = ("digits", "mnist5k")  # examples.NAMES, without importing torch for a quick refusal
+
+
+def _check_paths(model: str | None = None, data: str | None = None) -> None:
+    """Missing files named before anything heavy is imported (torch takes seconds to load)."""
+    if model and model not in BUNDLED and not os.path.isfile(model):
+        raise NupesError(f"{model}: no such file, and not a bundled example ({', '.join(BUNDLED)})")
+    if data and data not in BUNDLED and data != "random" and not os.path.isfile(data):
+        raise NupesError(f"{data}: no such file, and not a bundled data set ({', '.join(BUNDLED)}) or 'random'")
+
+
 def cmd_quantize(args) -> int:
+    _check_paths(args.model, args.data)
     from . import api
 
     qm, h = api.quantize(args.model, args.data, args.method, args.wbits, args.output, dict(args.layer_wbits or []),
@@ -127,6 +139,7 @@ def _data(args) -> str | None:
 
 
 def cmd_eval(args) -> int:
+    _check_paths(None, args.data)
     from . import api
 
     args.model = _project_model(args)
@@ -255,12 +268,30 @@ def _report_beside(model: str, out: str, sizes: dict, profile=None, count_kind=N
 
 
 def cmd_analyze(args) -> int:
+    import tempfile
+
     from . import api
 
     model, board, out = _resolve(args)
     if args.profile and not (board != "host" or args.port):
         raise NupesError("--profile runs the model on an emulated board: add --board stm32 (or use --port)")
-    qm, a = api.analyze(model, args.data, None if board == "host" else board, out, args.profile, args.port, args.n)
+    scratch_dir = None
+    if not args.output:  # build aside: the project's build/BOARD (and the report.html in it) stays as it is
+        scratch_dir = tempfile.mkdtemp(prefix="nupes-analyze-")
+        out = os.path.join(scratch_dir, "build")
+    try:
+        qm, a = api.analyze(model, args.data, None if board == "host" else board, out, args.profile, args.port, args.n)
+    except NupesError as e:
+        if "overflowed" not in str(e):
+            raise
+        qm, a = api.analyze(model, args.data, None, out, False, None, args.n)  # the table, without the board
+        a.notes.append(f"does not fit {board}: {str(e).split(': ', 1)[-1][:300]}; try `nupes-edge quantize ... "
+                       "--flash-budget SIZE` (bits chosen to fit) or fewer --wbits, or `build --ram-budget` for RAM")
+    finally:
+        if scratch_dir:
+            import shutil
+
+            shutil.rmtree(scratch_dir, ignore_errors=True)
     obj = a.as_dict()
     text = a.text()
     if args.html:

@@ -173,3 +173,27 @@ def test_data_without_labels_gives_error_metrics_and_no_top1(tmp_path):
     assert set(m) == {"max_abs", "rmse", "mae", "cosine", "sqnr_db"} and 0.9 < m["cosine"] <= 1 and m["rmse"] > 0
     v = cli("verify", "m.nq", "--board", "host", "--data", "x.npz", cwd=tmp_path)
     assert v.returncode == 0 and "no labels" in v.stdout and "cosine" in v.stdout, v.stdout + v.stderr
+
+
+def test_a_missing_file_is_reported_before_anything_heavy_loads(tmp_path):
+    import time
+
+    for args in (["quantize", "digits", "--data", "nosuch.npz", "-o", "x.nq"], ["quantize", "nosuch.pt2", "--data",
+                                                                                "digits", "-o", "x.nq"]):
+        t0 = time.monotonic()
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2 and "nosuch" in r.stderr and time.monotonic() - t0 < 2.0, r.stderr
+
+
+def test_analyze_keeps_the_projects_report_and_shows_a_model_that_does_not_fit(tmp_path):
+    assert cli("init", "--example", "digits", "--method", "uniform", "--wbits", "8", "proj", cwd=tmp_path).returncode == 0
+    proj = tmp_path / "proj"
+    report = proj / "build" / "stm32" / "report.html"
+    assert cli("build", "--board", "stm32", cwd=proj).returncode == 0 and report.exists()
+    assert cli("analyze", "--board", "stm32", cwd=proj).returncode == 0
+    assert report.exists()  # analyze built aside
+    assert cli("quantize", "mnist5k", "--data", "mnist5k", "--method", "uniform", "--wbits", "8", "-o", "m.nq",
+               "--quiet", cwd=tmp_path).returncode == 0
+    r = cli("analyze", "m.nq", "--board", "microbit", cwd=tmp_path)  # 16 KB arena on the M0's 16 KiB of RAM
+    assert r.returncode == 0, r.stderr
+    assert "does not fit microbit" in r.stdout and "RAM overflowed" in r.stdout and "conv2d" in r.stdout
