@@ -162,9 +162,10 @@ def markdown(rows: list[dict], n: int) -> str:
     refused = [r for r in rows if r["status"] == "refused"]
     md = (f"**{len(ran)} of {len(rows)} public models deploy as they are** and run bit-exact on the emulated "
           f"STM32F405 (int8 files kept exactly, equal to TFLite Micro on the file; float files quantized nupes W4 on "
-          f"synthetic calibration); {len(host_only)} more {'is' if len(host_only) == 1 else 'are'} kept exactly and "
-          f"verified on the host but need{'s' if len(host_only) == 1 else ''} more than the F405's 128 KB of RAM; "
-          f"{len(refused)} {'is' if len(refused) == 1 else 'are'} refused (operators or int16 activations not "
+          "synthetic calibration); "
+          + (f"{len(host_only)} more {'is' if len(host_only) == 1 else 'are'} kept exactly and verified on the host "
+             f"but need{'s' if len(host_only) == 1 else ''} more than the F405's 128 KB of RAM; " if host_only else "")
+          + f"{len(refused)} {'is' if len(refused) == 1 else 'are'} refused (operators or int16 activations not "
           "supported yet).\n\n"
           "| file | operators | nupes-edge | = TFLite Micro | export = file | host | STM32F405 (QEMU): flash / RAM / "
           "instructions | W4 SQNR vs file (powerquant / nupes) |\n|---|---|---|---|---|---|---|---|\n")
