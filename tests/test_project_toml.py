@@ -30,8 +30,12 @@ def test_bad_toml_is_refused_naming_the_key(tmp_path, body, needle):
     with pytest.raises(NupesError) as e:
         project.load(str(tmp_path))
     assert needle in str(e.value)
+
+
+def test_a_misspelled_key_stops_the_command_line_with_exit_2(tmp_path):
+    write(tmp_path, "wbit = 2\n")
     r = cli("build", "--board", "host", cwd=tmp_path)
-    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "did you mean 'wbits'?" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_every_quantize_option_can_be_set_and_the_file_is_found_from_a_subfolder(tmp_path):

@@ -92,25 +92,32 @@ def test_a_plain_pt2_still_loads(tmp_path):
     assert [n.op for n in g.nodes] == ["conv2d", "flatten", "linear"]
 
 
+@pytest.fixture(scope="module")
+def digits_nq(tmp_path_factory):
+    """A small model.nq, made once for the tests that only need one."""
+    d = tmp_path_factory.mktemp("nq")
+    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
+               cwd=d).returncode == 0
+    return (d / "m.nq").read_bytes()
+
+
 @pytest.mark.parametrize("out", ["", ".", "./", "..", "sub/.."])
-def test_codegen_refuses_the_current_folder_or_a_parent_and_deletes_nothing(tmp_path, out):
+def test_codegen_refuses_the_current_folder_or_a_parent_and_deletes_nothing(tmp_path, out, digits_nq):
     work = tmp_path / "work"
     (work / "sub").mkdir(parents=True)
     (work / "keep.txt").write_text("mine")
-    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
-               cwd=work).returncode == 0
+    (work / "m.nq").write_bytes(digits_nq)
     r = cli("codegen", "m.nq", "-o", out, cwd=work)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "folder" in r.stderr
     assert (work / "keep.txt").read_text() == "mine" and (work / "m.nq").exists() and (work / "sub").is_dir()
 
 
-def test_codegen_refuses_a_symlinked_output_folder(tmp_path):
+def test_codegen_refuses_a_symlinked_output_folder(tmp_path, digits_nq):
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "keep.txt").write_text("mine")
     os.symlink(tmp_path / "real", tmp_path / "link")
-    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
-               cwd=tmp_path).returncode == 0
+    (tmp_path / "m.nq").write_bytes(digits_nq)
     r = cli("codegen", "m.nq", "-o", "link", cwd=tmp_path)
     assert r.returncode == 2 and "symlink" in r.stderr
     assert (tmp_path / "real" / "keep.txt").read_text() == "mine"
@@ -143,9 +150,8 @@ def test_openocd_never_reads_a_path_as_tcl(tmp_path, monkeypatch):
     assert not (tmp_path / "PWN").exists()
 
 
-def test_build_never_writes_through_a_symlink(tmp_path):
-    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
-               cwd=tmp_path).returncode == 0
+def test_build_never_writes_through_a_symlink(tmp_path, digits_nq):
+    (tmp_path / "m.nq").write_bytes(digits_nq)
     victim = tmp_path / "victim.c"
     victim.write_text("precious")
     rt = tmp_path / "out" / "src" / "runtime"
@@ -163,7 +169,7 @@ def test_build_never_writes_through_a_symlink(tmp_path):
     assert r.returncode == 2 and "symlink" in r.stderr and not os.listdir(elsewhere)
 
 
-def test_one_array_named_by_every_reference_cannot_blow_up_memory(tmp_path):
+def test_one_array_named_by_every_reference_cannot_blow_up_memory(tmp_path, digits_nq):
     """An .nq whose references all name one 64 MB array: refused by the running total before it
     is materialised dozens of times."""
     import io
@@ -172,8 +178,7 @@ def test_one_array_named_by_every_reference_cannot_blow_up_memory(tmp_path):
 
     from nupes_edge import artifact
 
-    assert cli("quantize", "digits", "--data", "digits", "--method", "uniform", "-o", "m.nq", "--quiet",
-               cwd=tmp_path).returncode == 0
+    (tmp_path / "m.nq").write_bytes(digits_nq)
     src = zipfile.ZipFile(tmp_path / "m.nq")
     manifest = json.loads(src.read("manifest.json"))
 
