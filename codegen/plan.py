@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import moves
 from ..errors import NupesError
 from ..intparams import IntAdd, IntLayer
 from ..intref.fixedpoint import INT32_MAX
@@ -29,6 +30,7 @@ _ALLOWED_ATTRS = {
     "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
     "global_avgpool": set(), "mean": set(), "reshape": {"shape"}, "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
     "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "requantize": set(), "concat": set(),
+    "copy": {"shape", "moves"}, "reduce_max": {"shape", "reduce"},
 }
 
 
@@ -355,6 +357,13 @@ def _inplace(g, real: list, alias: dict, storage) -> dict[str, int]:
     return chosen
 
 
+def _move_init(move) -> str:
+    """A nupes_move_t initializer: count[5], src_off, src_stride[5], dst_off, dst_stride[5]."""
+    m = [int(v) for v in move]
+    return (f"{{ {', '.join(map(str, m[0:5]))} }}, {m[5]}, {{ {', '.join(map(str, m[6:11]))} }}, {m[11]}, "
+            f"{{ {', '.join(map(str, m[12:17]))} }}")
+
+
 def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan:
     """The C schedule and arena. ``inplace``: the least-RAM plan, where convolutions whose input dies
     at them write over it (a few rows held aside; a little more time per row), for models that do not
@@ -528,6 +537,27 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
             kernel = "nupes_concat_hwc_s8"
             call = (f"{{ const int8_t *const s[{len(ins)}] = {{ {', '.join(ins)} }}; static const int32_t c[{len(ins)}] = "
                     f"{{ {chans} }}; {kernel}(s, c, {len(ins)}, {out}, {pixels}); }}")
+        elif node.op == "copy":  # byte moves; the output never overlaps an input (both live at this step)
+            sizes_in = [int(np.prod(g.shapes[t])) for t in node.inputs]
+            n_out = int(np.prod(g.shapes[node.output]))
+            try:
+                moves.check_moves(node.attrs["moves"], sizes_in, n_out)
+            except moves.MoveError as e:
+                raise _refuse(node, str(e)) from None
+            kernel = "nupes_copy_s8"
+            call = " ".join(f"{{ static const nupes_move_t m = {{ {_move_init(mv)} }}; {kernel}({src}, {out}, &m); }}"
+                            for src, mv in zip(ins, node.attrs["moves"]))
+        elif node.op == "reduce_max":
+            try:
+                moves.reduce_positions(node.attrs["reduce"], int(np.prod(g.shapes[node.inputs[0]])),
+                                       int(np.prod(g.shapes[node.output])))
+            except moves.MoveError as e:
+                raise _refuse(node, str(e)) from None
+            r = [int(v) for v in node.attrs["reduce"]]
+            kernel = "nupes_reduce_max_s8"
+            init = (f"{{ {', '.join(map(str, r[0:5]))} }}, {r[5]}, {{ {', '.join(map(str, r[6:11]))} }}, "
+                    f"{{ {', '.join(map(str, r[11:16]))} }}, {{ {', '.join(map(str, r[16:21]))} }}")
+            call = f"{{ static const nupes_reduce_t r = {{ {init} }}; {kernel}({ins[0]}, {out}, &r); }}"
         elif node.op in TABLE_OPS:
             table = ", ".join(str(v) for v in check_table(node, p))
             kernel = "nupes_lut_s8"

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import moves
 from .errors import NupesError
 
 ACTIVATIONS = ("none", "relu", "relu6")
 # Elementwise int8 activations computed by a 256-entry table (intref/lut_ops.py)
 TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "requantize")
 OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "mean", "add", "mul", "relu", "relu6", "flatten",
-       "reshape", "softmax", "concat", *TABLE_OPS)
+       "reshape", "softmax", "concat", "copy", "reduce_max", *TABLE_OPS)
 # Ops that only give their input's bytes another shape: no kernel, no copy (the C plan aliases them)
 ALIAS_OPS = ("flatten", "reshape")
 WEIGHT_OPS = ("conv2d", "linear")
@@ -171,15 +172,34 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         return s
     if node.op == "flatten":
         return (math.prod(in_shapes[0]),)
+    if node.op in ("copy", "reduce_max"):  # byte moves (moves.py): any rank, described by the importer
+        shape = _target_shape(node)
+        n_in, n_out = [math.prod(s) for s in in_shapes], math.prod(shape)
+        try:
+            if node.op == "copy":
+                moves.check_moves(a.get("moves"), n_in, n_out)
+            elif len(in_shapes) != 1:
+                raise moves.MoveError("one input")
+            else:
+                moves.reduce_positions(a.get("reduce"), n_in[0], n_out)
+        except moves.MoveError as e:
+            raise _fail(node, f"{e}") from None
+        return shape
     if node.op == "reshape":
-        shape = a.get("shape")
-        if not (isinstance(shape, (list, tuple)) and len(shape) in (1, 3)
-                and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 24 for v in shape)):
-            raise _fail(node, f"reshape target {str(shape)[:60]} is not a C×H×W or vector shape of positive integers")
+        shape = _target_shape(node)
         if math.prod(shape) != math.prod(in_shapes[0]):
             raise _fail(node, f"cannot reshape {in_shapes[0]} ({math.prod(in_shapes[0])} values) to {list(shape)}")
         return tuple(shape)
     raise _fail(node, "no shape rule")  # pragma: no cover
+
+
+def _target_shape(node: Node) -> tuple[int, ...]:
+    """The ``shape`` attribute of a reshape / copy / reduce_max (untrusted in a .nq)."""
+    shape = node.attrs.get("shape")
+    if not (isinstance(shape, (list, tuple)) and len(shape) in (1, 3)
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 24 for v in shape)):
+        raise _fail(node, f"target shape {str(shape)[:60]} is not a C×H×W or vector shape of positive integers")
+    return tuple(shape)
 
 
 def infer_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:

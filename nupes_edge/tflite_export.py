@@ -20,6 +20,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as S
 import flatbuffers
 
+from . import moves
 from .errors import NupesError
 from .intparams import IntLayer
 from .layout import weights_hwc
@@ -138,6 +139,58 @@ def _lut_compress(qm: QuantModel) -> bytes:
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         return bytes(compress(data, sb.build()))
+
+
+def _export_moves(b: _Builder, node, g, qm: QuantModel, act_tensor, dt, quant: bool) -> None:
+    """A copy (TRANSPOSE, STRIDED_SLICE, PACK, ...) as one GATHER of the inputs' bytes laid end to end,
+    and a reduce_max as a GATHER of each output's values then REDUCE_MAX over them: exactly the
+    importer's byte moves, whatever operator they came from (TFLite Micro has both kernels)."""
+    q = qm.act[node.inputs[0]]
+
+    def temp(suffix: str, shape) -> int:
+        return b.tensor(f"{node.name}/{suffix}", list(shape), dt, scale=q.scale if quant else None,
+                        zp=q.zero_point if quant else None)
+
+    def reshape(x: int, shape, suffix: str) -> int:
+        y = temp(suffix, shape)
+        opts = S.ReshapeOptionsT()
+        opts.newShape = [int(v) for v in shape]
+        st = b.tensor(f"{node.name}/{suffix}_shape", [len(shape)], np.int32, np.array(shape, np.int32))
+        b.op(S.BuiltinOperator.RESHAPE, 1, [x, st], [y], S.BuiltinOptions.ReshapeOptions, opts)
+        return y
+
+    sizes = [int(np.prod(g.shapes[t])) for t in node.inputs]
+    flats = [reshape(act_tensor(t), [n], f"flat{j}") for j, (t, n) in enumerate(zip(node.inputs, sizes))]
+    src = flats[0]
+    if len(flats) > 1:
+        src = temp("joined", [sum(sizes)])
+        opts = S.ConcatenationOptionsT()
+        opts.axis = 0
+        opts.fusedActivationFunction = S.ActivationFunctionType.NONE
+        b.op(S.BuiltinOperator.CONCATENATION, 2 if quant else 1, flats, [src], S.BuiltinOptions.ConcatenationOptions, opts)
+    n_out = int(np.prod(g.shapes[node.output]))
+    if node.op == "copy":
+        index = moves.gather_index(node.attrs["moves"], sizes, n_out)
+    else:
+        index = moves.reduce_positions(node.attrs["reduce"], sizes[0], n_out)
+    gathered = temp("gathered", index.shape)
+    it = b.tensor(f"{node.name}/index", list(index.shape), np.int32, index.astype(np.int32))
+    opts = S.GatherOptionsT()
+    opts.axis = 0
+    b.op(S.BuiltinOperator.GATHER, 2 if quant else 1, [src, it], [gathered], S.BuiltinOptions.GatherOptions, opts)
+    if node.op == "reduce_max":
+        reduced = temp("reduced", [n_out])
+        ropts = S.ReducerOptionsT()
+        ropts.keepDims = False
+        axes = b.tensor(f"{node.name}/axes", [1], np.int32, np.array([1], np.int32))
+        b.op(S.BuiltinOperator.REDUCE_MAX, 2 if quant else 1, [gathered, axes], [reduced], S.BuiltinOptions.ReducerOptions,
+             ropts)
+        gathered = reduced
+    out = act_tensor(node.output)
+    opts = S.ReshapeOptionsT()
+    opts.newShape = _nhwc(g.shapes[node.output])
+    st = b.tensor(f"{node.name}/out_shape", [len(opts.newShape)], np.int32, np.array(opts.newShape, np.int32))
+    b.op(S.BuiltinOperator.RESHAPE, 1, [gathered, st], [out], S.BuiltinOptions.ReshapeOptions, opts)
 
 
 def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
@@ -284,6 +337,8 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             opts.fusedActivationFunction = S.ActivationFunctionType.NONE
             b.op(S.BuiltinOperator.CONCATENATION, 2 if quant else 1, [act_tensor(t) for t in node.inputs],
                  [act_tensor(node.output)], S.BuiltinOptions.ConcatenationOptions, opts)
+        elif node.op in ("copy", "reduce_max"):
+            _export_moves(b, node, g, qm, act_tensor, dt, quant)
         elif node.op == "requantize":  # int8 -> int8 QUANTIZE; in a float model the same values
             if quant:
                 b.op(S.BuiltinOperator.QUANTIZE, 2, [act_tensor(node.inputs[0])], [act_tensor(node.output)])

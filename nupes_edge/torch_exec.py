@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import moves
 from .ir import Graph, Node
 
 
@@ -41,6 +42,33 @@ def layer_forward(node: Node, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor)
     """A weight layer (conv2d or linear) with its fused activation."""
     y = conv2d(node, x, w, b) if node.op == "conv2d" else F.linear(x, w, b)
     return apply_act(y, node.act)
+
+
+def _device_flat(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) or (N, F) -> (N, values) in the device's byte order (H, W, C)."""
+    return (x.permute(0, 2, 3, 1) if x.ndim == 4 else x).reshape(len(x), -1)
+
+
+def _from_device_flat(y: torch.Tensor, shape) -> torch.Tensor:
+    if len(shape) == 3:
+        c, h, w = shape
+        return y.reshape(len(y), h, w, c).permute(0, 3, 1, 2)
+    return y.reshape(len(y), *shape)
+
+
+def _moved(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
+    """copy (TRANSPOSE, STRIDED_SLICE, PACK, ...) and reduce_max: the importer's byte moves."""
+    shape = tuple(node.attrs["shape"])
+    n_out = int(np.prod(shape))
+    flats = [_device_flat(x) for x in xs]
+    if node.op == "copy":
+        sizes = [f.shape[1] for f in flats]
+        index = torch.from_numpy(moves.gather_index(node.attrs["moves"], sizes, n_out))
+        y = torch.cat(flats, dim=1)[:, index]
+    else:
+        pos = torch.from_numpy(moves.reduce_positions(node.attrs["reduce"], flats[0].shape[1], n_out))
+        y = flats[0][:, pos].amax(dim=2)
+    return _from_device_flat(y, shape)
 
 
 def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Tensor:
@@ -74,6 +102,8 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return torch.softmax(xs[0] * a.get("beta", 1.0), dim=-1)
     if node.op == "concat":
         return torch.cat(xs, dim=1)
+    if node.op in ("copy", "reduce_max"):
+        return _moved(node, xs)
     if node.op == "sigmoid":
         return torch.sigmoid(xs[0])
     if node.op == "tanh":

@@ -175,6 +175,28 @@ void nupes_lut_s8(const int8_t *in, int8_t *out, int32_t n, const int8_t *table)
 void nupes_concat_hwc_s8(const int8_t *const *ins, const int32_t *channels, int32_t n_in, int8_t *out,
                          int32_t pixels);
 
+/* A byte move (nupes_edge/moves.py): for every (i0..i4) below count, dst[dst_off + sum i_k dst_stride[k]] =
+ * src[src_off + sum i_k src_stride[k]]. The code generator checks every move against its tensors. */
+typedef struct {
+    int32_t count[5];
+    int32_t src_off;
+    int32_t src_stride[5];
+    int32_t dst_off;
+    int32_t dst_stride[5];
+} nupes_move_t;
+void nupes_copy_s8(const int8_t *src, int8_t *dst, const nupes_move_t *m);
+
+/* REDUCE_MAX: output j (outer loops, in order) is the largest of the inner loops' values from
+ * src + src_off + its outer offset. */
+typedef struct {
+    int32_t outer_count[5];
+    int32_t src_off;
+    int32_t outer_stride[5];
+    int32_t inner_count[5];
+    int32_t inner_stride[5];
+} nupes_reduce_t;
+void nupes_reduce_max_s8(const int8_t *src, int8_t *dst, const nupes_reduce_t *r);
+
 /* TFLite Micro's int8 SOFTMAX over each of `rows` rows of `cols` values (1 <= cols <= 4095); output
  * scale 1/256, zero point -128. input_multiplier, input_left_shift (0..31) and diff_min (<= 0) are
  * TFLite Micro's Prepare values (nupes_edge/intref/softmax.py, softmax_params). No scratch. */

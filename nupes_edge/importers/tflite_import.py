@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import moves
 from ..errors import NupesError
 from ..ir import Graph, Node, infer_shapes
 from . import flatbuffer_bounds
@@ -63,6 +64,48 @@ def _chw(shape) -> tuple[int, ...]:
     raise ValueError(f"rank-{len(shape)} tensor")
 
 
+def _chw_any(shape) -> tuple[int, ...]:
+    """The IR shape of a tensor only byte moves touch (any rank, any leading dimension): as _chw where
+    that applies, else one row of pixels whose channels are the last axis (the same bytes)."""
+    try:
+        return _chw(shape)
+    except ValueError:
+        shape = [int(v) for v in shape] or [1]
+        return (shape[-1], 1, math.prod(shape[:-1])) if len(shape) > 1 else (shape[0],)
+
+
+def _tf_range(dim: int, begin: int, end: int, stride: int, begin_masked: bool, end_masked: bool,
+              shrink: bool) -> list[int]:
+    """The positions STRIDED_SLICE takes along one axis, as TFLite Micro's StartForAxis / StopForAxis
+    (strided_slice_logic.h): negative indices count from the end, then clamp to the axis; a masked end
+    takes the whole axis; a shrunk axis takes one position."""
+    def clamp(v):
+        return min(max(v, 0), dim) if stride > 0 else min(max(v, -1), dim - 1)
+
+    start = clamp((-1 if stride > 0 else dim) if begin_masked else (begin + dim if begin < 0 else begin))
+    if shrink:
+        if not 0 <= start < dim:
+            raise ValueError(f"shrinking an axis of {dim} positions at {begin}")
+        return [start]
+    stop = (dim if stride > 0 else -1) if end_masked else clamp(end + dim if end < 0 else end)
+    return list(range(start, stop, stride))
+
+
+def strided_slice(a: np.ndarray, begin, end, strides, o) -> np.ndarray:
+    """TFLite Micro's STRIDED_SLICE of ``a`` (values or an index array). ``o``: its StridedSliceOptionsT."""
+    if o is not None and (o.ellipsisMask or o.newAxisMask or getattr(o, "offset", False)):
+        raise ValueError("ellipsis_mask, new_axis_mask and offset are not supported (TFLite Micro ignores them)")
+    n = len(begin)
+    if not (len(end) == len(strides) == n == a.ndim) or any(int(v) == 0 for v in strides):
+        raise ValueError(f"begin {list(begin)}, end {list(end)} and strides {list(strides)} do not fit a "
+                         f"rank-{a.ndim} tensor")
+    bm, em, sm = (o.beginMask, o.endMask, o.shrinkAxisMask) if o is not None else (0, 0, 0)
+    index = [_tf_range(a.shape[ax], int(begin[ax]), int(end[ax]), int(strides[ax]), bool(bm >> ax & 1),
+                       bool(em >> ax & 1), bool(sm >> ax & 1)) for ax in range(a.ndim)]
+    out = a[np.ix_(*index)] if all(index) else np.zeros([len(i) for i in index], a.dtype)
+    return out.reshape([len(i) for ax, i in enumerate(index) if not sm >> ax & 1])
+
+
 # Every builtin operator this importer maps: (the IR op it becomes, what it accepts, where its int8
 # arithmetic comes from in TFLite Micro). docs/tflite.md's operator table is generated from it.
 OPERATORS = {
@@ -88,7 +131,20 @@ OPERATORS = {
                    "kernels/dequantize_common.cc"),
     "RELU": ("relu (a clamp)", "", "kernels/activations_common.cc"),
     "RELU6": ("relu6 (a clamp)", "", "kernels/activations_common.cc"),
-    "CONCATENATION": ("concat", "along the channels (last axis), one quantization", "kernels/concatenation.cc"),
+    "CONCATENATION": ("concat, or copy along another axis", "any axis, any rank, one quantization",
+                      "kernels/concatenation.cc (a byte copy)"),
+    "TRANSPOSE": ("copy (strided byte moves)", "any permutation, ranks 1-5", "kernels/transpose.cc (a byte copy)"),
+    "STRIDED_SLICE": ("copy (strided byte moves), or folded on constants", "any begin/end/strides, begin/end/shrink "
+                      "masks; no ellipsis or new-axis mask, no offset", "kernels/strided_slice.cc (a byte copy)"),
+    "PACK": ("copy (strided byte moves), or folded on constants", "any axis", "kernels/pack.cc (a byte copy)"),
+    "UNPACK": ("copy (one per output)", "any axis", "kernels/unpack.cc (a byte copy)"),
+    "SPLIT": ("copy (one per output)", "any axis", "kernels/split.cc (a byte copy)"),
+    "SPLIT_V": ("copy (one per output)", "any axis, constant sizes", "kernels/split_v.cc (a byte copy)"),
+    "REDUCE_MAX": ("reduce_max", "any axes, either keep_dims; input and output share the scale",
+                   "kernels/reduce_common.cc, EvalMinMaxHelper (the largest code)"),
+    "SHAPE": ("folded (a constant)", "a tensor of static shape", "kernels/shape.cc"),
+    "CAST": ("folded on constants", "integer shape arithmetic only", "kernels/cast.cc"),
+    "GATHER": ("folded on constants", "integer shape arithmetic only", "kernels/gather.cc"),
     "LOGISTIC": ("sigmoid (a 256-entry table)", "output 1/256, -128", "kernels/logistic_common.cc"),
     "TANH": ("tanh (a 256-entry table)", "output 1/128, 0", "kernels/tanh_common.cc"),
     "HARD_SWISH": ("hardswish (a 256-entry table)", "", "kernels/hard_swish_common.cc"),
@@ -97,6 +153,13 @@ OPERATORS = {
                 "kernels/softmax_common.cc, reference_integer_ops::Softmax"),
 }
 SUPPORTED = tuple(OPERATORS)
+# Operators evaluated at import when every input is a constant (or, for SHAPE, has a static shape)
+# and the result is an integer: the shape arithmetic of Keras' Reshape/Flatten (SHAPE,
+# STRIDED_SLICE, PACK, then RESHAPE's shape input) becomes a constant, as TFLite Micro's Prepare sees it
+FOLDABLE = ("SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "GATHER",
+            "ADD", "SUB", "MUL", "FLOOR_DIV")
+# Operators that only rearrange values: byte moves (moves.py) on int8 or float tensors of any rank
+MOVE_OPS = ("TRANSPOSE", "STRIDED_SLICE", "PACK", "UNPACK", "SPLIT", "SPLIT_V")
 AFTER_SOFTMAX = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
@@ -128,6 +191,8 @@ class _Reader:
         self.softmax_out: int | None = None
         self.softmax_beta = 1.0
         self.file_quant = FileQuant()
+        self.folded: dict[int, np.ndarray] = {}  # tensor -> its value, computed at import (FOLDABLE)
+        self.folded_ops: set[int] = set()
         self.const_bytes = 0  # what const() materialised, a buffer shared by many operators counted each time
 
     # -- tensors -------------------------------------------------------------------------------
@@ -138,14 +203,36 @@ class _Reader:
         i = self.alias.get(i, i)
         return f"t{i}"
 
+    def is_const(self, i: int) -> bool:
+        if i in self.folded:
+            return True
+        t = self.t(i)
+        return t.buffer < len(self.model.buffers) and self.model.buffers[t.buffer].data is not None \
+            and len(self.model.buffers[t.buffer].data) > 0
+
+    def shape_of(self, i: int) -> list[int]:
+        return [int(v) for v in (self.t(i).shape if self.t(i).shape is not None else [])]
+
+    def index(self, i: int) -> np.ndarray:
+        """Each value's position in tensor i's bytes, in its own shape (what byte moves are built from)."""
+        shape = self.shape_of(i)
+        if min(shape, default=1) < 1 or math.prod(shape) > 1 << 24:
+            raise ValueError(f"tensor {i} has shape {shape}")
+        return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+
     def const(self, i: int, what: str, op: str, raw: bool = False) -> np.ndarray:
         """A constant tensor's values, dequantized (``raw``: as stored, for shapes and indices)."""
+        if i in self.folded:
+            if not raw:
+                raise NupesError(f"{self.origin}: {op}: the {what} (tensor {i}) is computed from shapes, not stored")
+            return self.folded[i]
         t = self.t(i)
         buf = self.model.buffers[t.buffer].data if t.buffer < len(self.model.buffers) else None
         if buf is None or len(buf) == 0:
             raise NupesError(f"{self.origin}: {op}: the {what} (tensor {i}) is not a constant")
         S = self.S
-        dtype = {S.TensorType.FLOAT32: np.float32, S.TensorType.INT8: np.int8, S.TensorType.INT32: np.int32}.get(t.type)
+        dtype = {S.TensorType.FLOAT32: np.float32, S.TensorType.INT8: np.int8, S.TensorType.INT32: np.int32,
+                 S.TensorType.INT64: np.int64}.get(t.type)
         if dtype is None:
             raise NupesError(f"{self.origin}: {op}: the {what} has unsupported type {t.type}")
         shape = [int(v) for v in t.shape]
@@ -307,7 +394,7 @@ class _Reader:
         unsupported: dict[str, list[int]] = {}
         for k, op in enumerate(ops):
             name = self.op_name(op)
-            if name not in SUPPORTED:
+            if name not in SUPPORTED and k not in self.folded_ops:
                 unsupported.setdefault(name, []).append(k)
         problems = [f"{name} (operator{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks[:5]))}"
                     f"{', ...' if len(ks) > 5 else ''})" for name, ks in unsupported.items()]
@@ -316,7 +403,7 @@ class _Reader:
             is_const = t.buffer < len(self.model.buffers) and self.model.buffers[t.buffer].data is not None \
                 and len(self.model.buffers[t.buffer].data) > 0
             uint8_input = t.type == T.UINT8 and i in [int(v) for v in (self.sg.inputs if self.sg.inputs is not None else [])]
-            if not is_const and t.type not in (T.INT8, T.FLOAT32) and not uint8_input:
+            if not is_const and i not in self.folded and t.type not in (T.INT8, T.FLOAT32) and not uint8_input:
                 kinds.add(type_names.get(t.type, str(t.type)))
         if kinds:
             problems.append(f"{'/'.join(sorted(kinds))} activations"
@@ -334,7 +421,7 @@ class _Reader:
 
     def reshape(self, k: int, src: int, out: int, suffix: str = "") -> None:
         """The file's RESHAPE (and SQUEEZE / EXPAND_DIMS): the same bytes, another shape."""
-        ishape, oshape = self.ir_shape(src, k, "input"), self.ir_shape(out, k, "output")
+        ishape, oshape = _chw_any(self.t(src).shape), _chw_any(self.t(out).shape)
         if math.prod(ishape) != math.prod(oshape):
             raise NupesError(f"{self.origin}: operator {k} (RESHAPE {[int(v) for v in self.t(src).shape]} → "
                              f"{[int(v) for v in self.t(out).shape]}) changes the number of values")
@@ -343,13 +430,160 @@ class _Reader:
         else:
             self.emit(k, "reshape", [src], out, {"shape": list(oshape)})
 
+    def fold(self, ops) -> None:
+        """Evaluate FOLDABLE operators on constants (see FOLDABLE) into self.folded."""
+        T = self.S.TensorType
+        ints = {T.INT32: np.int32, T.INT64: np.int64}
+        for k, op in enumerate(ops):
+            name = self.op_name(op)
+            ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+            outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+            if name not in FOLDABLE or len(outs) != 1 or self.t(outs[0]).type not in ints:
+                continue
+            args = [i for i in ins if i >= 0]
+            if name != "SHAPE" and not all(self.is_const(i) and self.t(i).type in ints for i in args):
+                continue
+            o = op.builtinOptions
+            if getattr(o, "fusedActivationFunction", 0):
+                continue
+            try:
+                value = self.evaluate(name, o, args)
+                declared = self.shape_of(outs[0])
+                value = np.asarray(value).astype(ints[self.t(outs[0]).type])
+                if value.size != math.prod(declared):
+                    raise ValueError(f"gives {value.size} values where the file declares shape {declared}")
+            except (ValueError, IndexError, TypeError, ZeroDivisionError) as e:
+                raise NupesError(f"{self.origin}: operator {k} ({name}) on constants: {str(e)[:200]}") from None
+            self.folded[outs[0]] = value.reshape(declared)
+            self.folded_ops.add(k)
+
+    def evaluate(self, name: str, o, args: list[int]) -> np.ndarray:
+        if name == "SHAPE":
+            return np.array(self.shape_of(args[0]), np.int64)
+        v = [self.const(i, "input", name, raw=True) for i in args]
+        if name == "STRIDED_SLICE":
+            return strided_slice(v[0], v[1].ravel(), v[2].ravel(), v[3].ravel(), o)
+        if name == "PACK":
+            return np.stack(v, axis=o.axis if o is not None else 0)
+        if name == "CONCATENATION":
+            return np.concatenate(v, axis=o.axis if o is not None else 0)
+        if name == "GATHER":
+            return np.take(v[0], v[1], axis=o.axis if o is not None else 0)
+        if name in ("ADD", "SUB", "MUL"):
+            a, b = v[0].astype(np.int64), v[1].astype(np.int64)
+            return {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply}[name](a, b)
+        if name == "FLOOR_DIV":
+            if np.any(v[1] == 0):
+                raise ZeroDivisionError("division by zero")
+            return np.floor_divide(v[0].astype(np.int64), v[1].astype(np.int64))
+        return v[0]  # CAST, RESHAPE, SQUEEZE, EXPAND_DIMS: the values as they are (reshaped by the caller)
+
+    def moves_op(self, k: int, name: str, ins: list[int], outs: list[int], o) -> None:
+        """TRANSPOSE, STRIDED_SLICE, PACK, UNPACK, SPLIT(_V), CONCATENATION: one copy node per output,
+        its byte moves built from index arrays in the file's own shapes (any rank)."""
+        try:
+            for i in ins if name not in ("SPLIT",) else ins[1:]:
+                if i in self.pads:
+                    raise ValueError("its input is a PAD output (padding is folded into convolutions only)")
+            if name == "TRANSPOSE":
+                perm = [int(v) for v in self.const(ins[1], "permutation", name, raw=True).ravel()]
+                x = self.index(ins[0])
+                if sorted(perm) != list(range(x.ndim)):
+                    raise ValueError(f"permutation {perm} of a rank-{x.ndim} tensor")
+                groups = [(outs[0], [(ins[0], x.transpose(perm), None)])]
+            elif name == "STRIDED_SLICE":
+                begin, end, strides = (self.const(i, what, name, raw=True).ravel()
+                                       for i, what in zip(ins[1:4], ("begin", "end", "strides")))
+                groups = [(outs[0], [(ins[0], strided_slice(self.index(ins[0]), begin, end, strides, o), None)])]
+            elif name in ("PACK", "CONCATENATION"):
+                out_shape = self.shape_of(outs[0])
+                pos = np.arange(math.prod(out_shape), dtype=np.int64).reshape(out_shape)
+                axis = o.axis if o is not None else 0
+                if not -len(out_shape) <= axis < len(out_shape):
+                    raise ValueError(f"axis {axis} of a rank-{len(out_shape)} output")
+                parts, start = [], 0
+                for j, i in enumerate(ins):
+                    if name == "PACK":
+                        dst = pos.take(j, axis=axis)
+                    else:
+                        size = self.shape_of(i)[axis]
+                        dst = pos.take(range(start, start + size), axis=axis)
+                        start += size
+                    parts.append((i, self.index(i), dst))
+                if name == "CONCATENATION" and start != out_shape[axis]:
+                    raise ValueError(f"inputs of {start} positions along axis {axis} for an output of {out_shape[axis]}")
+                groups = [(outs[0], parts)]
+            elif name == "UNPACK":
+                x = self.index(ins[0])
+                axis = (o.axis if o is not None else 0) % max(x.ndim, 1)
+                if x.shape[axis] != len(outs):
+                    raise ValueError(f"{len(outs)} outputs for {x.shape[axis]} positions along axis {axis}")
+                groups = [(out, [(ins[0], x.take(j, axis=axis), None)]) for j, out in enumerate(outs)]
+            else:  # SPLIT (axis, input) and SPLIT_V (input, sizes, axis)
+                src = ins[1] if name == "SPLIT" else ins[0]
+                x = self.index(src)
+                axis_t = ins[0] if name == "SPLIT" else ins[2]
+                axis = int(self.const(axis_t, "axis", name, raw=True).ravel()[0]) % max(x.ndim, 1)
+                if name == "SPLIT":
+                    if x.shape[axis] % len(outs):
+                        raise ValueError(f"{x.shape[axis]} positions along axis {axis} do not split in {len(outs)}")
+                    sizes = [x.shape[axis] // len(outs)] * len(outs)
+                else:
+                    sizes = [int(v) for v in self.const(ins[1], "sizes", name, raw=True).ravel()]
+                    if sizes.count(-1) == 1:
+                        sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
+                if len(sizes) != len(outs) or min(sizes) < 1 or sum(sizes) != x.shape[axis]:
+                    raise ValueError(f"sizes {sizes} do not split {x.shape[axis]} positions in {len(outs)}")
+                pieces = np.split(x, np.cumsum(sizes)[:-1], axis=axis)
+                groups = [(out, [(src, piece, None)]) for out, piece in zip(outs, pieces)]
+            for j, (out, parts) in enumerate(groups):
+                declared = self.shape_of(out)
+                mv = []
+                for _, srcs, dst in parts:
+                    if dst is None:
+                        if list(srcs.shape) != declared:
+                            raise ValueError(f"output shape {list(srcs.shape)}, but the file declares {declared}")
+                        dst = np.arange(srcs.size, dtype=np.int64).reshape(srcs.shape)
+                    if srcs.shape != dst.shape:
+                        raise ValueError(f"an input of shape {list(srcs.shape)} for a part of shape {list(dst.shape)}")
+                    mv.append(moves.affine_move(srcs, dst))
+                node = self.emit(k, "copy", [i for i, _, _ in parts], out, {"shape": list(_chw_any(declared)), "moves": mv})
+                if len(groups) > 1:
+                    node.name = f"copy_{k}_{j}"
+        except (ValueError, IndexError) as e:
+            raise NupesError(f"{self.origin}: operator {k} ({name}): {str(e)[:200]}") from None
+
+    def reduce_max(self, k: int, ins: list[int], out: int, o) -> None:
+        """REDUCE_MAX over any axes: TFLite Micro takes the largest code, and requires the input's scale
+        at the output."""
+        try:
+            x = self.index(ins[0])
+            rank = x.ndim
+            axes = sorted({int(v) % max(rank, 1) for v in self.const(ins[1], "axes", "REDUCE_MAX", raw=True).ravel()})
+            kept = [a for a in range(rank) if a not in axes]
+            want = [x.shape[a] if a in kept else 1 for a in range(rank)] if o is not None and o.keepDims \
+                else [x.shape[a] for a in kept]
+            if self.shape_of(out) != want and math.prod(self.shape_of(out)) != math.prod(want):
+                raise ValueError(f"output shape {self.shape_of(out)}, expected {want}")
+            reduce = moves.reduce_move(x.transpose(kept + axes), len(kept))
+        except (ValueError, IndexError) as e:
+            raise NupesError(f"{self.origin}: operator {k} (REDUCE_MAX): {str(e)[:200]}") from None
+        qi, qo = self.quant_of(ins[0]), self.quant_of(out)
+        if qi is not None and qo is not None and qi[0] != qo[0]:
+            raise NupesError(f"{self.origin}: operator {k} (REDUCE_MAX): output scale {qo[0]} differs from the input's "
+                             f"{qi[0]} (TFLite Micro refuses this too)")
+        self.emit(k, "reduce_max", [ins[0]], out, {"shape": list(_chw_any(self.shape_of(out))), "reduce": reduce})
+
     def run(self) -> Graph:
         ops = self.sg.operators or []
+        self.fold(ops)
         self.check_supported(ops)
         for op in ops:
             for i in list(op.inputs if op.inputs is not None else []):
                 self.users[int(i)] = self.users.get(int(i), 0) + 1
         for k, op in enumerate(ops):
+            if k in self.folded_ops:
+                continue
             name = self.op_name(op)
             ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
             outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
@@ -482,10 +716,23 @@ class _Reader:
                 self.emit(k, name.lower(), [ins[0]], outs[0])
             elif name == "CONCATENATION":
                 rank = len(self.t(outs[0]).shape)
-                if o is None or o.axis not in (rank - 1, -1) or o.fusedActivationFunction:
-                    raise NupesError(f"{self.origin}: operator {k} (CONCATENATION): only along the channels (the last "
-                                     "axis), without a fused activation, is supported")
-                self.emit(k, "concat", ins, outs[0])
+                if o is None or o.fusedActivationFunction:
+                    raise NupesError(f"{self.origin}: operator {k} (CONCATENATION): a fused activation is not supported")
+                if any(len(self.shape_of(i)) != rank for i in ins):
+                    raise NupesError(f"{self.origin}: operator {k} (CONCATENATION): inputs of shapes "
+                                     f"{[self.shape_of(i) for i in ins]} for an output of rank {rank}")
+                try:
+                    channels = o.axis in (rank - 1, -1) and all(_chw(self.t(i).shape) for i in [*ins, outs[0]])
+                except ValueError:
+                    channels = False
+                if channels:  # along the channels of tensors the IR holds as they are: the HWC kernel
+                    self.emit(k, "concat", ins, outs[0])
+                else:
+                    self.moves_op(k, name, ins, outs, o)
+            elif name in MOVE_OPS:
+                self.moves_op(k, name, ins, outs, o)
+            elif name == "REDUCE_MAX":
+                self.reduce_max(k, ins, outs[0], o)
             elif name in ("LOGISTIC", "TANH", "HARD_SWISH"):
                 self.emit(k, {"LOGISTIC": "sigmoid", "TANH": "tanh", "HARD_SWISH": "hardswish"}[name], [ins[0]], outs[0])
             elif name == "LEAKY_RELU":
@@ -517,10 +764,7 @@ class _Reader:
         for i, tname in self.declared:
             if tname not in graph.shapes:
                 continue
-            try:
-                declared = _chw(self.t(i).shape)
-            except ValueError:
-                declared = None
+            declared = _chw_any(self.t(i).shape)
             if declared != graph.shapes[tname]:
                 node = self.producer.get(tname)
                 where = node.source if node is not None else f"tensor {i}"

@@ -6,8 +6,11 @@ against the proven bound); requantization is TFLite's MultiplyByQuantizedMultipl
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .. import moves
 from ..intparams import IntAdd, IntClamp, IntLayer, IntMean, IntMul
 from ..layout import from_device, to_device
 from ..ir import TABLE_OPS, Node
@@ -123,6 +126,20 @@ def reshape(x: np.ndarray, shape) -> np.ndarray:
     return from_device(to_device(x), tuple(shape))
 
 
+def copy(xs: list[np.ndarray], node) -> np.ndarray:
+    """TRANSPOSE, STRIDED_SLICE, PACK, ...: the node's byte moves over the device order."""
+    shape = tuple(node.attrs["shape"])
+    return from_device(moves.apply_moves([to_device(x) for x in xs], node.attrs["moves"], math.prod(shape)), shape)
+
+
+def reduce_max(x: np.ndarray, node) -> np.ndarray:
+    """TFLite Micro's int8 REDUCE_MAX: the largest code (input and output share the scale)."""
+    shape = tuple(node.attrs["shape"])
+    flat = to_device(x)
+    pos = moves.reduce_positions(node.attrs["reduce"], flat.shape[1], math.prod(shape))
+    return from_device(flat[:, pos].max(axis=2), shape)
+
+
 def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
     """Run the integer model on int8 inputs (N, *input_shape); returns int8 outputs."""
     if len(xq) > chunk and record is None:  # bounded memory: the im2col views grow with N
@@ -156,6 +173,10 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = reshape(xs[0], node.attrs["shape"])
         elif node.op == "concat":
             y = np.concatenate(xs, axis=1)
+        elif node.op == "copy":
+            y = copy(xs, node)
+        elif node.op == "reduce_max":
+            y = reduce_max(xs[0], node)
         elif node.op in TABLE_OPS:
             y = np.asarray(p.table, np.int64)[xs[0] + 128]
         elif node.op == "softmax":

@@ -13,7 +13,9 @@ from .types import ActQuant
 
 # Ops whose int8 output must reuse the input's quantization (as in TFLite): they only move,
 # select or average values, never change their range.
-SAME_QUANT_OPS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape", "relu", "relu6")
+SAME_QUANT_OPS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape", "relu", "relu6", "reduce_max")
+# Ops that copy bytes from several inputs (or one): all of them share one quantization
+SHARED_QUANT_OPS = ("concat", "copy")
 # Softmax probabilities in [0, 1): TFLite's fixed int8 quantization
 SOFTMAX_OUT = ActQuant(1.0 / 256, -128)
 # TFLite's fixed int8 output quantization of the bounded activations (sigmoid in [0, 1), tanh in (-1, 1))
@@ -43,10 +45,10 @@ def _share_concat_ranges(graph: Graph, lo: dict, hi: dict) -> None:
 
     linked = False
     for node in graph.nodes:
-        if node.op == "concat" or node.op in SAME_QUANT_OPS:
+        if node.op in SHARED_QUANT_OPS or node.op in SAME_QUANT_OPS:
             for t in node.inputs:
                 parent[root(t)] = root(node.output)
-            linked |= node.op == "concat"
+            linked |= node.op in SHARED_QUANT_OPS
     if not linked:
         return
     group_lo: dict = {}
@@ -80,7 +82,7 @@ def calibrate(graph: Graph, x: np.ndarray, batch: int = 256, progress: bool = Fa
             act[node.output] = SOFTMAX_OUT
         elif node.op in FIXED_OUT:
             act[node.output] = FIXED_OUT[node.op]
-        elif node.op == "concat":  # its inputs share its range (_share_concat_ranges): the same quantization
+        elif node.op in SHARED_QUANT_OPS:  # its inputs share its range (_share_concat_ranges): the same quantization
             act[node.output] = act[node.inputs[0]]
         else:
             act[node.output] = act_quant_from_range(lo[node.output], hi[node.output])

@@ -1,0 +1,163 @@
+"""Operators that only rearrange values (TRANSPOSE, STRIDED_SLICE, PACK, UNPACK, SPLIT, SPLIT_V,
+CONCATENATION along any axis), REDUCE_MAX, and the shape arithmetic Keras writes before a RESHAPE
+(SHAPE, STRIDED_SLICE, PACK on constants, folded at import), in hand-built int8 .tflite files of
+ranks 1 to 5, checked against TFLite Micro's own kernels: the kept model's integer reference, its
+host build and its int8 export give exactly the bytes TFLite Micro gives on the original file."""
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as S
+
+from nupes_edge import build, tflite_export
+from nupes_edge.errors import NupesError
+from nupes_edge.importers import import_tflite_bytes
+from nupes_edge.intref import run_int
+from nupes_edge.layout import from_device, to_device
+from nupes_edge.oracle import run_source
+from nupes_edge.quant.driver import quantize_graph
+from tests.test_tflite_ops_tflm import Model, inputs, reference_rows, tflm_rows
+
+
+def _ints(m: Model, values) -> int:
+    v = np.asarray(values, np.int32)
+    return m.b.tensor(f"c{len(m.b.tensors)}", list(v.shape), np.int32, v)
+
+
+def _int_act(m: Model, shape) -> int:  # an int32 tensor computed from shapes (no buffer)
+    return m.b.tensor(f"s{len(m.b.tensors)}", list(shape), np.int32)
+
+
+def strided_slice(m, x, out, begin, end, strides, begin_mask=0, end_mask=0, shrink=0):
+    o = S.StridedSliceOptionsT()
+    o.beginMask, o.endMask, o.shrinkAxisMask = begin_mask, end_mask, shrink
+    m.b.op(S.BuiltinOperator.STRIDED_SLICE, 4, [x, _ints(m, begin), _ints(m, end), _ints(m, strides)], [out],
+           S.BuiltinOptions.StridedSliceOptions, o)
+
+
+def pack(m, xs, out, axis):
+    o = S.PackOptionsT()
+    o.valuesCount, o.axis = len(xs), axis
+    m.b.op(S.BuiltinOperator.PACK, 2, xs, [out], S.BuiltinOptions.PackOptions, o)
+
+
+def transpose(m, x, out, perm):
+    m.b.op(S.BuiltinOperator.TRANSPOSE, 2, [x, _ints(m, perm)], [out], S.BuiltinOptions.TransposeOptions,
+           S.TransposeOptionsT())
+
+
+def concat(m, xs, out, axis):
+    o = S.ConcatenationOptionsT()
+    o.axis = axis
+    m.b.op(S.BuiltinOperator.CONCATENATION, 2, xs, [out], S.BuiltinOptions.ConcatenationOptions, o)
+
+
+def reduce_max(m, x, out, axes, keep):
+    o = S.ReducerOptionsT()
+    o.keepDims = keep
+    m.b.op(S.BuiltinOperator.REDUCE_MAX, 2, [x, _ints(m, axes)], [out], S.BuiltinOptions.ReducerOptions, o)
+
+
+def keras_flatten() -> bytes:
+    """Keras' Reshape/Flatten with a free batch: SHAPE -> STRIDED_SLICE (the batch) -> PACK -> RESHAPE."""
+    m = Model()
+    x = m.act([1, 4, 4, 3], 0.02, -3)
+    c = m.act([1, 4, 4, 5], 0.05, -128)
+    m.conv(x, 0.02, (4, 4, 3), 5, c)
+    shape = _int_act(m, [4])
+    m.b.op(S.BuiltinOperator.SHAPE, 1, [c], [shape], S.BuiltinOptions.ShapeOptions, S.ShapeOptionsT())
+    batch = _int_act(m, [])
+    strided_slice(m, shape, batch, [0], [1], [1], shrink=1)
+    new_shape = _int_act(m, [2])
+    pack(m, [batch, _ints(m, -1)], new_shape, 0)
+    flat = m.act([1, 80], 0.05, -128)
+    m.b.op(S.BuiltinOperator.RESHAPE, 1, [c, new_shape], [flat])
+    out = m.act([1, 4], 0.1, 3)
+    m.fc(flat, 0.05, 80, 4, out)
+    return m.finish(x, out)
+
+
+def sequence_rearranged() -> bytes:
+    """A rank-3 sequence transposed, sliced with a stride, unpacked, packed on another axis and
+    concatenated along time; then a dense layer on the result."""
+    m = Model()
+    x = m.act([1, 6, 5], 0.03, 4)
+    t = m.act([1, 5, 6], 0.03, 4)
+    transpose(m, x, t, [0, 2, 1])
+    s = m.act([1, 2, 6], 0.03, 4)
+    strided_slice(m, t, s, [0, 1, 0], [1, 5, 6], [1, 2, 1])
+    rows = [m.act([1, 6], 0.03, 4) for _ in range(2)]
+    o = S.UnpackOptionsT()
+    o.num, o.axis = 2, 1
+    m.b.op(S.BuiltinOperator.UNPACK, 2, [s], rows, S.BuiltinOptions.UnpackOptions, o)
+    p = m.act([1, 6, 2], 0.03, 4)
+    pack(m, rows[::-1], p, 2)
+    r = m.act([1, 4, 1], 0.03, 4)  # the reverse of time steps 0..3 of channel 2 (negative stride)
+    strided_slice(m, x, r, [0, 3, 2], [1, -10, 3], [1, -1, 1], begin_mask=1, end_mask=1)
+    r2 = m.act([1, 2, 6], 0.03, 4)
+    transpose(m, p, r2, [0, 2, 1])
+    j = m.act([1, 4, 6], 0.03, 4)
+    concat(m, [r2, s], j, 1)
+    flat = m.act([1, 24], 0.03, 4)
+    m.reshape(j, [1, 24], flat)
+    r_flat = m.act([1, 4], 0.03, 4)
+    m.reshape(r, [1, 4], r_flat)
+    both = m.act([1, 28], 0.03, 4)
+    concat(m, [flat, r_flat], both, -1)
+    out = m.act([1, 3], 0.08, -2)
+    m.fc(both, 0.03, 28, 3, out)
+    return m.finish(x, out)
+
+
+def rank5_and_reduce_max() -> bytes:
+    """A rank-5 transpose between reshapes, REDUCE_MAX over H x W (no keep_dims) and over the
+    channels (keep_dims), SPLIT and SPLIT_V, and a concatenation along H."""
+    m = Model()
+    x = m.act([1, 4, 4, 6], 0.02, 0)
+    c = m.act([1, 4, 4, 6], 0.04, -100)
+    m.conv(x, 0.02, (4, 4, 6), 6, c)
+    halves = [m.act([1, 4, 4, 3], 0.04, -100) for _ in range(2)]
+    o = S.SplitOptionsT()
+    o.numSplits = 2
+    m.b.op(S.BuiltinOperator.SPLIT, 1, [_ints(m, 3), c], halves, S.BuiltinOptions.SplitOptions, o)
+    tall = m.act([1, 8, 4, 3], 0.04, -100)
+    concat(m, halves[::-1], tall, 1)
+    five = m.act([1, 2, 4, 4, 3], 0.04, -100)
+    m.reshape(tall, [1, 2, 4, 4, 3], five)
+    five_t = m.act([1, 3, 4, 4, 2], 0.04, -100)
+    transpose(m, five, five_t, [0, 4, 2, 3, 1])
+    back = m.act([1, 8, 4, 3], 0.04, -100)
+    m.reshape(five_t, [1, 8, 4, 3], back)
+    parts = [m.act([1, 3, 4, 3], 0.04, -100), m.act([1, 5, 4, 3], 0.04, -100)]
+    o = S.SplitVOptionsT()
+    o.numSplits = 2
+    m.b.op(S.BuiltinOperator.SPLIT_V, 1, [back, _ints(m, [3, -1]), _ints(m, [1])], parts,
+           S.BuiltinOptions.SplitVOptions, o)
+    pooled = m.act([1, 3], 0.04, -100)
+    reduce_max(m, parts[1], pooled, [1, 2], False)
+    chan = m.act([1, 3, 4, 1], 0.04, -100)
+    reduce_max(m, parts[0], chan, [-1], True)
+    flat = m.act([1, 12], 0.04, -100)
+    m.reshape(chan, [1, 12], flat)
+    both = m.act([1, 15], 0.04, -100)
+    concat(m, [flat, pooled], both, 1)
+    out = m.act([1, 4], 0.1, 0)
+    m.fc(both, 0.04, 15, 4, out)
+    return m.finish(x, out)
+
+
+CASES = {"keras-flatten": keras_flatten, "sequence-rearranged": sequence_rearranged,
+         "rank5-and-reduce-max": rank5_and_reduce_max}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_kept_model_equals_tflite_micro_on_reference_host_and_export(case, tmp_path):
+    data = CASES[case]()
+    g = import_tflite_bytes(data, f"{case}.tflite")
+    qm = quantize_graph(g, None, "uniform", 8, name="m")
+    xq = inputs(g)
+    want = run_source(data, to_device(xq), qm.input_q)
+    ref = reference_rows(qm, xq, False)
+    np.testing.assert_array_equal(ref, want)
+    hb = build.build_host(qm, str(tmp_path / "host"))
+    dev = build.run_host(hb.runner, to_device(xq))
+    np.testing.assert_array_equal(from_device(dev, qm.graph.output_shape), run_int(qm, xq))
+    np.testing.assert_array_equal(tflm_rows(tflite_export.export(qm, "int8"), xq), want)
