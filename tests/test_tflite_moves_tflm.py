@@ -161,3 +161,61 @@ def test_kept_model_equals_tflite_micro_on_reference_host_and_export(case, tmp_p
     dev = build.run_host(hb.runner, to_device(xq))
     np.testing.assert_array_equal(from_device(dev, qm.graph.output_shape), run_int(qm, xq))
     np.testing.assert_array_equal(tflm_rows(tflite_export.export(qm, "int8"), xq), want)
+
+
+def test_requantized_nupes_w4_runs_the_same_moves(tmp_path):
+    """Re-quantized (nupes W4, calibrated on random data), the moves keep one quantization across
+    each copy, and the host build equals the integer reference."""
+    g = import_tflite_bytes(rank5_and_reduce_max(), "m.tflite")
+    calib = np.random.default_rng(3).uniform(-2, 2, (64, *g.input_shape)).astype(np.float32)
+    qm = quantize_graph(g, calib, "nupes", 4, name="m")
+    for n in qm.graph.nodes:
+        if n.op in ("copy", "reduce_max"):
+            assert all(qm.act[t] == qm.act[n.output] for t in n.inputs)
+    xq = inputs(g, 20)
+    hb = build.build_host(qm, str(tmp_path / "host"))
+    dev = build.run_host(hb.runner, to_device(xq))
+    np.testing.assert_array_equal(from_device(dev, qm.graph.output_shape), run_int(qm, xq))
+
+
+def test_moves_that_do_not_fit_are_named():
+    m = Model()
+    x = m.act([1, 6, 5], 0.03, 4)
+    t = m.act([1, 6, 5], 0.03, 4)  # a transpose to [1, 5, 6] declared with the input's shape
+    transpose(m, x, t, [0, 2, 1])
+    with pytest.raises(NupesError, match=r"operator 0 \(TRANSPOSE\).*declares \[1, 6, 5\]"):
+        import_tflite_bytes(m.finish(x, t), "bad.tflite")
+    m = Model()
+    x = m.act([1, 6, 5], 0.03, 4)
+    t = m.act([1, 5, 6], 0.03, 4)
+    transpose(m, x, t, [0, 2, 2])
+    with pytest.raises(NupesError, match=r"permutation \[0, 2, 2\]"):
+        import_tflite_bytes(m.finish(x, t), "bad.tflite")
+
+
+def test_a_tampered_move_is_refused_before_any_code_is_generated():
+    """A .nq is untrusted: a move reaching outside its tensor, or leaving output bytes unwritten, is
+    refused by the shape check (the C loops never see it)."""
+    from nupes_edge.ir import infer_shapes
+
+    g = import_tflite_bytes(sequence_rearranged(), "m.tflite")
+    node = next(n for n in g.nodes if n.op == "copy")
+    good = [list(mv) for mv in node.attrs["moves"]]
+    node.attrs["moves"][0][5] = 10_000  # src_off
+    with pytest.raises(NupesError, match="outside"):
+        infer_shapes(g)
+    node.attrs["moves"] = [list(mv) for mv in good]
+    node.attrs["moves"][0][4] -= 1  # one output value never written
+    with pytest.raises(NupesError, match="exactly once"):
+        infer_shapes(g)
+
+
+@pytest.mark.skipif(__import__("shutil").which("qemu-system-arm") is None, reason="make setup installs qemu-system-arm")
+def test_moves_on_the_emulated_stm32(tmp_path):
+    """The C moves and REDUCE_MAX on the board: equal to the reference and to TFLite Micro on the file."""
+    from nupes_edge import api, artifact
+
+    qm = quantize_graph(import_tflite_bytes(rank5_and_reduce_max(), "m.tflite"), None, "uniform", 8, name="m")
+    artifact.save(qm, str(tmp_path / "m.nq"))
+    _, rep = api.run_emulated(str(tmp_path / "m.nq"), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
+    assert rep.n == 10 and rep.mismatches == 0 and rep.original["mismatches"] == 0

@@ -158,6 +158,8 @@ SUPPORTED = tuple(OPERATORS)
 # STRIDED_SLICE, PACK, then RESHAPE's shape input) becomes a constant, as TFLite Micro's Prepare sees it
 FOLDABLE = ("SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "GATHER",
             "ADD", "SUB", "MUL", "FLOOR_DIV")
+# Operators mapped only when folded (their activations versions are not)
+FOLD_ONLY = ("SHAPE", "CAST", "GATHER")
 # Operators that only rearrange values: byte moves (moves.py) on int8 or float tensors of any rank
 MOVE_OPS = ("TRANSPOSE", "STRIDED_SLICE", "PACK", "UNPACK", "SPLIT", "SPLIT_V")
 AFTER_SOFTMAX = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")
@@ -394,8 +396,8 @@ class _Reader:
         unsupported: dict[str, list[int]] = {}
         for k, op in enumerate(ops):
             name = self.op_name(op)
-            if name not in SUPPORTED and k not in self.folded_ops:
-                unsupported.setdefault(name, []).append(k)
+            if (name not in SUPPORTED or name in FOLD_ONLY) and k not in self.folded_ops:
+                unsupported.setdefault(name if name not in FOLD_ONLY else f"{name} of activations", []).append(k)
         problems = [f"{name} (operator{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks[:5]))}"
                     f"{', ...' if len(ks) > 5 else ''})" for name, ks in unsupported.items()]
         kinds = set()
