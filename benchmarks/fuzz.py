@@ -3,9 +3,14 @@ NupesError (a clear message, exit 2 in the CLI), never another exception, a hang
 
     python benchmarks/fuzz.py [--n 10000] [--seed 0] [--build 200]
 
+--n cases per file kind: model.nq, .tflite (int8 and float exports of a small model, and the
+hand-built int8 files of every operator the importer maps: tests/test_tflite_ops_tflm.py and
+tests/test_tflite_moves_tflm.py), .npz and nupes-edge.toml. An imported int8 .tflite is also
+quantized (its own quantization kept) and rendered to C, so the lowering sees it too.
 Mutations: truncation, bit flips, byte runs overwritten, and for model.nq manifest fields replaced
 by strange values with the file re-sealed (valid zip, valid checksums), so the semantic checks
-are what stands between the file and the code generator; for .npz, header bombs. Each case's
+are what stands between the file and the code generator; for .npz, header bombs; for the toml,
+values replaced by strange TOML values. Each case's
 peak Python/numpy memory (tracemalloc) and time are measured. With ``--build K``, up to K distinct
 loaded model.nq files are also compiled with AddressSanitizer + UBSan and run on random inputs
 against the integer reference: a loaded model must build and agree bit for bit. Prints counts by
@@ -95,8 +100,32 @@ def _npz_bomb(rng: np.random.Generator) -> bytes:
     return out.getvalue()
 
 
-def seeds() -> dict[str, bytes]:
-    """Valid files to mutate: a small quantized model, its .tflite exports, an .npz."""
+TOML_SEED = b"""[project]
+model = "digits"
+data = "digits"
+method = "uniform"
+wbits = 4
+board = "stm32"
+seed = 0
+layer_wbits = { conv2d = 8 }
+"""
+TOML_STRANGE = ["-1", "0", "1e308", "nan", "inf", '""', '"x"', "true", "[]", "{}", "[[1]]", "2147483648", '"../.."',
+                "{ a = 1 }", '"nupes"', "9"]
+
+
+def _toml_mutation(data: bytes, rng: np.random.Generator) -> bytes:
+    lines = data.decode().splitlines()
+    i = int(rng.integers(1, len(lines)))
+    key = lines[i].split("=")[0].strip()
+    if rng.random() < 0.2:  # a key misspelled
+        key = key[:-1] or "x"
+    lines[i] = f"{key} = {TOML_STRANGE[rng.integers(len(TOML_STRANGE))]}"
+    return ("\n".join(lines) + "\n").encode()
+
+
+def seeds() -> dict[str, list[bytes]]:
+    """Valid files to mutate: a small quantized model, its .tflite exports, the hand-built operator
+    files of the tests, an .npz and a project toml."""
     from nupes_edge.ir import Graph, Node, infer_shapes
     from nupes_edge.quant.driver import quantize_graph
 
@@ -112,8 +141,13 @@ def seeds() -> dict[str, bytes]:
     qm = quantize_graph(g, x, "powerquant", 4, name="fuzz", progress=False)
     npz = io.BytesIO()
     np.savez(npz, x=x, y=rng.integers(0, 3, 16))
-    return {"nq": artifact.dumps(qm), "tflite-int8": tflite_export.export(qm, "int8"),
-            "tflite-float": tflite_export.export(qm, "float"), "npz": npz.getvalue()}
+    from tests.test_tflite_moves_tflm import CASES as MOVES
+    from tests.test_tflite_ops_tflm import CASES as OPS
+
+    ops = [make() for make, _ in OPS.values()] + [make() for make in MOVES.values()]
+    return {"nq": [artifact.dumps(qm)], "tflite-int8": [tflite_export.export(qm, "int8")],
+            "tflite-float": [tflite_export.export(qm, "float")], "tflite-ops": ops, "npz": [npz.getvalue()],
+            "toml": [TOML_SEED]}
 
 
 def build_and_run(qm, tmp: str, rng: np.random.Generator) -> str:
@@ -145,7 +179,20 @@ def run_one(kind: str, data: bytes, tmp: str, loaded: list | None = None) -> str
             if loaded is not None:
                 loaded.append(qm)
         elif kind.startswith("tflite"):
-            import_tflite_bytes(data, "fuzz.tflite")
+            g = import_tflite_bytes(data, "fuzz.tflite")
+            if g.file_quant is not None:  # int8: the kept model through the lowering and the C generator
+                from nupes_edge import codegen
+                from nupes_edge.quant.driver import quantize_graph
+
+                codegen.render(quantize_graph(g, None, "uniform", 8, name="fuzz", progress=False))
+        elif kind == "toml":
+            from nupes_edge import project
+
+            folder = os.path.join(tmp, "project")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, project.FILE), "wb") as f:
+                f.write(data)
+            project.load(folder)
         else:
             p = os.path.join(tmp, "fuzz.npz")
             with open(p, "wb") as f:
@@ -169,14 +216,16 @@ def campaign(n: int, seed: int = 0, progress: bool = True, build: int = 0) -> Co
     stray: list = []
     tracemalloc.start()
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(n):
+        for i in range(n * len(base)):
             kind = list(base)[i % len(base)]
-            data = base[kind]
+            data = base[kind][rng.integers(len(base[kind]))]
             r = rng.random()
             if kind == "nq" and r < 0.4:
                 mutated = _manifest_mutation(data, rng)
             elif kind == "npz" and r < 0.1:
                 mutated = _npz_bomb(rng)
+            elif kind == "toml" and r < 0.7:
+                mutated = _toml_mutation(data, rng)
             else:
                 mutated = _byte_mutations(data, rng)
             loaded: list = []
@@ -205,7 +254,7 @@ def campaign(n: int, seed: int = 0, progress: bool = True, build: int = 0) -> Co
                 if res.startswith("crash") and len(crashes) < 10:
                     crashes.append(("nq built+run", i, res))
             if progress and i % 500 == 499:
-                print(f"[fuzz] {i + 1}/{n}", file=sys.stderr, flush=True)
+                print(f"[fuzz] {i + 1}/{n * len(base)}", file=sys.stderr, flush=True)
     tracemalloc.stop()
     outcomes["_slowest_s"] = round(slowest, 2)
     outcomes["_peak_mb"] = round(peak / 2**20, 1)
@@ -217,7 +266,7 @@ def campaign(n: int, seed: int = 0, progress: bool = True, build: int = 0) -> Co
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--n", type=int, default=10000, help="cases per file kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--build", type=int, default=0, metavar="K",
                     help="also compile (ASan + UBSan) and run up to K distinct loaded model.nq files")

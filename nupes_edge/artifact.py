@@ -163,6 +163,10 @@ def save(qm: QuantModel, path: str) -> str:
     if len(data) > MAX_TOTAL_BYTES:
         raise NupesError(f"{path}: the model would be {len(data):,} bytes, more than model files may hold "
                          f"({MAX_TOTAL_BYTES:,}); a model this large does not fit a microcontroller either")
+    try:  # what every later command checks, checked before writing (e.g. an infinite activation scale)
+        loads(data, path)
+    except NupesError as e:
+        raise NupesError(f"the quantized model cannot be written, later commands would refuse it: {e}") from None
     atomic_write_bytes(path, data)
     return hash_of(qm)
 
@@ -204,6 +208,19 @@ def _check_name(value, what: str, path: str) -> None:
                          f"(letters, digits, '_' and '.', at most 128, a letter or '_' first)")
 
 
+def _check_meta(meta: dict, path: str) -> None:
+    """The meta entries commands read: of the types they expect (an edited file is untrusted)."""
+    cal = meta.get("calibration", {})
+    if not isinstance(cal, dict) or not isinstance(cal.get("n", 0), int) or isinstance(cal.get("n", 0), bool) \
+            or not isinstance(cal.get("data", ""), (str, type(None))):
+        raise NupesError(f"{path}: meta.calibration must be a table with an integer 'n' and a 'data' name")
+    for key in ("kept_from_file", "flash_budget"):
+        if not isinstance(meta.get(key, {}), (dict, type(None))):
+            raise NupesError(f"{path}: meta.{key} must be a table")
+    if not isinstance(meta.get("seconds", 0.0), (int, float)) or isinstance(meta.get("seconds", 0.0), bool):
+        raise NupesError(f"{path}: meta.seconds must be a number")
+
+
 def _check_strings(m: dict, path: str) -> None:
     """Every name and string in the manifest, before anything uses them."""
     from .quant import METHODS
@@ -213,6 +230,7 @@ def _check_strings(m: dict, path: str) -> None:
     meta = m.get("meta")
     if not isinstance(meta, dict) or not isinstance(meta.get("name", ""), str) or len(meta.get("name", "")) > 128:
         raise NupesError(f"{path}: meta.name must be a string of at most 128 characters")
+    _check_meta(meta, path)
     gj = m.get("graph")
     if not isinstance(gj, dict) or not isinstance(gj.get("nodes"), list):
         raise NupesError(f"{path}: the manifest has no graph")

@@ -89,11 +89,31 @@ def _fail(node: Node, msg: str) -> NupesError:
     return NupesError(f"layer '{node.name}' [{node.op}]{where}: {msg}")
 
 
+# Attributes of the kinds every op shares: lists of ints, an int, a number (an edited .nq is untrusted)
+_INT_LISTS = {"stride": 2, "pads": 4, "kernel": 2}
+
+
+def _check_attr_types(node: Node) -> None:
+    for key, n in _INT_LISTS.items():
+        v = node.attrs.get(key)
+        if key in node.attrs and not (isinstance(v, (list, tuple)) and len(v) == n and all(
+                isinstance(x, (int, np.integer)) and not isinstance(x, bool) and abs(x) <= 1 << 16 for x in v)):
+            raise _fail(node, f"attribute {key} = {str(v)[:40]} is not a list of {n} integers")
+    g = node.attrs.get("groups", 1)
+    if not (isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 1):
+        raise _fail(node, f"attribute groups = {str(g)[:40]} is not a positive integer")
+    for key in ("alpha", "beta"):
+        v = node.attrs.get(key, 0.5)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+            raise _fail(node, f"attribute {key} = {str(v)[:40]} is not a finite number")
+
+
 def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
     """Output shape of one node; raises NupesError on inconsistent shapes or attributes."""
     a = node.attrs
     if node.op not in OPS:
         raise _fail(node, f"unknown op '{node.op}'")
+    _check_attr_types(node)
     if node.op in WEIGHT_OPS or node.op in ("add", "mul"):
         if a.get("act", "none") not in ACTIVATIONS:
             raise _fail(node, f"unknown fused activation {a.get('act')!r}")
@@ -214,8 +234,8 @@ def infer_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
         if node.op in WEIGHT_OPS and (node.weight is None or node.bias is None):
             raise _fail(node, "missing weight or bias")
         shapes[node.output] = infer_node_shape(node, [shapes[t] for t in node.inputs])
-    if graph.output_name not in shapes:
-        raise NupesError(f"graph output '{graph.output_name}' is never produced")
+    if graph.output_name not in shapes or graph.output_name == graph.input_name:
+        raise NupesError(f"graph output '{graph.output_name}' is never produced by a node")
     graph.shapes = shapes
     return shapes
 

@@ -75,10 +75,16 @@ def folder_lock(folder: str, what: str = "build"):
 def fresh_folder(folder: str):
     """Yield a new temporary folder beside ``folder``; when the ``with`` body succeeds it replaces
     ``folder`` (old contents removed), when it fails (or is interrupted) it is deleted, so
-    ``folder`` is never half-written. Call it under folder_lock."""
+    ``folder`` is never half-written. Call it under folder_lock: then any earlier temporary folder of
+    ``folder`` (left by a killed build) is stale, and removed."""
     folder = checked_output_folder(folder)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(folder)
+    for entry in os.listdir(parent):
+        stale = os.path.join(parent, entry)
+        if entry.startswith((f".{base}.tmp-", f".{base}.old-")) and os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.tmp-")
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder gets what mkdir would give
     try:

@@ -164,7 +164,7 @@ def reduce_positions(move, n_in: int, n_out: int) -> np.ndarray:
         raise MoveError(f"a reduction must be {REDUCE_INTS} integers of at most {_LIMIT} in size")
     m = [int(v) for v in move]
     oc, s0, os_, ic, is_ = m[:DIMS], m[DIMS], m[DIMS + 1:2 * DIMS + 1], m[2 * DIMS + 1:3 * DIMS + 1], m[3 * DIMS + 1:]
-    if min(oc + ic) < 1 or math.prod(oc) != n_out or math.prod(ic) > n_in:
+    if min(oc + ic) < 1 or math.prod(oc) != n_out or math.prod(oc) * math.prod(ic) > n_in:
         raise MoveError(f"reduction counts {oc} x {ic} do not fit {n_in} -> {n_out} values")
     pos = _positions(oc, s0, os_)[:, None] + _positions(ic, 0, is_)[None, :]
     if pos.min() < 0 or pos.max() >= n_in:

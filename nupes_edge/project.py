@@ -176,6 +176,8 @@ def load(folder: str | None = None) -> Project:
             d = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise NupesError(f"{path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise NupesError(f"{path}: not UTF-8 text (byte {e.start}); TOML files are UTF-8") from None
     proj = validate(d, path)
     return Project(root=root, **{k: proj[k] for k in asdict(Project("", "", "")) if k in proj and k != "root"})
 

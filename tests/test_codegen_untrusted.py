@@ -55,6 +55,14 @@ CRAFTED = {
     "act_max spliced as text": lambda m: first_param(m, "IntLayer").__setitem__("act_max", "127 }; int evil; //"),
     "G spliced as text": lambda m: first_param(m, "IntLayer").__setitem__("G", "0 */ int evil; /*"),
     "zero point infinite": lambda m: next(iter(m["act"].values())).__setitem__("zero_point", float("inf")),
+    # values of the wrong type that used to reach the code as they were (exit 3)
+    "groups a float": lambda m: next(d for d in m["graph"]["nodes"] if d["op"] == "conv2d")["attrs"].__setitem__(
+        "groups", 1.0),
+    "stride a string": lambda m: next(d for d in m["graph"]["nodes"] if d["op"] == "conv2d")["attrs"].__setitem__(
+        "stride", "11"),
+    "output is the input": lambda m: m["graph"].__setitem__("output_name", m["graph"]["input_name"]),
+    "calibration a string": lambda m: m["meta"].__setitem__("calibration", "abc"),
+    "kept_from_file a list": lambda m: m["meta"].__setitem__("kept_from_file", [1]),
 }
 
 
@@ -129,6 +137,35 @@ def test_no_model_name_shadows_a_runtime_or_board_file(model, name):
                "board_config.h", "app_model.h", "nupes_board.h"}
     assert not runtime & set(files)
     assert all(f.startswith("nupes_model_") for f in files)
+
+
+@pytest.mark.parametrize("name", ["kernels", "dot", "board"])
+def test_a_model_named_like_a_runtime_header_compiles(model, tmp_path, name):
+    """The model header's include guard is NUPES_MODEL_<NAME>_H: a model named 'kernels' no longer
+    switches off the runtime's nupes_kernels.h (it failed to compile, exit 3)."""
+    from nupes_edge import build
+
+    qm = artifact.loads(artifact.dumps(model))
+    qm.meta["name"] = name
+    from nupes_edge.intref import run_int
+    from nupes_edge.layout import from_device, to_device
+
+    hb = build.build_host(qm, str(tmp_path / "b"))
+    xq = np.random.default_rng(0).integers(-128, 128, (4, *qm.graph.input_shape)).astype(np.int8)
+    got = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
+    np.testing.assert_array_equal(got, run_int(qm, xq))
+
+
+def test_quantize_never_writes_a_model_that_later_commands_refuse(model, tmp_path):
+    """An infinite activation scale (a float model with an infinite range) used to be written, then
+    refused by every later command: now the write itself is refused and nothing is left."""
+    from nupes_edge.quant.types import ActQuant
+
+    qm = artifact.loads(artifact.dumps(model))
+    qm.act[qm.graph.output_name] = ActQuant(float("inf"), 0)
+    with pytest.raises(NupesError, match="cannot be written.*activation scale 'inf'"):
+        artifact.save(qm, str(tmp_path / "m.nq"))
+    assert not (tmp_path / "m.nq").exists()
 
 
 def test_generated_numbers_are_checked(model):

@@ -50,6 +50,19 @@ def test_a_failed_or_interrupted_write_leaves_the_folder_as_it_was(tmp_path):
     assert os.listdir(folder) == ["new.c"] and os.listdir(tmp_path) == ["out"]
 
 
+def test_a_killed_builds_temporary_folder_is_cleaned_up_by_the_next(tmp_path):
+    """SIGKILL skips every handler: its .out.tmp-* folder stays. The next write of the same folder
+    (under its lock, so no other writer is alive) removes it; other folders' are left alone."""
+    folder = tmp_path / "out"
+    for stale in (".out.tmp-abc123", ".out.old-def456"):
+        (tmp_path / stale).mkdir()
+        (tmp_path / stale / "half.c").write_text("int x")
+    (tmp_path / ".other.tmp-zzz").mkdir()
+    with fresh_folder(str(folder)) as work:
+        open(os.path.join(work, "new.c"), "w").write("int y;")
+    assert sorted(os.listdir(tmp_path)) == [".other.tmp-zzz", "out"]
+
+
 def test_codegen_writes_a_whole_folder_and_never_replaces_foreign_files(model_file, tmp_path):
     gen = api.codegen(str(model_file), str(tmp_path / "lib"))
     assert sorted(os.listdir(tmp_path / "lib")) == sorted({f.split("/")[0] for f in gen.files})

@@ -499,7 +499,7 @@ class _Reader:
                 groups = [(outs[0], [(ins[0], strided_slice(self.index(ins[0]), begin, end, strides, o), None)])]
             elif name in ("PACK", "CONCATENATION"):
                 out_shape = self.shape_of(outs[0])
-                pos = np.arange(math.prod(out_shape), dtype=np.int64).reshape(out_shape)
+                pos = self.index(outs[0])
                 axis = o.axis if o is not None else 0
                 if not -len(out_shape) <= axis < len(out_shape):
                     raise ValueError(f"axis {axis} of a rank-{len(out_shape)} output")
