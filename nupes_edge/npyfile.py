@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import NupesError
 
-MAX_ARRAY_BYTES = 1 << 30  # a data array larger than this is refused
+MAX_ARRAY_BYTES = 1 << 28  # a data array larger than this (256 MiB) is refused: peak memory stays under 1 GB
 
 
 def read_npy(raw: bytes, what: str) -> np.ndarray:
@@ -33,6 +33,35 @@ def read_npy(raw: bytes, what: str) -> np.ndarray:
     return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
+def _read_npy_stream(f, size: int, what: str) -> np.ndarray:
+    """An .npy entry of ``size`` bytes read straight into its array (one copy of the data in memory,
+    so a highly compressed entry costs its unpacked size once, not twice)."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f, max_header_size=10000)
+    except (ValueError, OSError) as e:
+        raise NupesError(f"{what}: not a valid .npy array ({e})") from None
+    if dtype.kind not in "biuf" or dtype.hasobject:
+        raise NupesError(f"{what}: dtype {dtype} is not a plain numeric type")
+    n = 1
+    for d in shape:
+        n *= int(d)
+    left = size - f.tell()
+    if n * dtype.itemsize != left:
+        raise NupesError(f"{what}: its header declares shape {tuple(shape)} ({n * dtype.itemsize} bytes) "
+                         f"but {left} bytes follow")
+    arr = np.empty(shape, dtype, order="F" if fortran else "C")
+    view = memoryview(arr.reshape(-1, order="A").view(np.uint8))
+    got = 0
+    while got < left:
+        k = f.readinto(view[got:])
+        if not k:
+            raise NupesError(f"{what}: the data ends after {got} of {left} bytes")
+        got += k
+    return arr
+
+
 def read_npz(path: str, names: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """The named arrays of an .npz (a zip of .npy), each header checked and size-bounded first
     (``optional`` ones only when present)."""
@@ -48,11 +77,13 @@ def read_npz(path: str, names: tuple[str, ...], optional: tuple[str, ...] = ()) 
             for n in [*names, *(o for o in optional if o in files)]:
                 info = z.getinfo(files[n])
                 if info.file_size > MAX_ARRAY_BYTES:
-                    raise NupesError(f"{path}: array '{n}' unpacks to {info.file_size} bytes (at most {MAX_ARRAY_BYTES})")
+                    raise NupesError(f"{path}: array '{n}' unpacks to {info.file_size:,} bytes (at most {MAX_ARRAY_BYTES:,}; "
+                                     "a calibration or test set needs far fewer samples: save a subset)")
                 if info.compress_size > size:  # zipfile would allocate the declared size before reading
                     raise NupesError(f"{path}: array '{n}' declares {info.compress_size} stored bytes, more than "
                                      f"the file's {size} (truncated or damaged)")
-                out[n] = read_npy(z.read(files[n]), f"{path}: array '{n}'")
+                with z.open(files[n]) as f:
+                    out[n] = _read_npy_stream(f, info.file_size, f"{path}: array '{n}'")
     except NupesError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError) as e:

@@ -1,3 +1,4 @@
+import io
 import numpy as np
 import pytest
 
@@ -52,3 +53,29 @@ def test_a_file_that_is_not_an_npz_says_so(tmp_path):
     p.write_bytes(b"x,y\n1,2\n")
     with pytest.raises(NupesError, match="not an .npz file"):
         load_data(str(p))
+
+
+def _zeros_npz(path, n_bytes):
+    """An .npz whose 'x' unpacks to n_bytes of float32 zeros, written in chunks (a 500 KB file)."""
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (n_bytes // 4,)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w", force_zip64=True) as f:
+        f.write(header.getvalue())
+        chunk = bytes(1 << 20)
+        for _ in range(n_bytes >> 20):
+            f.write(chunk)
+
+
+def test_a_small_npz_that_unpacks_past_the_limit_is_refused_before_reading(tmp_path):
+    """Issue: a 538 KB .npz inflating to 512 MiB peaked at 1.3 GB. Arrays are now at most 256 MiB,
+    refused from the zip's directory before anything is unpacked, and read in one copy."""
+    import resource
+
+    _zeros_npz(tmp_path / "bomb.npz", 300 << 20)
+    assert (tmp_path / "bomb.npz").stat().st_size < 1 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(NupesError, match="unpacks to 314,572,928 bytes .*save a subset"):
+        load_data(str(tmp_path / "bomb.npz"))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 << 10  # KiB: nothing was unpacked
