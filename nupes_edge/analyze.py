@@ -56,6 +56,7 @@ class Analysis:
     plan: Plan = field(repr=False)
     count_kind: str | None = None
     notes: list[str] = field(default_factory=list)
+    data_label: str = "the calibration data"  # what the SQNR column was measured on
 
     def as_dict(self) -> dict:
         return {"model": self.model, "method": self.method, "layers": [asdict(r) for r in self.rows],
@@ -122,7 +123,8 @@ def layer_sqnr(qm: QuantModel, x: np.ndarray) -> dict[str, float]:
 
 
 def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | None = None,
-            profile: list[dict] | None = None, count_kind: str | None = None) -> Analysis:
+            profile: list[dict] | None = None, count_kind: str | None = None,
+            data_label: str = "the calibration data") -> Analysis:
     """The per-layer view. x_calib: data for the SQNR column (None: left empty). sizes: a firmware
     build's sizes (FirmwareBuild.sizes). profile: per-layer counts from a device run."""
     p = plan(qm)
@@ -182,4 +184,4 @@ def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | Non
         totals["count"] = int(sum(counts.values()))
     if x_calib is None:
         notes.append("no calibration data found: the SQNR column is empty (pass --data)")
-    return Analysis(qm.name, qm.method, rows, totals, p, count_kind if profile else None, notes)
+    return Analysis(qm.name, qm.method, rows, totals, p, count_kind if profile else None, notes, data_label)

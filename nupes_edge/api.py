@@ -296,7 +296,8 @@ def analyze(model_path: str, data: str | None = None, board_name: str | None = N
     if port:
         rep = verify_port(model_path, port, n=n, profile=True, progress=False)
         counts, kind = rep.profile, rep.count_kind
-    return qm, analyze_qm(qm, x, sizes, counts, kind)
+    label = f"--data {os.path.basename(data)}" if data else "the calibration data"
+    return qm, analyze_qm(qm, x, sizes, counts, kind, label)
 
 
 def write_report(qm: QuantModel, analysis, path: str, layer: str | None = None) -> str:

@@ -19,9 +19,9 @@ ACCURACY_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}td.l{text-align:left}
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#666;font-size:13px}h2{margin-top:1.6em}"""
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.wide{max-width:100%;overflow-x:auto}.note{color:#666;font-size:13px}h2{margin-top:1.6em}"""
 
-# Counts the plots that decoded and any script error into #selfcheck (a test reads it; so can a person).
+# Counts the plots that decoded and any script error into the hidden #selfcheck (tests read it from the DOM).
 _SELFCHECK = """<script>
 var errors = 0; window.addEventListener('error', function () { errors += 1; });
 window.addEventListener('load', function () {
@@ -58,7 +58,7 @@ def plot_sqnr(a: Analysis) -> str | None:
     vals = [min(r.sqnr_db, 80.0) for r in rows]
     ax.bar(range(len(rows)), vals, color=["#3b75af" if r.bits else "#9bb" for r in rows])
     ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=35, ha="right", fontsize=8)
-    ax.set(ylabel="SQNR dB", title="Each layer's output: integer reference vs float model (calibration data; "
+    ax.set(ylabel="SQNR dB", title=f"Each layer's output: integer reference vs float model (on {a.data_label}; "
                                    "dark: weight layers)")
     ax.title.set_fontsize(9)
     ax.grid(axis="y", alpha=0.3)
@@ -139,9 +139,10 @@ def plot_accuracy(rows: list[dict], model: str) -> str | None:
     if not rows:
         return None
     fig, ax = _figure()
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for method in dict.fromkeys(r["method"] for r in rows):  # measured widths only: points, no lines between
         pts = sorted((r["wbits"], 100 * r["int_top1"]) for r in rows if r["method"] == method)
-        ax.plot(*zip(*pts), marker="o", label=method)
+        ax.plot(*zip(*pts), marker="o", ls="none", label=method)
+    ax.set_xticks(sorted({r["wbits"] for r in rows}))
     ax.axhline(100 * rows[0]["float_top1"], color="k", ls="--", lw=1, label="float")
     ax.set(xlabel="weight bits", ylabel="top-1 (%)", title=f"{model}: accuracy vs bits (benchmarks/accuracy.py)")
     ax.title.set_fontsize(9)
@@ -199,6 +200,8 @@ def render(a: Analysis, qm: QuantModel, layer: str | None = None) -> str:
              ("Accuracy vs bits", plot_accuracy(accuracy_rows(a.model), a.model))]
     figs = []
     for title, src in plots:
+        if src is None and title == "Accuracy vs bits":
+            continue  # measured for the bundled examples only (benchmarks/accuracy.py): no empty section
         if src is None:
             why = {"Accuracy vs bits": "no benchmarks/results/accuracy.json rows for this model",
                    "Per-layer output error": "no calibration data (pass --data)"}.get(title, "nothing to draw")
@@ -208,6 +211,6 @@ def render(a: Analysis, qm: QuantModel, layer: str | None = None) -> str:
     notes = "".join(f"<p class=note>{e(n)}</p>" for n in a.notes)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>nupes-edge analyze: {e(a.model)}</title>"
             f"<style>{_STYLE}</style></head><body><h1>{e(a.model)} <small>({e(a.method)})</small></h1>"
-            f"<table><tr>{head}</tr>{''.join(body)}</table>"
+            f"<div class=wide><table><tr>{head}</tr>{''.join(body)}</table></div>"
             + "".join(f"<p>{e(x)}</p>" for x in totals) + notes + "".join(figs)
-            + f"<p id=selfcheck class=note>plots not checked (scripts off)</p>{_SELFCHECK}</body></html>")
+            + f"<p id=selfcheck hidden>plots not checked (scripts off)</p>{_SELFCHECK}</body></html>")

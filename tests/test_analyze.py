@@ -73,6 +73,25 @@ def test_cli_analyze_json_and_html(tmp_path):
     assert r.returncode == 2 and "no weight layer named 'nonesuch'" in r.stderr
 
 
+def test_report_for_a_users_model(tmp_path):
+    """A model with no accuracy.json rows gets no empty "Accuracy vs bits" section; the SQNR plot
+    names the data it was measured on; the test hook is hidden; a wide table scrolls in its box."""
+    from nupes_edge import api, artifact
+
+    qm = model("digits")
+    qm = artifact.loads(artifact.dumps(qm))
+    qm.meta["name"] = "my_net"
+    artifact.save(qm, str(tmp_path / "m.nq"))
+    x = examples.load("digits", "calib")[0][:32]
+    np.savez(tmp_path / "d.npz", x=x)
+    _, a = api.analyze(str(tmp_path / "m.nq"), str(tmp_path / "d.npz"))
+    assert a.data_label == "--data d.npz"
+    page = render(a, qm)
+    assert "Accuracy vs bits" not in page and "accuracy.json" not in page
+    assert "<p id=selfcheck hidden>" in page and "<div class=wide><table>" in page
+    assert page.count("<img") == 4
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="make setup installs chromium-headless-shell (apt); it was not found")
 @pytest.mark.parametrize("name", examples.NAMES)
 def test_report_renders_in_headless_chromium(name, tmp_path):
