@@ -90,7 +90,8 @@ class Analysis:
                          f"{t['code_bytes']:,} B), RAM {t['ram_used']:,} of {t['ram_bytes']:,} B (margin "
                          f"{t['ram_bytes'] - t['ram_used']:,} B): {'fits' if t['fits'] else 'DOES NOT FIT'}")
         if self.count_kind:
-            lines.append(f"{self.count_kind.replace('_', ' ')}: {t['count']:,} per inference")
+            lines.append(f"{self.count_kind.replace('_', ' ')}: {t['count']:,} in the layers"
+                         + (f", {t['count_inference']:,} per inference" if t.get("count_inference") else ""))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -124,7 +125,7 @@ def layer_sqnr(qm: QuantModel, x: np.ndarray) -> dict[str, float]:
 
 def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | None = None,
             profile: list[dict] | None = None, count_kind: str | None = None,
-            data_label: str = "the calibration data") -> Analysis:
+            data_label: str = "the calibration data", inference_count: int | None = None) -> Analysis:
     """The per-layer view. x_calib: data for the SQNR column (None: left empty). sizes: a firmware
     build's sizes (FirmwareBuild.sizes). profile: per-layer counts from a device run."""
     p = plan(qm)
@@ -178,10 +179,17 @@ def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | Non
                       ram_used=sizes["ram_used"], ram_bytes=sizes["ram_bytes"], stack_bytes=stack,
                       code_bytes=sizes["flash_used"] - totals["model_flash_bytes"],
                       fits=sizes["flash_used"] <= sizes["flash_bytes"] and sizes["ram_used"] <= sizes["ram_bytes"])
+    elif profile:  # counts read from a board (--port) whose firmware was built elsewhere
+        notes.append("the firmware's flash and RAM are not known here: add --board NAME to build it and see them")
     else:
         notes.append("not built for a board: pass --board to build the firmware and see its real flash and RAM")
     if profile:
         totals["count"] = int(sum(counts.values()))
+        if inference_count:  # what run / verify report: the layers plus the model function around them
+            totals["count_inference"] = int(inference_count)
+            notes.append(f"the layers add up to {totals['count']:,} {count_kind or 'counts'}; the whole inference (as run "
+                         f"and verify report it) is {inference_count:,}: the other {inference_count - totals['count']:,} "
+                         "are the model function around the layers (the calls, the output copy)")
     if x_calib is None:
         notes.append("no calibration data found: the SQNR column is empty (pass --data)")
     return Analysis(qm.name, qm.method, rows, totals, p, count_kind if profile else None, notes, data_label)

@@ -285,19 +285,19 @@ def analyze(model_path: str, data: str | None = None, board_name: str | None = N
 
     qm = artifact.load(model_path)
     x = calibration_data(qm, data)
-    sizes = counts = kind = None
+    sizes = counts = kind = whole = None
     if board_name and board_name != "host":
         if profile and not port:
             fb, rep = run_emulated(model_path, board_name, out_dir, n=n, profile=True, progress=False)
-            counts, kind = rep.profile, rep.count_kind
+            counts, kind, whole = rep.profile, rep.count_kind, rep.count_last
         else:
             fb = build_board(model_path, board_name, out_dir)
         sizes = {**fb.sizes, "board": fb.board.name}
     if port:
         rep = verify_port(model_path, port, n=n, profile=True, progress=False)
-        counts, kind = rep.profile, rep.count_kind
+        counts, kind, whole = rep.profile, rep.count_kind, rep.count_last
     label = f"--data {os.path.basename(data)}" if data else "the calibration data"
-    return qm, analyze_qm(qm, x, sizes, counts, kind, label)
+    return qm, analyze_qm(qm, x, sizes, counts, kind, label, whole)
 
 
 def write_report(qm: QuantModel, analysis, path: str, layer: str | None = None) -> str:

@@ -193,7 +193,8 @@ def render(a: Analysis, qm: QuantModel, layer: str | None = None) -> str:
         totals.append(f"firmware on {t['board']}: flash {t['flash_used']:,} / {t['flash_bytes']:,} B, RAM "
                       f"{t['ram_used']:,} / {t['ram_bytes']:,} B: {'fits' if t['fits'] else 'does NOT fit'}")
     if a.count_kind:
-        totals.append(f"{a.count_kind.replace('_', ' ')}: {t['count']:,} per inference")
+        totals.append(f"{a.count_kind.replace('_', ' ')}: {t['count']:,} in the layers"
+                      + (f", {t['count_inference']:,} per inference" if t.get("count_inference") else ""))
     plots = [("Per-layer output error", plot_sqnr(a)), ("Where the time goes", plot_share(a)),
              ("Arena map", plot_arena(a, qm)),
              (f"Weights of '{layer}'", plot_weights(qm, layer) if layer else None),

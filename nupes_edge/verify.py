@@ -88,6 +88,7 @@ class DeviceReport(VerifyReport):
     count_mean: float = 0.0
     count_min: int = 0
     count_max: int = 0
+    count_last: int = 0  # the last inference's, the one the per-layer profile is of
     retries: int = 0
     profile: list = field(default_factory=list)  # [{layer, op, count}] of the last inference
     stack_used: int | None = None  # bytes of stack at the deepest since reset (a painted high-water mark)
@@ -102,7 +103,8 @@ class DeviceReport(VerifyReport):
             lines.append(f"  frames retried    {self.retries}")
         if self.profile:
             total = sum(p["count"] for p in self.profile) or 1
-            lines.append("  per layer (last inference):")
+            lines.append(f"  per layer (last inference): the layers add up to {total:,} of its {self.count_last:,}; the "
+                         f"other {self.count_last - total:,} are the model function around them (calls, the output copy)")
             lines += [f"    {p['layer']:<22} {p['op']:<24} {p['count']:>12,}  {p['count'] / total:6.1%}" for p in self.profile]
         return "\n".join(lines)
 
@@ -156,5 +158,6 @@ def verify_device(qm: QuantModel, client, x: np.ndarray, y: np.ndarray, profile:
     except NupesError:  # firmware built before the STACK frame
         stack_used = None
     return DeviceReport(**base.as_dict(), board=hello.board, count_kind=kind, count_mean=float(np.mean(counts)),
-                        count_min=int(min(counts)), count_max=int(max(counts)), retries=client.retried, profile=prof,
+                        count_min=int(min(counts)), count_max=int(max(counts)), count_last=counts[-1],
+                        retries=client.retried, profile=prof,
                         stack_used=stack_used)

@@ -125,6 +125,9 @@ def test_analyze_on_the_emulated_board_and_build_writes_the_report(tmp_path):
     t = obj["totals"]
     assert obj["count_kind"] == "emulated_instructions" and all(row["count"] > 0 for row in obj["layers"])
     assert t["fits"] is True and 0 < t["flash_used"] < t["flash_bytes"] and t["code_bytes"] > 0
+    # the two counts a user sees, explained: the layers' sum and the whole inference run/verify report
+    assert t["count"] == sum(row["count"] for row in obj["layers"]) < t["count_inference"] < 1.01 * t["count"]
+    assert any("the whole inference (as run and verify report it)" in n for n in obj["notes"])
     r = cli("build", str(path), "--board", "stm32", "-o", str(tmp_path / "fw"), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)["report"]
