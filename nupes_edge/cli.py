@@ -240,10 +240,59 @@ def _resolve(args) -> tuple[str, str, str]:
     return model, board, getattr(args, "output", None) or base
 
 
+_STAMP = ".build-stamp.json"
+
+
+def _build_key(model: str, board: str, ram_budget) -> str:
+    """What a board build is a function of: the model file, the board, the RAM budget, nupes-edge's
+    version and every C source, header and template it compiles (hashed without importing them)."""
+    import hashlib
+    import importlib.util
+
+    from . import __version__
+
+    h = hashlib.sha256(f"{__version__}\0{board}\0{ram_budget}\0".encode())
+    with open(model, "rb") as f:
+        h.update(f.read())
+    for pkg in ("nupes_edge.runtime_c", "nupes_edge.boards", "nupes_edge.codegen"):
+        for root in importlib.util.find_spec(pkg).submodule_search_locations or []:
+            for folder, dirs, files in sorted(os.walk(root)):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.endswith((".c", ".h", ".j2", ".toml", ".ld", ".py")):
+                        with open(os.path.join(folder, name), "rb") as f:
+                            h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()
+
+
+def _up_to_date(out: str, key: str) -> dict | None:
+    """The recorded result of the last build in ``out`` if it was made from exactly these inputs
+    and its files are all still there."""
+    try:
+        with open(os.path.join(out, _STAMP), encoding="utf-8") as f:
+            stamp = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stamp, dict) or stamp.get("key") != key or not isinstance(stamp.get("result"), dict):
+        return None
+    files = [stamp["result"].get(k) for k in ("elf", "bin", "model", "report")]
+    if not all(isinstance(p, str) and os.path.isfile(p) for p in files) or not isinstance(stamp.get("text"), str):
+        return None
+    return stamp
+
+
 def cmd_build(args) -> int:
+    model, board, out = _resolve(args)
+    key = None
+    if board != "host" and not getattr(args, "force", False):
+        key = _build_key(model, board, args.ram_budget)
+        stamp = _up_to_date(out, key)
+        if stamp is not None:  # nothing changed: no quantizing, compiling or report (under 2 s)
+            _emit(stamp["result"], args.json, stamp["text"] + "\n  up to date (nothing changed since the last build;"
+                  " --force rebuilds)")
+            return 0
     from . import api
 
-    model, board, out = _resolve(args)
     if board == "host":
         hb = api.build_host(model, out, sanitize=args.sanitize, dsp=args.dsp, ram_budget=args.ram_budget)
         _emit({**hb.generated.report, "runner": hb.runner, "board": "host"}, args.json,
@@ -252,8 +301,15 @@ def cmd_build(args) -> int:
     fb = api.build_board(model, board, out, args.ram_budget)
     copy = os.path.join(out, "model.nq")  # the quantized model, beside the firmware built from it
     report = _report_beside(model, out, {**fb.sizes, "board": fb.board.name})
-    _emit({**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name, "model": copy, "report": report},
-          args.json, fb.text() + f"\n  model.nq: {model} (copied to {copy})\n  report: {report}")
+    result = {**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name, "model": copy, "report": report}
+    text = fb.text() + f"\n  model.nq: {model} (copied to {copy})\n  report: {report}"
+    if key is None:
+        key = _build_key(model, board, args.ram_budget)
+    from .fileio import atomic_write_bytes
+
+    # written last: a build interrupted before this point (at the report, say) is redone next time
+    atomic_write_bytes(os.path.join(out, _STAMP), json.dumps({"key": key, "result": result, "text": text}).encode())
+    _emit(result, args.json, text)
     return 0
 
 
@@ -469,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bytes of arena + scratch the model may use, e.g. 96K: the fastest plan that fits (a "
                         "budget below the least-RAM plan's need is an error naming it; default: the fastest plan, "
                         "the least-RAM one when the board's RAM would overflow)")
+    b.add_argument("--force", action="store_true", help="rebuild even when nothing changed since the last build")
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress stays on stderr)")
     b.set_defaults(func=cmd_build)
 

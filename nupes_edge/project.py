@@ -197,9 +197,7 @@ def test_data(p: Project) -> str:
 
 
 def quantized_model(p: Project, progress: bool = True) -> str:
-    """The project's model.nq, quantized once per content hash."""
-    from . import api
-
+    """The project's model.nq, quantized once per content hash (nothing heavy imported when cached)."""
     out = p.cached_model_path()
     if os.path.isfile(out):
         try:
@@ -207,6 +205,8 @@ def quantized_model(p: Project, progress: bool = True) -> str:
         except NupesError:  # a damaged cache entry (a killed run, a full disk): made again
             os.unlink(out)
     if not os.path.isfile(out):
+        from . import api
+
         api.quantize(p.path(p.model), p.path(p.data), p.method, p.wbits, out, overrides=dict(p.layer_wbits or {}),
                      seed=p.seed, progress=progress, flash_budget=p.flash_budget or None,
                      recalibrate=p.recalibrate, keep_softmax=p.keep_softmax)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .intparams import IntLayer
 from .ir import Graph
@@ -33,8 +32,11 @@ class QuantModel:
     def output_q(self) -> ActQuant:
         return self.act[self.graph.output_name]
 
-    def fq_weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer, the float weights the integer model really uses: s_w,c · sign(q) · L[|q|]."""
+    def fq_weights(self) -> dict:
+        """Per layer, the float weights the integer model really uses: s_w,c · sign(q) · L[|q|], as torch
+        tensors (torch imported here, so that loading a model file does not import it)."""
+        import torch
+
         from .quant.lower import weight_scale
 
         out = {}

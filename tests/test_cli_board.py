@@ -28,6 +28,17 @@ def test_run_in_an_initialized_project_is_bit_exact_and_deterministic(tmp_path):
     # build alone reports sizes against the board's memory
     b = json.loads(cli("build", "--board", "stm32", "--json", cwd=proj).stdout)
     assert b["board"] == "stm32f405" and 0 < b["flash_used"] < b["flash_bytes"] and 0 < b["ram_used"] < b["ram_bytes"]
+    # nothing changed: the same result in under 2 s (no quantizing, compiling or report), and not once a file is gone
+    import time
+
+    t0 = time.monotonic()
+    r = cli("build", "--board", "stm32", "--json", cwd=proj)
+    assert time.monotonic() - t0 < 2.0 and json.loads(r.stdout) == b and "up to date" not in r.stdout
+    assert "up to date" in cli("build", "--board", "stm32", cwd=proj).stdout
+    (proj / "build" / "stm32" / "report.html").unlink()
+    r = cli("build", "--board", "stm32", cwd=proj)
+    assert "up to date" not in r.stdout and (proj / "build" / "stm32" / "report.html").exists()
+    assert "up to date" not in cli("build", "--board", "stm32", "--ram-budget", "64K", cwd=proj).stdout
 
 
 def test_flashing_a_real_board_without_a_probe_is_a_clear_error(tmp_path):

@@ -6,6 +6,16 @@
 scripts/train_examples.py).
 """
 from .datasets import NAMES, SPLITS, load
-from .models import build, model
+
+
+def __getattr__(name: str):
+    """The models (and torch behind them) load on first use: a command that only needs the data
+    set names (a no-op build) does not import torch."""
+    if name in ("build", "model", "models"):
+        import importlib
+
+        models = importlib.import_module(f"{__name__}.models")
+        return models if name == "models" else getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["NAMES", "SPLITS", "load", "model", "build"]
