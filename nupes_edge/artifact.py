@@ -16,6 +16,7 @@ import math
 import os
 import re
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -199,7 +200,7 @@ def load(path: str) -> QuantModel:
 
 _MALFORMED = (zipfile.BadZipFile, KeyError, ValueError, TypeError, json.JSONDecodeError, EOFError, OSError,
               IndexError, AttributeError, OverflowError, RecursionError, NotImplementedError,
-              np.exceptions.AxisError)
+              np.exceptions.AxisError, zlib.error, RuntimeError)  # zipfile: a damaged deflate stream, an "encrypted" flag
 
 
 def _check_name(value, what: str, path: str) -> None:

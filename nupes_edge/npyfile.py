@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -86,6 +87,7 @@ def read_npz(path: str, names: tuple[str, ...], optional: tuple[str, ...] = ()) 
                     out[n] = _read_npy_stream(f, info.file_size, f"{path}: array '{n}'")
     except NupesError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError, zlib.error,
+            RuntimeError) as e:  # zipfile raises RuntimeError for an entry flagged as encrypted
         raise NupesError(f"{path}: not a readable .npz file ({type(e).__name__}: {str(e)[:200]})") from None
     return out

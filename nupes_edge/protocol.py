@@ -31,7 +31,11 @@ PROTOCOL_VERSION = 2
 MAX_FRAME = 1 << 16
 LOAD_CHUNK = 64  # input bytes per LOAD frame: at 1% byte errors, 54% of such frames arrive intact
 HELLO_MAX = 24 + 5 * 256  # the longest HELLO reply (five strings of at most 255 bytes)
-MIN_TIMEOUT = 0.02  # s: the shortest wait for a reply, however fast the round trip was
+# The shortest wait for a reply. On a link that has shown no damage, a late reply is a busy host or
+# emulator (tens of ms are common on 2 cores), not a lost frame: resending it only made "frames
+# retried" appear with no fault. Once damage has been seen, lost frames are likely and are resent fast.
+MIN_TIMEOUT_CLEAN = 0.25  # s
+MIN_TIMEOUT = 0.02  # s, on a link that has damaged a frame
 IDLE_GAP = 0.1  # s: a frame still incomplete after the line was this long silent lost bytes
 
 
@@ -202,7 +206,8 @@ class Client:
         seen = self.rtt.get(ftype)
         if seen is None and ftype == T_LOAD:
             seen = self.rtt.get(T_HELLO)  # a LOAD is answered as promptly as HELLO (RUN also computes)
-        base = timeout if seen is None else max(MIN_TIMEOUT, 4 * seen)
+        noisy = self.reader.crc_errors or self.bad_replies or self.retried
+        base = timeout if seen is None else max(MIN_TIMEOUT if noisy else MIN_TIMEOUT_CLEAN, 4 * seen)
         return min(timeout, base * (1 + failures))
 
     def request(self, ftype: int, payload: bytes = b"", timeout: float | None = None, parse=None):
