@@ -442,7 +442,7 @@ def cmd_export(args) -> int:
 def cmd_init(args) -> int:
     from . import project
 
-    path = project.init(args.folder, args.example, args.method, args.wbits, args.board)
+    path = project.init(args.folder, args.example, args.method, args.wbits, args.board, args.model, args.data)
     print(f"wrote {path}\nnext: cd {args.folder} && nupes-edge build --board {args.board}")
     return 0
 
@@ -587,9 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("init", help="create a project folder with nupes-edge.toml")
     i.add_argument("folder", help="the project folder (created if missing)")
-    i.add_argument("--example", default="mnist5k", choices=("digits", "mnist5k"), help="bundled model and data (default mnist5k)")
-    i.add_argument("--method", default="nupes", choices=METHODS, help="quantization method (default nupes)")
-    i.add_argument("--wbits", type=_wbits, default=4, help="weight bits, 2..8 (default 4)")
+    i.add_argument("--example", choices=("digits", "mnist5k"), help="bundled model and data (default mnist5k)")
+    i.add_argument("--model", help="your own model instead: a .pt2 (torch.export) or a .tflite file")
+    i.add_argument("--data", help="with --model: calibration data, an .npz with x as the model takes it (not needed "
+                                  "for an int8 .tflite, whose own quantization is then kept)")
+    i.add_argument("--method", choices=METHODS, help="quantization method (default nupes; uniform for an int8 "
+                                                     ".tflite without --data)")
+    i.add_argument("--wbits", type=_wbits, help="weight bits, 2..8 (default 4; 8 for an int8 .tflite without --data)")
     i.add_argument("--board", default="stm32", help="target board, see `nupes-edge boards` (default stm32)")
     i.set_defaults(func=cmd_init)
 

@@ -52,7 +52,7 @@ class Project:
     recalibrate: bool = False
 
     def path(self, rel: str) -> str:
-        return rel if os.path.isabs(rel) or rel in examples.NAMES else os.path.join(self.root, rel)
+        return rel if os.path.isabs(rel) or rel in examples.NAMES or rel == RANDOM else os.path.join(self.root, rel)
 
     def cache_key(self) -> str:
         """Hash of everything the quantized model depends on."""
@@ -75,11 +75,38 @@ class Project:
         return os.path.join(self.root, "build", board)
 
 
-def init(folder: str, example: str = "mnist5k", method: str = "nupes", wbits: int = 4, board: str = "stm32") -> str:
+def init(folder: str, example: str | None = None, method: str | None = None, wbits: int | None = None,
+         board: str = "stm32", model: str | None = None, data: str | None = None) -> str:
+    """Write ``folder``/nupes-edge.toml for a bundled example, or for the user's own ``model`` (a .pt2
+    or .tflite, with ``data``: an .npz of calibration inputs; an int8 .tflite needs none, its own
+    quantization is kept and verification feeds random inputs)."""
     from . import boards
 
-    if example not in examples.NAMES:
-        raise NupesError(f"unknown example '{example}' (bundled: {', '.join(examples.NAMES)})")
+    if model is None:
+        example = example or "mnist5k"
+        if example not in examples.NAMES:
+            raise NupesError(f"unknown example '{example}' (bundled: {', '.join(examples.NAMES)})")
+        if data is not None:
+            raise NupesError("--data goes with --model (a bundled example brings its own data)")
+        model_spec = data_spec = example
+    else:
+        if example is not None:
+            raise NupesError("give --example or --model, not both")
+        if not model.endswith((".pt2", ".tflite")) or not os.path.isfile(model):
+            raise NupesError(f"{model}: expected an existing .pt2 or .tflite file")
+        if data is None and model.endswith(".pt2"):
+            raise NupesError(f"{model}: a PyTorch model needs calibration data: add --data calib.npz (an .npz with "
+                             "x as the model takes it)")
+        if data is not None and not (data in examples.NAMES or (data.endswith(".npz") and os.path.isfile(data))):
+            raise NupesError(f"{data}: expected an existing .npz file or a bundled data set name")
+        if data is None:  # an int8 .tflite kept as it is: uniform W8 reproduces the file
+            method, wbits = method or "uniform", wbits or 8
+
+        def rel(p: str) -> str:
+            return p if p in examples.NAMES else os.path.relpath(os.path.abspath(p), os.path.abspath(folder))
+
+        model_spec, data_spec = rel(model), (rel(data) if data is not None else RANDOM)
+    method, wbits = method or "nupes", wbits or 4
     if method not in METHODS:
         raise NupesError(f"unknown method '{method}' (known: {', '.join(METHODS)})")
     if not (isinstance(wbits, int) and 2 <= wbits <= 8):
@@ -90,16 +117,21 @@ def init(folder: str, example: str = "mnist5k", method: str = "nupes", wbits: in
     path = os.path.join(folder, FILE)
     if os.path.exists(path):
         raise NupesError(f"{path} already exists")
-    text = (f"# nupes-edge project (see `nupes-edge --help`)\n[project]\nmodel = \"{example}\"\ndata = \"{example}\"\n"
-            f"method = \"{method}\"\nwbits = {wbits}\nseed = 0\nboard = \"{board}\"\nprobe = \"qemu\"\n")
+    text = (f"# nupes-edge project (see `nupes-edge --help`)\n[project]\nmodel = {json.dumps(model_spec)}\n"
+            f"data = {json.dumps(data_spec)}\nmethod = \"{method}\"\nwbits = {wbits}\nseed = 0\nboard = \"{board}\"\n"
+            f"probe = \"qemu\"\n")
     atomic_write_bytes(path, text.encode())
     return path
+
+
+# data = "random": no calibration data (an int8 .tflite keeps its own quantization); random inputs to verify
+RANDOM = "random"
 
 
 # [project]'s schema: key -> (type, what it takes). Everything else is an error.
 SCHEMA = {
     "model": (str, "a bundled example name, a .pt2 or a .tflite file"),
-    "data": (str, "a bundled data set name or an .npz file"),
+    "data": (str, "a bundled data set name, an .npz file, or \"random\" (an int8 .tflite: none needed)"),
     "method": (str, f"one of {', '.join(METHODS)}"),
     "wbits": (int, "weight bits, 2..8"),
     "seed": (int, "a seed, 0..2^31-1"),
@@ -189,7 +221,7 @@ def test_data(p: Project) -> str:
 
     if p.test:
         return p.path(p.test)
-    if p.data in examples.NAMES:
+    if p.data in examples.NAMES or p.data == RANDOM:
         return p.data
     print(f"nupes-edge: note: no 'test' data in {FILE}: measuring on the calibration data {p.path(p.data)} "
           f"(add test = \"your_test.npz\" under [project])", file=sys.stderr)
@@ -207,7 +239,7 @@ def quantized_model(p: Project, progress: bool = True) -> str:
     if not os.path.isfile(out):
         from . import api
 
-        api.quantize(p.path(p.model), p.path(p.data), p.method, p.wbits, out, overrides=dict(p.layer_wbits or {}),
+        api.quantize(p.path(p.model), None if p.data == RANDOM else p.path(p.data), p.method, p.wbits, out, overrides=dict(p.layer_wbits or {}),
                      seed=p.seed, progress=progress, flash_budget=p.flash_budget or None,
                      recalibrate=p.recalibrate, keep_softmax=p.keep_softmax)
     return out

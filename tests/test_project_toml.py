@@ -50,3 +50,36 @@ def test_every_quantize_option_can_be_set_and_the_file_is_found_from_a_subfolder
     assert qm.meta["flash_budget"]["budget_bytes"] == 6 * 1024
     assert qm.params["conv2d"].bits == 8  # pinned by layer_wbits
     assert json.loads(r.stdout)["n"] > 0
+
+
+def test_init_for_a_users_own_models(tmp_path):
+    """init --model: an int8 .tflite with no data (its quantization kept, verified on random inputs
+    against the file under TFLite Micro), and a .pt2 with its calibration .npz; paths are stored
+    relative to the project, so the folder can move."""
+    import numpy as np
+    import torch
+
+    from tests.test_tflite_ops_tflm import mul_silu_and_squeeze_excite
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "net.tflite").write_bytes(mul_silu_and_squeeze_excite())
+    r = cli("init", "p1", "--model", "models/net.tflite", "--board", "host", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    toml = (tmp_path / "p1" / project.FILE).read_text()
+    assert 'model = "../models/net.tflite"' in toml and 'data = "random"' in toml and 'method = "uniform"' in toml
+    r = cli("verify", "--board", "host", "-n", "20", "--json", cwd=tmp_path / "p1")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["mismatches"] == 0 and rep["original"]["mismatches"] == 0 and rep["original"]["what"] == "kept"
+
+    torch.set_num_threads(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
+    torch.export.save(torch.export.export(net, (torch.randn(1, 1, 6, 6),)), str(tmp_path / "models" / "net.pt2"))
+    np.savez(tmp_path / "models" / "calib.npz", x=np.random.default_rng(0).normal(size=(32, 1, 6, 6)).astype(np.float32))
+    r = cli("init", "p2", "--model", "models/net.pt2", cwd=tmp_path)
+    assert r.returncode == 2 and "needs calibration data: add --data" in r.stderr
+    r = cli("init", "p2", "--model", "models/net.pt2", "--data", "models/calib.npz", "--method", "uniform",
+            "--board", "host", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli("verify", "--board", "host", "-n", "8", "--json", cwd=tmp_path / "p2")
+    assert r.returncode == 0 and json.loads(r.stdout)["mismatches"] == 0, r.stderr
