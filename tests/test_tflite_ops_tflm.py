@@ -358,3 +358,16 @@ def test_negative_weight_scales_are_named():
            S.FullyConnectedOptionsT())
     with pytest.raises(NupesError, match="weight scales"):
         quantize_graph(import_tflite_bytes(m.finish(x, y), "neg.tflite"), None, "uniform", 8)
+
+
+@pytest.mark.parametrize("op,scale,zp", [(S.BuiltinOperator.LOGISTIC, 1.0 / 128, 0), (S.BuiltinOperator.TANH, 1.0 / 256, -128),
+                                         (S.BuiltinOperator.SOFTMAX, 0.1, 0)])
+def test_fixed_output_quantization_is_checked(op, scale, zp):
+    """LOGISTIC, TANH and SOFTMAX have the int8 output quantization TFLite Micro requires, or the file
+    is refused (it would compute something TFLite Micro refuses to)."""
+    m = Model()
+    x = m.act([1, 4], 0.05, 0)
+    y = m.act([1, 4], scale, zp)
+    m.b.op(op, 2, [x], [y])
+    with pytest.raises(NupesError, match="output quantization .* as TFLite Micro requires"):
+        import_tflite_bytes(m.finish(x, y), "fixed.tflite")

@@ -432,6 +432,15 @@ class _Reader:
         else:
             self.emit(k, "reshape", [src], out, {"shape": list(oshape)})
 
+    # int8 outputs TFLite Micro's kernels require (its Prepare refuses any other)
+    FIXED_OUTPUT = {"LOGISTIC": (1.0 / 256, -128), "SOFTMAX": (1.0 / 256, -128), "TANH": (1.0 / 128, 0)}
+
+    def check_fixed_output(self, k: int, name: str, out: int) -> None:
+        q, want = self.quant_of(out), self.FIXED_OUTPUT.get(name)
+        if q is not None and want is not None and (abs(q[0] - want[0]) > 1e-6 * want[0] or q[1] != want[1]):
+            raise NupesError(f"{self.origin}: operator {k} ({name}): int8 output quantization (scale {q[0]:g}, zero point "
+                             f"{q[1]}) must be ({want[0]:g}, {want[1]}), as TFLite Micro requires")
+
     def fold(self, ops) -> None:
         """Evaluate FOLDABLE operators on constants (see FOLDABLE) into self.folded."""
         T = self.S.TensorType
@@ -736,10 +745,12 @@ class _Reader:
             elif name == "REDUCE_MAX":
                 self.reduce_max(k, ins, outs[0], o)
             elif name in ("LOGISTIC", "TANH", "HARD_SWISH"):
+                self.check_fixed_output(k, name, outs[0])
                 self.emit(k, {"LOGISTIC": "sigmoid", "TANH": "tanh", "HARD_SWISH": "hardswish"}[name], [ins[0]], outs[0])
             elif name == "LEAKY_RELU":
                 self.emit(k, "leaky_relu", [ins[0]], outs[0], {"alpha": float(np.float32(o.alpha)) if o else 0.2})
             elif name == "SOFTMAX":
+                self.check_fixed_output(k, name, outs[0])
                 self.softmax_of = ins[0]
                 self.softmax_out = outs[0]
                 self.softmax_beta = float(o.beta) if o is not None else 1.0
