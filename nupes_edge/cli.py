@@ -179,6 +179,9 @@ def cmd_demo(args) -> int:
         path = os.path.join(args.out, f"{args.example}-{method}-w{args.wbits}.nq")
         print(f"[demo] {args.example}: quantizing with {method}, W{args.wbits}A8 ...", file=sys.stderr)
         qm, _ = api.quantize(args.example, args.example, method, args.wbits, path, progress=True)
+        from . import project
+
+        project.remember_example(args.example, method, args.wbits, path)  # a project's first build reuses it
         r = api.eval_model(path, args.example)
         rows.append({"example": args.example, "method": method, "wbits": args.wbits, "seconds": qm.meta["seconds"],
                      "model": path, **r.as_dict()})

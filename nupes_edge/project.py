@@ -228,18 +228,58 @@ def test_data(p: Project) -> str:
     return p.path(p.data)
 
 
+def shared_cache_path(key: str) -> str | None:
+    """Where quantized models are shared between projects and `nupes-edge demo` on this machine
+    ($NUPES_EDGE_MODEL_CACHE, else $XDG_CACHE_HOME/nupes-edge/models, else ~/.cache/...): a model.nq
+    is a pure function of its inputs, so the same key means the same bytes. None if not writable."""
+    d = os.environ.get("NUPES_EDGE_MODEL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nupes-edge", "models")
+    try:
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, f"{key}.nq") if os.access(d, os.W_OK) else None
+    except OSError:
+        return None
+
+
+def share(key: str, nq_path: str) -> None:
+    """Offer a freshly quantized model to the shared cache (best effort: a full disk only costs time)."""
+    shared = shared_cache_path(key)
+    if shared and not os.path.isfile(shared):
+        try:
+            with open(nq_path, "rb") as f:
+                atomic_write_bytes(shared, f.read())
+        except (OSError, NupesError):
+            pass
+
+
+def remember_example(example: str, method: str, wbits: int, nq_path: str) -> None:
+    """`nupes-edge demo` shares what a project of the same example, method and bits would quantize."""
+    share(Project("", example, example, method=method, wbits=wbits).cache_key(), nq_path)
+
+
 def quantized_model(p: Project, progress: bool = True) -> str:
-    """The project's model.nq, quantized once per content hash (nothing heavy imported when cached)."""
+    """The project's model.nq, quantized once per content hash (nothing heavy imported when cached);
+    a model the same inputs already gave on this machine (another project, `make demo`) is reused."""
     out = p.cached_model_path()
     if os.path.isfile(out):
         try:
             artifact.load(out)
         except NupesError:  # a damaged cache entry (a killed run, a full disk): made again
             os.unlink(out)
+    shared = shared_cache_path(p.cache_key())
+    if not os.path.isfile(out) and shared and os.path.isfile(shared):
+        try:
+            with open(shared, "rb") as f:
+                data = f.read()
+            artifact.loads(data, shared)
+            atomic_write_bytes(out, data)
+        except (OSError, NupesError):
+            pass  # damaged or unreadable: quantize again
     if not os.path.isfile(out):
         from . import api
 
         api.quantize(p.path(p.model), None if p.data == RANDOM else p.path(p.data), p.method, p.wbits, out, overrides=dict(p.layer_wbits or {}),
                      seed=p.seed, progress=progress, flash_budget=p.flash_budget or None,
                      recalibrate=p.recalibrate, keep_softmax=p.keep_softmax)
+        share(p.cache_key(), out)
     return out

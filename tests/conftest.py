@@ -3,6 +3,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # host builds reuse compiled runtime objects (nupes_edge/build.py); the suite keeps its own cache
 # instead of filling the user's ~/.cache, and removes it at exit
@@ -10,8 +12,14 @@ _OBJ_CACHE = tempfile.mkdtemp(prefix="nupes-edge-obj-")
 os.environ.setdefault("NUPES_EDGE_OBJ_CACHE", _OBJ_CACHE)
 atexit.register(shutil.rmtree, _OBJ_CACHE, True)
 
+
+@pytest.fixture(autouse=True)
+def _own_model_cache(tmp_path_factory, monkeypatch):
+    """Each test gets an empty shared model cache (nupes_edge/project.py): a project test quantizes
+    for itself, whatever ran before it, and the user's ~/.cache is left alone."""
+    monkeypatch.setenv("NUPES_EDGE_MODEL_CACHE", str(tmp_path_factory.mktemp("models")))
+
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)

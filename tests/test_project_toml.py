@@ -83,3 +83,15 @@ def test_init_for_a_users_own_models(tmp_path):
     assert r.returncode == 0, r.stderr
     r = cli("verify", "--board", "host", "-n", "8", "--json", cwd=tmp_path / "p2")
     assert r.returncode == 0 and json.loads(r.stdout)["mismatches"] == 0, r.stderr
+
+
+def test_a_projects_first_build_reuses_the_model_demo_made(tmp_path):
+    """`nupes-edge demo` shares each model it quantizes; a project of the same example, method and
+    bits then builds without quantizing (the same bytes: a model.nq is a pure function of its inputs)."""
+    r = cli("demo", "--example", "digits", "--methods", "uniform", "--board", "none", "--out", "d", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert cli("init", "proj", "--example", "digits", "--method", "uniform", "--board", "host", cwd=tmp_path).returncode == 0
+    r = cli("build", "--board", "host", cwd=tmp_path / "proj")
+    assert r.returncode == 0 and "quantizing" not in r.stderr and "calibrating" not in r.stderr, r.stderr
+    cached = next((tmp_path / "proj" / ".nupes-edge" / "cache").iterdir())
+    assert cached.read_bytes() == (tmp_path / "d" / "digits-uniform-w4.nq").read_bytes()
