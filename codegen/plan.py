@@ -30,7 +30,8 @@ _ALLOWED_ATTRS = {
     "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
     "global_avgpool": set(), "mean": set(), "reshape": {"shape"}, "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
     "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "requantize": set(), "concat": set(),
-    "copy": {"shape", "moves"}, "reduce_max": {"shape", "reduce"},
+    "copy": {"shape", "moves"}, "reduce_max": {"shape", "reduce"}, "clamp": {"lo", "hi"}, "maximum": set(),
+    "minimum": set(),
 }
 
 
@@ -525,7 +526,11 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
             kernel = "nupes_mean_s8"
             call = (f"{{ static const nupes_mean_params_t m = {{ {p.mult}, {p.shift}, {p.in_zp}, {p.out_zp} }}; "
                     f"{kernel}({ins[0]}, {out}, {h * w}, {c}, &m); }}")
-        elif node.op in ("relu", "relu6"):
+        elif node.op in ("maximum", "minimum"):  # on the codes: all three share one quantization
+            check_concat(node, qm.act)
+            kernel = f"nupes_{node.op}_s8"
+            call = f"{kernel}({ins[0]}, {ins[1]}, {out}, {_hwc_size(g.shapes[node.output])});"
+        elif node.op in ("relu", "relu6", "clamp"):
             lo, hi = clamp_bounds(node, p)
             kernel = "nupes_clamp"
             call = f"{kernel}({ins[0]}, {out}, {_hwc_size(g.shapes[node.output])}, {lo}, {hi});"

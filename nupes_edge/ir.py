@@ -21,7 +21,7 @@ ACTIVATIONS = ("none", "relu", "relu6")
 # Elementwise int8 activations computed by a 256-entry table (intref/lut_ops.py)
 TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "requantize")
 OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "mean", "add", "mul", "relu", "relu6", "flatten",
-       "reshape", "softmax", "concat", "copy", "reduce_max", *TABLE_OPS)
+       "reshape", "softmax", "concat", "copy", "reduce_max", "maximum", "minimum", "clamp", *TABLE_OPS)
 # Ops that only give their input's bytes another shape: no kernel, no copy (the C plan aliases them)
 ALIAS_OPS = ("flatten", "reshape")
 WEIGHT_OPS = ("conv2d", "linear")
@@ -177,6 +177,17 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         raise _fail(node, f"operand shapes {s1} and {s2}: equal shapes, or one C×1×1 against C×H×W, only")
     if node.op in ("relu", "relu6"):
         return in_shapes[0]
+    if node.op == "clamp":  # MAXIMUM / MINIMUM with a constant: max(x, lo) and/or min(x, hi), in real values
+        for key in ("lo", "hi"):
+            v = a.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                raise _fail(node, f"clamp bound {key} = {str(v)[:40]} is not a finite number or null")
+        return in_shapes[0]
+    if node.op in ("maximum", "minimum"):  # elementwise, both operands one shape (TFLite compares the codes)
+        s1, s2 = in_shapes
+        if s1 != s2:
+            raise _fail(node, f"operand shapes {s1} and {s2} differ (broadcasting is not supported)")
+        return s1
     if node.op == "concat":  # along the channels (C of C x H x W, or a vector's only axis)
         if len(in_shapes) < 2 or len({s[1:] for s in in_shapes}) != 1 or len({len(s) for s in in_shapes}) != 1:
             raise _fail(node, f"concatenates along channels only, inputs of equal H x W: got {in_shapes}")

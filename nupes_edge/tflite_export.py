@@ -337,6 +337,24 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             opts.fusedActivationFunction = S.ActivationFunctionType.NONE
             b.op(S.BuiltinOperator.CONCATENATION, 2 if quant else 1, [act_tensor(t) for t in node.inputs],
                  [act_tensor(node.output)], S.BuiltinOptions.ConcatenationOptions, opts)
+        elif node.op in ("maximum", "minimum"):
+            code = S.BuiltinOperator.MAXIMUM if node.op == "maximum" else S.BuiltinOperator.MINIMUM
+            b.op(code, 2 if quant else 1, [act_tensor(t) for t in node.inputs], [act_tensor(node.output)])
+        elif node.op == "clamp":  # MAXIMUM and / or MINIMUM with one constant value
+            x = act_tensor(node.inputs[0])
+            q = qm.act[node.inputs[0]]
+            p = qm.params[node.name]
+            steps = [(S.BuiltinOperator.MAXIMUM, a.get("lo"), p.lo), (S.BuiltinOperator.MINIMUM, a.get("hi"), p.hi)]
+            steps = [s for s in steps if s[1] is not None]
+            for j, (code, real, coded) in enumerate(steps):
+                value = np.array([coded], np.int8) if quant else np.array([real], np.float32)
+                c = b.tensor(f"{node.name}/bound{j}", [1], dt, value, scale=q.scale if quant else None,
+                             zp=q.zero_point if quant else None)
+                y = act_tensor(node.output) if j == len(steps) - 1 else b.tensor(
+                    f"{node.name}/t{j}", _nhwc(g.shapes[node.output]), dt, scale=q.scale if quant else None,
+                    zp=q.zero_point if quant else None)
+                b.op(code, 2 if quant else 1, [x, c], [y])
+                x = y
         elif node.op in ("copy", "reduce_max"):
             _export_moves(b, node, g, qm, act_tensor, dt, quant)
         elif node.op == "requantize":  # int8 -> int8 QUANTIZE; in a float model the same values

@@ -96,6 +96,12 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return apply_act(xs[0] * xs[1], node.act)
     if node.op in ("relu", "relu6"):
         return apply_act(xs[0], node.op)
+    if node.op == "clamp":
+        return torch.clamp(xs[0], a.get("lo"), a.get("hi"))
+    if node.op == "maximum":
+        return torch.maximum(xs[0], xs[1])
+    if node.op == "minimum":
+        return torch.minimum(xs[0], xs[1])
     if node.op == "flatten":
         return xs[0].reshape(xs[0].shape[0], -1)
     if node.op == "softmax":

@@ -147,8 +147,8 @@ def check_concat(node, act: dict) -> None:
     for t in node.inputs:
         q = act.get(t)
         if q is None or out is None or (q.scale, q.zero_point) != (out.scale, out.zero_point):
-            raise NupesError(f"layer '{node.name}': input '{t}' is quantized differently from the concatenation's "
-                             "output; a concatenation needs one quantization for all (as TFLite's int8 does)")
+            raise NupesError(f"layer '{node.name}': input '{t}' is quantized differently from the {node.op}'s "
+                             "output; it copies or compares int8 codes, so all need one quantization (as TFLite's does)")
 
 
 def check_table(node, p) -> np.ndarray:
@@ -187,5 +187,7 @@ def check_model(qm) -> None:
         elif node.op == "mean":
             _, h, w = qm.graph.shapes[node.inputs[0]]
             check_mean(node, p, h * w)
-        elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool", "relu", "relu6"):
+        elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool", "relu", "relu6", "clamp"):
             clamp_bounds(node, p)
+        elif node.op in ("maximum", "minimum"):
+            check_concat(node, qm.act)

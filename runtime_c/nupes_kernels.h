@@ -164,6 +164,11 @@ void nupes_mean_s8(const int8_t *in, int8_t *out, int32_t hw, int32_t c, const n
 /* Clamp n values to [lo, hi] (stand-alone ReLU / ReLU6 in the quantized domain). */
 void nupes_clamp(const int8_t *in, int8_t *out, int32_t n, int32_t lo, int32_t hi);
 
+/* TFLite Micro's int8 MAXIMUM / MINIMUM of two tensors of n values sharing one quantization: on the
+ * codes. out may be either input. */
+void nupes_maximum_s8(const int8_t *a, const int8_t *b, int8_t *out, int32_t n);
+void nupes_minimum_s8(const int8_t *a, const int8_t *b, int8_t *out, int32_t n);
+
 /* Index of the largest of n values (first on ties). */
 int32_t nupes_argmax_s8(const int8_t *x, int32_t n);
 

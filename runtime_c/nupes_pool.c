@@ -169,3 +169,20 @@ int32_t nupes_argmax_s8(const int8_t *x, int32_t n)
     }
     return best;
 }
+
+/* TFLite Micro's int8 MAXIMUM / MINIMUM (maximum_minimum.cc): the codes compared, one quantization for all. */
+void nupes_maximum_s8(const int8_t *a, const int8_t *b, int8_t *out, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = a[i] > b[i] ? a[i] : b[i];
+    }
+}
+
+void nupes_minimum_s8(const int8_t *a, const int8_t *b, int8_t *out, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = a[i] < b[i] ? a[i] : b[i];
+    }
+}

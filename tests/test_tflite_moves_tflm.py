@@ -144,8 +144,31 @@ def rank5_and_reduce_max() -> bytes:
     return m.finish(x, out)
 
 
+def max_min() -> bytes:
+    """MAXIMUM / MINIMUM of two tensors and with one constant (a clamp), as tf.maximum(x, c) writes it."""
+    m = Model()
+    x = m.act([1, 4, 4, 3], 0.03, -5)
+    c = m.act([1, 4, 4, 3], 0.03, -5)
+    m.conv(x, 0.03, (4, 4, 3), 3, c)
+    mx = m.act([1, 4, 4, 3], 0.03, -5)
+    m.b.op(S.BuiltinOperator.MAXIMUM, 2, [x, c], [mx])
+    lo = m.b.tensor("lo", [1], np.int8, np.array([10], np.int8), scale=0.03, zp=-5)  # the real value 0.45
+    cl = m.act([1, 4, 4, 3], 0.03, -5)
+    m.b.op(S.BuiltinOperator.MAXIMUM, 2, [lo, mx], [cl])
+    hi = m.b.tensor("hi", [], np.int8, np.array(60, np.int8), scale=0.03, zp=-5)
+    cl2 = m.act([1, 4, 4, 3], 0.03, -5)
+    m.b.op(S.BuiltinOperator.MINIMUM, 2, [cl, hi], [cl2])
+    mn = m.act([1, 4, 4, 3], 0.03, -5)
+    m.b.op(S.BuiltinOperator.MINIMUM, 2, [cl2, x], [mn])
+    flat = m.act([1, 48], 0.03, -5)
+    m.reshape(mn, [1, 48], flat)
+    out = m.act([1, 4], 0.1, 0)
+    m.fc(flat, 0.03, 48, 4, out)
+    return m.finish(x, out)
+
+
 CASES = {"keras-flatten": keras_flatten, "sequence-rearranged": sequence_rearranged,
-         "rank5-and-reduce-max": rank5_and_reduce_max}
+         "rank5-and-reduce-max": rank5_and_reduce_max, "max-min-and-clamps": max_min}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -219,3 +242,4 @@ def test_moves_on_the_emulated_stm32(tmp_path):
     artifact.save(qm, str(tmp_path / "m.nq"))
     _, rep = api.run_emulated(str(tmp_path / "m.nq"), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
     assert rep.n == 10 and rep.mismatches == 0 and rep.original["mismatches"] == 0
+

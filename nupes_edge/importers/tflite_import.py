@@ -142,6 +142,9 @@ OPERATORS = {
     "SPLIT_V": ("copy (one per output)", "any axis, constant sizes", "kernels/split_v.cc (a byte copy)"),
     "REDUCE_MAX": ("reduce_max", "any axes, either keep_dims; input and output share the scale",
                    "kernels/reduce_common.cc, EvalMinMaxHelper (the largest code)"),
+    "MAXIMUM": ("maximum, or clamp with a constant", "two tensors of one shape, or one constant value; one "
+                "quantization for all", "kernels/maximum_minimum.cc (the codes compared)"),
+    "MINIMUM": ("minimum, or clamp with a constant", "as MAXIMUM", "kernels/maximum_minimum.cc (the codes compared)"),
     "SHAPE": ("folded (a constant)", "a tensor of static shape", "kernels/shape.cc"),
     "CAST": ("folded on constants", "integer shape arithmetic only", "kernels/cast.cc"),
     "GATHER": ("folded on constants", "integer shape arithmetic only", "kernels/gather.cc"),
@@ -398,6 +401,13 @@ class _Reader:
             name = self.op_name(op)
             if (name not in SUPPORTED or name in FOLD_ONLY) and k not in self.folded_ops:
                 unsupported.setdefault(name if name not in FOLD_ONLY else f"{name} of activations", []).append(k)
+        # tensors only unsupported operators read or write internally (an LSTM's intermediates)
+        state_of_unsupported = set()
+        for k, op in enumerate(ops):
+            if k in {k2 for ks in unsupported.values() for k2 in ks}:
+                outs = {int(v) for v in (op.outputs if op.outputs is not None else [])}
+                state_of_unsupported |= {int(v) for v in (op.intermediates if getattr(op, "intermediates", None) is not None
+                                                          else [])} - outs
         problems = [f"{name} (operator{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks[:5]))}"
                     f"{', ...' if len(ks) > 5 else ''})" for name, ks in unsupported.items()]
         kinds = set()
@@ -405,6 +415,10 @@ class _Reader:
             is_const = t.buffer < len(self.model.buffers) and self.model.buffers[t.buffer].data is not None \
                 and len(self.model.buffers[t.buffer].data) > 0
             uint8_input = t.type == T.UINT8 and i in [int(v) for v in (self.sg.inputs if self.sg.inputs is not None else [])]
+            # a variable tensor is an operator's own state (an LSTM's int16 cell state, an SVDF's memory): its
+            # type belongs to that operator, named above, and does not make the model a 16x8 one
+            if t.isVariable or i in state_of_unsupported:
+                continue
             if not is_const and i not in self.folded and t.type not in (T.INT8, T.FLOAT32) and not uint8_input:
                 kinds.add(type_names.get(t.type, str(t.type)))
         if kinds:
@@ -563,6 +577,30 @@ class _Reader:
                     node.name = f"copy_{k}_{j}"
         except (ValueError, IndexError) as e:
             raise NupesError(f"{self.origin}: operator {k} ({name}): {str(e)[:200]}") from None
+
+    def maximum_minimum(self, k: int, name: str, ins: list[int], out: int) -> None:
+        """Two tensors of one shape (compared on their codes, as TFLite Micro does), or a tensor and one
+        constant value (a clamp: tf.maximum(x, 0.0) and the like)."""
+        where = f"{self.origin}: operator {k} ({name})"
+        consts = [i for i in ins if self.is_const(i)]
+        qo = self.quant_of(out)
+        for i in ins:
+            qi = self.quant_of(i)
+            if qi is not None and qo is not None and qi != qo:
+                raise NupesError(f"{where}: operand tensor {i} is quantized {qi}, the output {qo}: TFLite Micro compares "
+                                 "the codes, so nupes-edge needs one quantization for all")
+        if not consts:
+            self.emit(k, name.lower(), ins, out)
+            return
+        if len(consts) == 2:
+            raise NupesError(f"{where}: both operands are constants")
+        value = self.const(consts[0], "constant operand", name)
+        if value.size != 1:
+            raise NupesError(f"{where}: a constant operand of shape {list(value.shape)} (only one value, or a tensor of "
+                             "the same shape, is supported)")
+        x = ins[1] if consts[0] == ins[0] else ins[0]
+        v = float(value.ravel()[0])
+        self.emit(k, "clamp", [x], out, {"lo": v, "hi": None} if name == "MAXIMUM" else {"lo": None, "hi": v})
 
     def reduce_max(self, k: int, ins: list[int], out: int, o) -> None:
         """REDUCE_MAX over any axes: TFLite Micro takes the largest code, and requires the input's scale
@@ -744,6 +782,8 @@ class _Reader:
                 self.moves_op(k, name, ins, outs, o)
             elif name == "REDUCE_MAX":
                 self.reduce_max(k, ins, outs[0], o)
+            elif name in ("MAXIMUM", "MINIMUM"):
+                self.maximum_minimum(k, name, ins[:2], outs[0])
             elif name in ("LOGISTIC", "TANH", "HARD_SWISH"):
                 self.check_fixed_output(k, name, outs[0])
                 self.emit(k, {"LOGISTIC": "sigmoid", "TANH": "tanh", "HARD_SWISH": "hardswish"}[name], [ins[0]], outs[0])

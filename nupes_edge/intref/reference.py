@@ -161,8 +161,12 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = avgpool2d(xs[0], node, p)
         elif node.op == "global_avgpool":
             y = global_avgpool(xs[0], p)
-        elif node.op in ("relu", "relu6"):
+        elif node.op in ("relu", "relu6", "clamp"):
             y = np.clip(xs[0], p.lo, p.hi)
+        elif node.op == "maximum":  # TFLite Micro's int8 MAXIMUM / MINIMUM: on the codes
+            y = np.maximum(xs[0], xs[1])
+        elif node.op == "minimum":
+            y = np.minimum(xs[0], xs[1])
         elif node.op == "mean":
             y = mean(xs[0], p)
         elif node.op == "mul":

@@ -13,9 +13,10 @@ from .types import ActQuant
 
 # Ops whose int8 output must reuse the input's quantization (as in TFLite): they only move,
 # select or average values, never change their range.
-SAME_QUANT_OPS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape", "relu", "relu6", "reduce_max")
+SAME_QUANT_OPS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "reshape", "relu", "relu6", "reduce_max",
+                  "clamp")
 # Ops that copy bytes from several inputs (or one): all of them share one quantization
-SHARED_QUANT_OPS = ("concat", "copy")
+SHARED_QUANT_OPS = ("concat", "copy", "maximum", "minimum")
 # Softmax probabilities in [0, 1): TFLite's fixed int8 quantization
 SOFTMAX_OUT = ActQuant(1.0 / 256, -128)
 # TFLite's fixed int8 output quantization of the bounded activations (sigmoid in [0, 1), tanh in (-1, 1))

@@ -39,6 +39,17 @@ def act_range(act: str, q: ActQuant) -> tuple[int, int]:
     return lo, hi
 
 
+def clamp_codes(node: Node, q: ActQuant) -> IntClamp:
+    """A MAXIMUM / MINIMUM with a constant as int8 bounds: the constant's code in the tensor's
+    quantization (the file's own code when it shares that quantization, as TFLite Micro compares codes)."""
+    def code(v, default):
+        if v is None:
+            return default
+        return int(np.clip(round_half_away(np.float64(v) / np.float64(q.scale)) + q.zero_point, -128, 127))
+
+    return IntClamp(code(node.attrs.get("lo"), -128), code(node.attrs.get("hi"), 127))
+
+
 def layer_bias(node: Node, lw: LayerWeights) -> np.ndarray:
     return (node.bias if lw.bias is None else lw.bias).astype(np.float64)
 
@@ -188,6 +199,8 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
                 params[node.name] = lower_add(node, act[node.inputs[0]], act[node.inputs[1]], act[node.output])
             elif node.op in ("relu", "relu6"):
                 params[node.name] = IntClamp(*act_range(node.op, act[node.output]))
+            elif node.op == "clamp":
+                params[node.name] = clamp_codes(node, act[node.output])
             elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool"):
                 params[node.name] = IntClamp(-128, 127)
             elif node.op == "mul":
