@@ -30,7 +30,7 @@ _ALLOWED_ATTRS = {
     "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
     "global_avgpool": set(), "mean": set(), "reshape": {"shape"}, "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
     "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "requantize": set(), "concat": set(),
-    "copy": {"shape", "moves"}, "reduce_max": {"shape", "reduce"}, "clamp": {"lo", "hi"}, "maximum": set(),
+    "copy": {"shape", "moves"}, "reduce_max": {"shape", "reduce"}, "mean_reduce": {"shape", "reduce"}, "clamp": {"lo", "hi"}, "maximum": set(),
     "minimum": set(),
 }
 
@@ -552,17 +552,23 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
             kernel = "nupes_copy_s8"
             call = " ".join(f"{{ static const nupes_move_t m = {{ {_move_init(mv)} }}; {kernel}({src}, {out}, &m); }}"
                             for src, mv in zip(ins, node.attrs["moves"]))
-        elif node.op == "reduce_max":
+        elif node.op in ("reduce_max", "mean_reduce"):
             try:
                 moves.reduce_positions(node.attrs["reduce"], int(np.prod(g.shapes[node.inputs[0]])),
                                        int(np.prod(g.shapes[node.output])))
             except moves.MoveError as e:
                 raise _refuse(node, str(e)) from None
             r = [int(v) for v in node.attrs["reduce"]]
-            kernel = "nupes_reduce_max_s8"
             init = (f"{{ {', '.join(map(str, r[0:5]))} }}, {r[5]}, {{ {', '.join(map(str, r[6:11]))} }}, "
                     f"{{ {', '.join(map(str, r[11:16]))} }}, {{ {', '.join(map(str, r[16:21]))} }}")
-            call = f"{{ static const nupes_reduce_t r = {{ {init} }}; {kernel}({ins[0]}, {out}, &r); }}"
+            if node.op == "reduce_max":
+                kernel = "nupes_reduce_max_s8"
+                call = f"{{ static const nupes_reduce_t r = {{ {init} }}; {kernel}({ins[0]}, {out}, &r); }}"
+            else:
+                p = check_mean(node, p, moves.reduce_count(r))
+                kernel = "nupes_mean_reduce_s8"
+                call = (f"{{ static const nupes_reduce_t r = {{ {init} }}; static const nupes_mean_params_t m = "
+                        f"{{ {p.mult}, {p.shift}, {p.in_zp}, {p.out_zp} }}; {kernel}({ins[0]}, {out}, &r, &m); }}")
         elif node.op in TABLE_OPS:
             table = ", ".join(str(v) for v in check_table(node, p))
             kernel = "nupes_lut_s8"

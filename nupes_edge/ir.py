@@ -21,7 +21,7 @@ ACTIVATIONS = ("none", "relu", "relu6")
 # Elementwise int8 activations computed by a 256-entry table (intref/lut_ops.py)
 TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "requantize")
 OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "mean", "add", "mul", "relu", "relu6", "flatten",
-       "reshape", "softmax", "concat", "copy", "reduce_max", "maximum", "minimum", "clamp", *TABLE_OPS)
+       "reshape", "softmax", "concat", "copy", "reduce_max", "mean_reduce", "maximum", "minimum", "clamp", *TABLE_OPS)
 # Ops that only give their input's bytes another shape: no kernel, no copy (the C plan aliases them)
 ALIAS_OPS = ("flatten", "reshape")
 WEIGHT_OPS = ("conv2d", "linear")
@@ -203,7 +203,7 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         return s
     if node.op == "flatten":
         return (math.prod(in_shapes[0]),)
-    if node.op in ("copy", "reduce_max"):  # byte moves (moves.py): any rank, described by the importer
+    if node.op in ("copy", "reduce_max", "mean_reduce"):  # byte moves (moves.py): any rank, described by the importer
         shape = _target_shape(node)
         n_in, n_out = [math.prod(s) for s in in_shapes], math.prod(shape)
         try:

@@ -157,6 +157,11 @@ def reduce_move(index: np.ndarray, kept: int) -> list[int]:
 REDUCE_INTS = 4 * DIMS + 1
 
 
+def reduce_count(move) -> int:
+    """How many values a reduction folds into each output (MEAN's divisor)."""
+    return math.prod(int(v) for v in move[2 * DIMS + 1:3 * DIMS + 1])
+
+
 def reduce_positions(move, n_in: int, n_out: int) -> np.ndarray:
     """(n_out, reduced) input positions of an untrusted reduce move; MoveError if it is malformed."""
     if not (isinstance(move, (list, tuple)) and len(move) == REDUCE_INTS

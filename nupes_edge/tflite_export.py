@@ -147,7 +147,7 @@ def _export_moves(b: _Builder, node, g, qm: QuantModel, act_tensor, dt, quant: b
     importer's byte moves, whatever operator they came from (TFLite Micro has both kernels)."""
     q = qm.act[node.inputs[0]]
 
-    def temp(suffix: str, shape) -> int:
+    def temp(suffix: str, shape, q=q) -> int:
         return b.tensor(f"{node.name}/{suffix}", list(shape), dt, scale=q.scale if quant else None,
                         zp=q.zero_point if quant else None)
 
@@ -178,13 +178,13 @@ def _export_moves(b: _Builder, node, g, qm: QuantModel, act_tensor, dt, quant: b
     opts = S.GatherOptionsT()
     opts.axis = 0
     b.op(S.BuiltinOperator.GATHER, 2 if quant else 1, [src, it], [gathered], S.BuiltinOptions.GatherOptions, opts)
-    if node.op == "reduce_max":
-        reduced = temp("reduced", [n_out])
+    if node.op in ("reduce_max", "mean_reduce"):  # over the gathered values of each output
+        reduced = temp("reduced", [n_out], qm.act[node.output])
         ropts = S.ReducerOptionsT()
         ropts.keepDims = False
         axes = b.tensor(f"{node.name}/axes", [1], np.int32, np.array([1], np.int32))
-        b.op(S.BuiltinOperator.REDUCE_MAX, 2 if quant else 1, [gathered, axes], [reduced], S.BuiltinOptions.ReducerOptions,
-             ropts)
+        code = S.BuiltinOperator.REDUCE_MAX if node.op == "reduce_max" else S.BuiltinOperator.MEAN
+        b.op(code, 2 if quant else 1, [gathered, axes], [reduced], S.BuiltinOptions.ReducerOptions, ropts)
         gathered = reduced
     out = act_tensor(node.output)
     opts = S.ReshapeOptionsT()
@@ -355,7 +355,7 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
                     zp=q.zero_point if quant else None)
                 b.op(code, 2 if quant else 1, [x, c], [y])
                 x = y
-        elif node.op in ("copy", "reduce_max"):
+        elif node.op in ("copy", "reduce_max", "mean_reduce"):
             _export_moves(b, node, g, qm, act_tensor, dt, quant)
         elif node.op == "requantize":  # int8 -> int8 QUANTIZE; in a float model the same values
             if quant:

@@ -67,7 +67,7 @@ def _moved(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
         y = torch.cat(flats, dim=1)[:, index]
     else:
         pos = torch.from_numpy(moves.reduce_positions(node.attrs["reduce"], flats[0].shape[1], n_out))
-        y = flats[0][:, pos].amax(dim=2)
+        y = flats[0][:, pos].amax(dim=2) if node.op == "reduce_max" else flats[0][:, pos].mean(dim=2)
     return _from_device_flat(y, shape)
 
 
@@ -108,7 +108,7 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return torch.softmax(xs[0] * a.get("beta", 1.0), dim=-1)
     if node.op == "concat":
         return torch.cat(xs, dim=1)
-    if node.op in ("copy", "reduce_max"):
+    if node.op in ("copy", "reduce_max", "mean_reduce"):
         return _moved(node, xs)
     if node.op == "sigmoid":
         return torch.sigmoid(xs[0])

@@ -187,6 +187,10 @@ def check_model(qm) -> None:
         elif node.op == "mean":
             _, h, w = qm.graph.shapes[node.inputs[0]]
             check_mean(node, p, h * w)
+        elif node.op == "mean_reduce":
+            from .moves import reduce_count
+
+            check_mean(node, p, reduce_count(node.attrs["reduce"]))
         elif node.op in ("maxpool2d", "avgpool2d", "global_avgpool", "relu", "relu6", "clamp"):
             clamp_bounds(node, p)
         elif node.op in ("maximum", "minimum"):

@@ -201,6 +201,8 @@ typedef struct {
     int32_t inner_stride[5];
 } nupes_reduce_t;
 void nupes_reduce_max_s8(const int8_t *src, int8_t *dst, const nupes_reduce_t *r);
+/* MEAN over any axes: as nupes_mean_s8, each output summing the inner loops' values. */
+void nupes_mean_reduce_s8(const int8_t *src, int8_t *dst, const nupes_reduce_t *r, const nupes_mean_params_t *p);
 
 /* TFLite Micro's int8 SOFTMAX over each of `rows` rows of `cols` values (1 <= cols <= 4095); output
  * scale 1/256, zero point -128. input_multiplier, input_left_shift (0..31) and diff_min (<= 0) are

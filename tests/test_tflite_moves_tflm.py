@@ -167,8 +167,41 @@ def max_min() -> bytes:
     return m.finish(x, out)
 
 
+def means_over_other_axes() -> bytes:
+    """MEAN over the channels (keep_dims), over H only (no keep_dims), and over all of a rank-3
+    tensor's non-batch axes, each to its own output scale (QuantizedMeanOrSum)."""
+    m = Model()
+    x = m.act([1, 5, 4, 6], 0.04, 7)
+    c = m.act([1, 5, 4, 6], 0.05, -20)
+    m.conv(x, 0.04, (5, 4, 6), 6, c)
+    ch = m.act([1, 5, 4, 1], 0.011, -3)
+    m.mean(c, [3], True, ch)
+    rows = m.act([1, 4, 6], 0.032, 9)
+    m.mean(c, [1], False, rows)
+    both = m.act([1, 1, 1], 0.02, -1)
+    m.mean(rows, [1, 2], True, both)
+    f1 = m.act([1, 20], 0.011, -3)
+    m.reshape(ch, [1, 20], f1)
+    f2 = m.act([1, 24], 0.032, 9)
+    m.reshape(rows, [1, 24], f2)
+    o1 = m.act([1, 3], 0.1, 0)
+    m.fc(f1, 0.011, 20, 3, o1)
+    o2 = m.act([1, 3], 0.1, 0)
+    m.fc(f2, 0.032, 24, 3, o2)
+    f3 = m.act([1, 1], 0.02, -1)
+    m.reshape(both, [1, 1], f3)
+    o3 = m.act([1, 3], 0.1, 0)
+    m.fc(f3, 0.02, 1, 3, o3)
+    s12 = m.act([1, 3], 0.1, 0)
+    m.b.op(S.BuiltinOperator.ADD, 2, [o1, o2], [s12], S.BuiltinOptions.AddOptions, S.AddOptionsT())
+    out = m.act([1, 3], 0.1, 0)
+    m.b.op(S.BuiltinOperator.ADD, 2, [s12, o3], [out], S.BuiltinOptions.AddOptions, S.AddOptionsT())
+    return m.finish(x, out)
+
+
 CASES = {"keras-flatten": keras_flatten, "sequence-rearranged": sequence_rearranged,
-         "rank5-and-reduce-max": rank5_and_reduce_max, "max-min-and-clamps": max_min}
+         "rank5-and-reduce-max": rank5_and_reduce_max, "max-min-and-clamps": max_min,
+         "means-over-other-axes": means_over_other_axes}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -234,11 +267,13 @@ def test_a_tampered_move_is_refused_before_any_code_is_generated():
 
 
 @pytest.mark.skipif(__import__("shutil").which("qemu-system-arm") is None, reason="make setup installs qemu-system-arm")
-def test_moves_on_the_emulated_stm32(tmp_path):
-    """The C moves and REDUCE_MAX on the board: equal to the reference and to TFLite Micro on the file."""
+@pytest.mark.parametrize("case", ["rank5-and-reduce-max", "means-over-other-axes"])
+def test_moves_on_the_emulated_stm32(case, tmp_path):
+    """The C moves, REDUCE_MAX and MEAN over other axes on the board: equal to the reference and to
+    TFLite Micro on the file."""
     from nupes_edge import api, artifact
 
-    qm = quantize_graph(import_tflite_bytes(rank5_and_reduce_max(), "m.tflite"), None, "uniform", 8, name="m")
+    qm = quantize_graph(import_tflite_bytes(CASES[case](), "m.tflite"), None, "uniform", 8, name="m")
     artifact.save(qm, str(tmp_path / "m.nq"))
     _, rep = api.run_emulated(str(tmp_path / "m.nq"), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
     assert rep.n == 10 and rep.mismatches == 0 and rep.original["mismatches"] == 0

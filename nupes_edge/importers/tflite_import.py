@@ -119,7 +119,7 @@ OPERATORS = {
             "kernels/mul_common.cc, reference_integer_ops::Mul / BroadcastMul4DSlow"),
     "MAX_POOL_2D": ("maxpool2d", "padding up to half the kernel", "kernels/pooling.cc, reference_integer_ops::MaxPool"),
     "AVERAGE_POOL_2D": ("avgpool2d / global_avgpool", "no padding", "kernels/pooling.cc, reference_integer_ops::AveragePool"),
-    "MEAN": ("mean", "over H, W of N×H×W×C or T of N×T×C, either keep_dims, any output scale",
+    "MEAN": ("mean (H, W of N×H×W×C or T of N×T×C), else mean_reduce", "any axes, either keep_dims, any output scale",
              "kernels/reduce_common.cc, reference_ops::QuantizedMeanOrSum"),
     "PAD": ("(folded into the next conv / pool)", "spatial padding only", "kernels/pad.cc"),
     "RESHAPE": ("reshape (no copy)", "any shape of batch 1", "kernels/reshape.cc (a byte copy)"),
@@ -602,13 +602,13 @@ class _Reader:
         v = float(value.ravel()[0])
         self.emit(k, "clamp", [x], out, {"lo": v, "hi": None} if name == "MAXIMUM" else {"lo": None, "hi": v})
 
-    def reduce_max(self, k: int, ins: list[int], out: int, o) -> None:
-        """REDUCE_MAX over any axes: TFLite Micro takes the largest code, and requires the input's scale
-        at the output."""
+    def reduce(self, k: int, name: str, ins: list[int], out: int, o) -> None:
+        """REDUCE_MAX (the largest code; TFLite Micro requires the input's scale at the output) or MEAN
+        (QuantizedMeanOrSum, to its own output quantization) over any axes, either keep_dims."""
         try:
             x = self.index(ins[0])
             rank = x.ndim
-            axes = sorted({int(v) % max(rank, 1) for v in self.const(ins[1], "axes", "REDUCE_MAX", raw=True).ravel()})
+            axes = sorted({int(v) % max(rank, 1) for v in self.const(ins[1], "axes", name, raw=True).ravel()})
             kept = [a for a in range(rank) if a not in axes]
             want = [x.shape[a] if a in kept else 1 for a in range(rank)] if o is not None and o.keepDims \
                 else [x.shape[a] for a in kept]
@@ -616,8 +616,11 @@ class _Reader:
                 raise ValueError(f"output shape {self.shape_of(out)}, expected {want}")
             reduce = moves.reduce_move(x.transpose(kept + axes), len(kept))
         except (ValueError, IndexError) as e:
-            raise NupesError(f"{self.origin}: operator {k} (REDUCE_MAX): {str(e)[:200]}") from None
+            raise NupesError(f"{self.origin}: operator {k} ({name}): {str(e)[:200]}") from None
         qi, qo = self.quant_of(ins[0]), self.quant_of(out)
+        if name == "MEAN":
+            self.emit(k, "mean_reduce", [ins[0]], out, {"shape": list(_chw_any(self.shape_of(out))), "reduce": reduce})
+            return
         if qi is not None and qo is not None and qi[0] != qo[0]:
             raise NupesError(f"{self.origin}: operator {k} (REDUCE_MAX): output scale {qo[0]} differs from the input's "
                              f"{qi[0]} (TFLite Micro refuses this too)")
@@ -747,9 +750,9 @@ class _Reader:
                 rank = len(self.t(ins[0]).shape)
                 axes = sorted({int(v) % max(rank, 1) for v in self.const(ins[1], "axes", name, raw=True).ravel()})
                 spatial = {4: [1, 2], 3: [1]}.get(rank)
-                if axes != spatial:
-                    raise NupesError(f"{self.origin}: operator {k} (MEAN over axes {axes} of a rank-{rank} tensor): only "
-                                     "the mean over the spatial axes (H and W of N×H×W×C, or T of N×T×C) is supported")
+                if axes != spatial:  # any other axes: the general walk (the same arithmetic)
+                    self.reduce(k, "MEAN", ins, outs[0], o)
+                    continue
                 keep = o is not None and o.keepDims
                 if keep:
                     self.emit(k, "mean", [ins[0]], outs[0])
@@ -781,7 +784,7 @@ class _Reader:
             elif name in MOVE_OPS:
                 self.moves_op(k, name, ins, outs, o)
             elif name == "REDUCE_MAX":
-                self.reduce_max(k, ins, outs[0], o)
+                self.reduce(k, name, ins, outs[0], o)
             elif name in ("MAXIMUM", "MINIMUM"):
                 self.maximum_minimum(k, name, ins[:2], outs[0])
             elif name in ("LOGISTIC", "TANH", "HARD_SWISH"):

@@ -140,6 +140,17 @@ def reduce_max(x: np.ndarray, node) -> np.ndarray:
     return from_device(flat[:, pos].max(axis=2), shape)
 
 
+def mean_reduce(x: np.ndarray, node, p: IntMean) -> np.ndarray:
+    """TFLite Micro's int8 MEAN over any axes (reference_ops::QuantizedMeanOrSum): each output's codes
+    summed, less count x the input zero point, rescaled, plus the output zero point."""
+    shape = tuple(node.attrs["shape"])
+    flat = to_device(x)
+    pos = moves.reduce_positions(node.attrs["reduce"], flat.shape[1], math.prod(shape))
+    shifted = flat[:, pos].astype(np.int64).sum(axis=2) - p.in_zp * p.count
+    y = np.clip(multiply_by_quantized_multiplier(shifted, p.mult, p.shift) + p.out_zp, -128, 127)
+    return from_device(y, shape)
+
+
 def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
     """Run the integer model on int8 inputs (N, *input_shape); returns int8 outputs."""
     if len(xq) > chunk and record is None:  # bounded memory: the im2col views grow with N
@@ -181,6 +192,8 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = copy(xs, node)
         elif node.op == "reduce_max":
             y = reduce_max(xs[0], node)
+        elif node.op == "mean_reduce":
+            y = mean_reduce(xs[0], node, p)
         elif node.op in TABLE_OPS:
             y = np.asarray(p.table, np.int64)[xs[0] + 128]
         elif node.op == "softmax":

@@ -21,6 +21,7 @@ from ..intparams import IntAdd, IntClamp, IntLayer, IntMean, IntMul, IntSoftmax,
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..intref.softmax import softmax_params
 from ..ir import TABLE_OPS, Graph, Node
+from ..moves import reduce_count
 from ..packing import pack_rows
 from .power import encode, make_lut, max_table_shift, qmax, round_half_away
 from .types import ActQuant, LayerWeights
@@ -208,6 +209,9 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
             elif node.op == "mean":
                 _, h, w = graph.shapes[node.inputs[0]]
                 params[node.name] = lower_mean(node, h * w, act[node.inputs[0]], act[node.output])
+            elif node.op == "mean_reduce":
+                params[node.name] = lower_mean(node, reduce_count(node.attrs["reduce"]), act[node.inputs[0]],
+                                               act[node.output])
             elif node.op == "softmax":
                 params[node.name] = lower_softmax(node, act[node.inputs[0]], act[node.output])
             elif node.op in TABLE_OPS:
