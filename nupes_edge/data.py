@@ -55,6 +55,9 @@ def load_data(spec: str, split: str = "test", input_shape: tuple[int, ...] | Non
 def to_graph_layout(x: np.ndarray, input_shape: tuple[int, ...] | None, layout: str, what: str) -> np.ndarray:
     """Data as the model's source takes it -> the graph's C x H x W. A .tflite model takes
     N x H x W x C; anything else is refused with the layout it expects."""
+    if layout != "NHWC" and input_shape is not None and len(input_shape) == 3 and input_shape[1] == 1 \
+            and x.ndim == 3 and tuple(x.shape[1:]) == (input_shape[0], input_shape[2]):
+        return x.reshape(len(x), input_shape[0], 1, input_shape[2])  # PyTorch's N x C x L (a Conv1d model)
     if layout != "NHWC" or input_shape is None or len(input_shape) != 3:
         return x
     c, h, w = input_shape

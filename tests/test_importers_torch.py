@@ -134,3 +134,46 @@ def test_unreadable_pt2_is_a_clear_error(tmp_path):
         import_pt2(str(bad))
     with pytest.raises(NupesError, match="no such file"):
         import_pt2(str(tmp_path / "missing.pt2"))
+
+
+def test_conv1d_models_import_as_one_row_images(tmp_path):
+    """Conv1d, max/avg_pool1d, a mean over the sequence and an elementwise mul (issue: models users
+    bring): an N x C x L model is a C x 1 x L graph, equal to torch in float and bit-exact on the
+    host build; its data is taken as N x C x L."""
+    import torch.nn.functional as F
+
+    from nupes_edge import build, torch_exec
+    from nupes_edge.data import load_data
+    from nupes_edge.intref import run_int
+    from nupes_edge.layout import from_device, to_device
+    from nupes_edge.quant.driver import quantize_graph
+
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = torch.nn.Conv1d(3, 8, 5, padding=2)
+            self.c2 = torch.nn.Conv1d(8, 8, 3, stride=2, padding=1, groups=8)
+            self.c3 = torch.nn.Conv1d(8, 6, 3, padding="same")
+            self.fc = torch.nn.Linear(24, 4)
+
+        def forward(self, x):
+            x = F.max_pool1d(torch.relu(self.c1(x)), 2)
+            x = F.avg_pool1d(self.c3(torch.relu(self.c2(x))), 2)
+            return self.fc(torch.flatten(x.mean(dim=-1, keepdim=True) * x, 1))
+
+    net = Net().eval()
+    x = torch.randn(48, 3, 32)
+    g = import_module(net, x[:1], "seq")
+    assert g.input_shape == (3, 1, 32) and [n.op for n in g.nodes][:2] == ["conv2d", "maxpool2d"]
+    np.testing.assert_allclose(torch_exec.run(g, x.reshape(48, 3, 1, 32)).detach().numpy(), net(x).detach().numpy(),
+                               atol=1e-5)
+    np.savez(tmp_path / "d.npz", x=x.numpy())
+    xs, _ = load_data(str(tmp_path / "d.npz"), input_shape=g.input_shape)
+    assert xs.shape == (48, 3, 1, 32)
+    qm = quantize_graph(g, xs, "nupes", 4, name="seq", progress=False)
+    xq = np.random.default_rng(0).integers(-128, 128, (8, *g.input_shape)).astype(np.int8)
+    hb = build.build_host(qm, str(tmp_path / "b"))
+    got = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
+    np.testing.assert_array_equal(got, run_int(qm, xq))

@@ -68,6 +68,17 @@ def _source(fx_node, origin: str) -> str:
     return ", ".join(parts)
 
 
+def _one(v, default) -> tuple[int, int]:
+    """A 1-D operator's size as the (H, W) pair of its 2-D form: (1, v) (a sequence is one row)."""
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        v = default
+    if isinstance(v, (list, tuple)):
+        if len(v) != 1:
+            raise ValueError(f"{list(v)} is not one size")
+        v = v[0]
+    return (1, int(v))
+
+
 def _pair(v, default=None) -> tuple[int, int]:
     if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
         v = default
@@ -127,8 +138,15 @@ class _Importer:
     # -- ops -----------------------------------------------------------------------------------
     def conv(self, n, x, w, b, stride, padding, dilation, groups):
         w = self.param(n, w)
+        if w.ndim == 3:  # Conv1d on N x C x L: the 2-D convolution of a one-row image (kernel 1 x K)
+            w = w[:, :, None, :]
+            try:
+                stride, dilation = _one(stride, 1), _one(dilation, 1)
+                padding = padding if isinstance(padding, str) else (0, _one(padding, 0)[1])
+            except ValueError as e:
+                raise self.err(n, f"Conv1d with {e}") from None
         if w.ndim != 4:
-            raise self.err(n, f"only 2-D convolution is supported (weight shape {w.shape})")
+            raise self.err(n, f"only 1-D and 2-D convolutions are supported (weight shape {w.shape})")
         if _pair(dilation, 1) != (1, 1):
             raise self.err(n, f"dilation {list(_pair(dilation, 1))} is not supported")
         if isinstance(padding, str):
@@ -231,6 +249,26 @@ class _Importer:
             if a[6]:
                 raise self.err(n, "transposed convolution is not supported")
             self.conv(n, a[0], a[1], a[2], a[3], a[4], a[5], a[8])
+        elif t in (aten.conv1d.default, aten.conv1d.padding):
+            self.conv(n, arg(0, "input"), arg(1, "weight"), arg(2, "bias"), arg(3, "stride", 1),
+                      arg(4, "padding", 0), arg(5, "dilation", 1), arg(6, "groups", 1))
+        elif t in (aten.max_pool1d.default, aten.max_pool1d_with_indices.default):
+            if _one(arg(4, "dilation", 1), 1) != (1, 1):
+                raise self.err(n, "max pooling with dilation is not supported")
+            k = _one(a[1], None)
+            self.pool(n, "maxpool2d", a[0], k, _one(arg(2, "stride"), k[1]), (0, _one(arg(3, "padding", 0), 0)[1]),
+                      arg(5, "ceil_mode", False))
+            if t is aten.max_pool1d_with_indices.default:
+                self.env[n] = [self.env[n], None]
+        elif t is aten.avg_pool1d.default:
+            k = _one(a[1], None)
+            pad = _one(arg(3, "padding", 0), 0)
+            self.pool(n, "avgpool2d", a[0], k, _one(arg(2, "stride"), k[1]), (0, pad[1]), arg(4, "ceil_mode", False),
+                      bool(arg(5, "count_include_pad", True)) or not pad[1])
+        elif t is aten.adaptive_avg_pool1d.default:
+            if _one(a[1], None) != (1, 1):
+                raise self.err(n, f"adaptive average pooling to {list(a[1])} is not supported (only 1)")
+            self.emit(n, "global_avgpool", [self.tensor(n, a[0])])
         elif t is aten.linear.default:
             self.linear(n, a[0], a[1], arg(2, "bias"))
         elif t is aten.permute.default and isinstance(self.env.get(a[0]), tuple) and self.env[a[0]][0] == "p":
@@ -282,8 +320,9 @@ class _Importer:
                 raise self.err(n, f"adaptive average pooling to {list(a[1])} is not supported (only 1×1)")
             self.emit(n, "global_avgpool", [self.tensor(n, a[0])])
         elif t is aten.mean.dim:
-            dims = sorted(d % 4 for d in a[1])
-            if dims != [2, 3]:
+            rank = len(n.args[0].meta["val"].shape)
+            dims = sorted(d % rank for d in a[1])
+            if dims != ([2, 3] if rank == 4 else [2]):
                 raise self.err(n, f"mean over dims {list(a[1])} is not supported (only spatial H, W)")
             out = self.emit(n, "global_avgpool", [self.tensor(n, a[0])])
             if not arg(2, "keepdim", False):
@@ -360,8 +399,10 @@ class _Importer:
             raise NupesError(f"{self.origin}: the model takes {len(user_inputs)} inputs; only one is supported")
         inp = user_inputs[0]
         shape = tuple(inp.meta["val"].shape)
-        if len(shape) not in (2, 4):
-            raise NupesError(f"{self.origin}: input shape {list(shape)} is not N×C×H×W or N×F")
+        if len(shape) not in (2, 3, 4):
+            raise NupesError(f"{self.origin}: input shape {list(shape)} is not N×C×H×W, N×C×L or N×F")
+        if len(shape) == 3:  # N x C x L (Conv1d): one row of L pixels of C channels
+            shape = (shape[0], shape[1], 1, shape[2])
         graph = Graph(input_name=inp.name, input_shape=shape[1:], output_name=output_name,
                       nodes=self.nodes, output_softmax=self.softmax_tensor is not None)
         if not graph.nodes:
