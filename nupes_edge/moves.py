@@ -78,6 +78,34 @@ def affine_move(src: np.ndarray, dst: np.ndarray) -> list[int]:
     return [*([1] * pad), *counts, s0, *([0] * pad), *ss, d0, *([0] * pad), *ds]
 
 
+def nearest_rows(out_size: int, in_size: int, align_corners: bool = False, half_pixel_centers: bool = False) -> np.ndarray:
+    """The input row (or column) each output row reads in a nearest-neighbour resize: TFLite Micro's
+    GetNearestNeighbor, in float32 as it computes (PyTorch's 'nearest' is the plain case)."""
+    f32 = np.float32
+    scale = (f32(in_size - 1) / f32(out_size - 1)) if align_corners and out_size > 1 else f32(in_size) / f32(out_size)
+    pos = (np.arange(out_size, dtype=f32) + f32(0.5 if half_pixel_centers else 0.0)) * scale
+    pos = np.floor(pos + f32(0.5)) if align_corners else np.floor(pos)  # TfLiteRound: half away from 0 (pos >= 0)
+    out = np.minimum(pos.astype(np.int64), in_size - 1)
+    return np.maximum(out, 0) if half_pixel_centers else out
+
+
+def repeats_split(src: np.ndarray, dst: np.ndarray, maps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """An upsampling's index arrays with each axis that repeats every input row f times (maps[i]
+    for axis i + 1) split into (rows, f), so that the positions are strided in every axis."""
+    axis = 1
+    for m in maps:
+        n = len(m)
+        f = int(np.sum(m == m[0]))
+        if f > 1 and n % f == 0 and np.array_equal(m, np.repeat(m[::f], f)):
+            shape = list(src.shape)
+            shape[axis:axis + 1] = [n // f, f]
+            src, dst = src.reshape(shape), dst.reshape(shape)
+            axis += 2
+        else:
+            axis += 1
+    return src, dst
+
+
 def unpack(move) -> tuple[list[int], int, list[int], int, list[int]]:
     m = [int(v) for v in move]
     return m[:DIMS], m[DIMS], m[DIMS + 1:2 * DIMS + 1], m[2 * DIMS + 1], m[2 * DIMS + 2:]

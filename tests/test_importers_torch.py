@@ -177,3 +177,26 @@ def test_conv1d_models_import_as_one_row_images(tmp_path):
     hb = build.build_host(qm, str(tmp_path / "b"))
     got = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
     np.testing.assert_array_equal(got, run_int(qm, xq))
+
+
+def test_nearest_upsampling_is_a_byte_move(tmp_path):
+    """nn.Upsample / F.interpolate(mode='nearest') by 2 and by (2, 3): equal to torch in float, and the
+    host build equals the integer reference."""
+    from nupes_edge import build, torch_exec
+    from nupes_edge.intref import run_int
+    from nupes_edge.layout import from_device, to_device
+    from nupes_edge.quant.driver import quantize_graph
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Upsample(scale_factor=2),
+                              torch.nn.Conv2d(4, 3, 3, padding=1), torch.nn.Upsample(scale_factor=(2, 3)),
+                              torch.nn.Flatten(), torch.nn.Linear(3 * 20 * 30, 5)).eval()
+    x = torch.randn(16, 2, 5, 5)
+    g = import_module(net, x[:1], "up")
+    assert [n.op for n in g.nodes].count("copy") == 2
+    np.testing.assert_allclose(torch_exec.run(g, x).detach().numpy(), net(x).detach().numpy(), atol=1e-5)
+    qm = quantize_graph(g, x.numpy(), "uniform", 8, name="up", progress=False)
+    xq = np.random.default_rng(0).integers(-128, 128, (6, *g.input_shape)).astype(np.int8)
+    hb = build.build_host(qm, str(tmp_path / "b"))
+    got = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
+    np.testing.assert_array_equal(got, run_int(qm, xq))

@@ -278,3 +278,31 @@ def test_moves_on_the_emulated_stm32(case, tmp_path):
     _, rep = api.run_emulated(str(tmp_path / "m.nq"), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
     assert rep.n == 10 and rep.mismatches == 0 and rep.original["mismatches"] == 0
 
+
+
+@pytest.mark.parametrize("size,align,half", [((8, 6), False, False), ((8, 6), False, True), ((8, 6), True, False),
+                                             ((2, 3), False, False)])
+def test_resize_nearest_neighbor_equals_tflite_micro(size, align, half, tmp_path):
+    """RESIZE_NEAREST_NEIGHBOR (x2 up, with each corner/centre option, and x1/2 down) is a byte move:
+    the kept model, its host build and its export give TFLite Micro's bytes."""
+    m = Model()
+    x = m.act([1, 4, 3, 5], 0.05, 3)
+    y = m.act([1, *size, 5], 0.05, 3)
+    o = S.ResizeNearestNeighborOptionsT()
+    o.alignCorners, o.halfPixelCenters = align, half
+    m.b.op(S.BuiltinOperator.RESIZE_NEAREST_NEIGHBOR, 3, [x, _ints(m, list(size))], [y],
+           S.BuiltinOptions.ResizeNearestNeighborOptions, o)
+    flat = m.act([1, size[0] * size[1] * 5], 0.05, 3)
+    m.reshape(y, [1, size[0] * size[1] * 5], flat)
+    out = m.act([1, 3], 0.1, 0)
+    m.fc(flat, 0.05, size[0] * size[1] * 5, 3, out)
+    data = m.finish(x, out)
+    g = import_tflite_bytes(data, "resize.tflite")
+    qm = quantize_graph(g, None, "uniform", 8, name="m")
+    xq = inputs(g)
+    want = run_source(data, to_device(xq), qm.input_q)
+    np.testing.assert_array_equal(reference_rows(qm, xq, False), want)
+    hb = build.build_host(qm, str(tmp_path / "host"))
+    np.testing.assert_array_equal(from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape),
+                                  run_int(qm, xq))
+    np.testing.assert_array_equal(tflm_rows(tflite_export.export(qm, "int8"), xq), want)

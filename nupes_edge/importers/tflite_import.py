@@ -138,6 +138,9 @@ OPERATORS = {
                       "masks; no ellipsis or new-axis mask, no offset", "kernels/strided_slice.cc (a byte copy)"),
     "PACK": ("copy (strided byte moves), or folded on constants", "any axis", "kernels/pack.cc (a byte copy)"),
     "UNPACK": ("copy (one per output)", "any axis", "kernels/unpack.cc (a byte copy)"),
+    "RESIZE_NEAREST_NEIGHBOR": ("copy (strided byte moves)", "N×H×W×C; scales whose row map is strided (integer "
+                                "factors, any align_corners / half_pixel_centers)",
+                                "kernels/resize_nearest_neighbor.cc, reference_ops::ResizeNearestNeighbor"),
     "SPLIT": ("copy (one per output)", "any axis", "kernels/split.cc (a byte copy)"),
     "SPLIT_V": ("copy (one per output)", "any axis, constant sizes", "kernels/split_v.cc (a byte copy)"),
     "REDUCE_MAX": ("reduce_max", "any axes, either keep_dims; input and output share the scale",
@@ -164,7 +167,7 @@ FOLDABLE = ("SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "CAST", "RESHAPE"
 # Operators mapped only when folded (their activations versions are not)
 FOLD_ONLY = ("SHAPE", "CAST", "GATHER")
 # Operators that only rearrange values: byte moves (moves.py) on int8 or float tensors of any rank
-MOVE_OPS = ("TRANSPOSE", "STRIDED_SLICE", "PACK", "UNPACK", "SPLIT", "SPLIT_V")
+MOVE_OPS = ("TRANSPOSE", "STRIDED_SLICE", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "RESIZE_NEAREST_NEIGHBOR")
 AFTER_SOFTMAX = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")
 
 
@@ -516,6 +519,19 @@ class _Reader:
                 if sorted(perm) != list(range(x.ndim)):
                     raise ValueError(f"permutation {perm} of a rank-{x.ndim} tensor")
                 groups = [(outs[0], [(ins[0], x.transpose(perm), None)])]
+            elif name == "RESIZE_NEAREST_NEIGHBOR":
+                x = self.index(ins[0])
+                out_shape = self.shape_of(outs[0])
+                if x.ndim != 4 or len(out_shape) != 4:
+                    raise ValueError("only N x H x W x C tensors")
+                size = [int(v) for v in self.const(ins[1], "size", name, raw=True).ravel()]
+                if size != out_shape[1:3]:
+                    raise ValueError(f"size {size} differs from the output's declared {out_shape[1:3]}")
+                align, half = bool(getattr(o, "alignCorners", False)), bool(getattr(o, "halfPixelCenters", False))
+                ys = moves.nearest_rows(size[0], x.shape[1], align, half)
+                xs = moves.nearest_rows(size[1], x.shape[2], align, half)
+                src, dst = moves.repeats_split(x[:, ys][:, :, xs], self.index(outs[0]), [ys, xs])
+                groups = [(outs[0], [(ins[0], src, dst)])]
             elif name == "STRIDED_SLICE":
                 begin, end, strides = (self.const(i, what, name, raw=True).ravel()
                                        for i, what in zip(ins[1:4], ("begin", "end", "strides")))

@@ -212,6 +212,23 @@ class _Importer:
         attrs = {"kernel": [kh, kw], "stride": [sh, sw], "pads": [ph, pw, ph, pw]}
         self.emit(n, op, [self.tensor(n, x)], attrs)
 
+    def upsample_nearest(self, n, x):
+        """F.interpolate(mode='nearest') / nn.Upsample: each output pixel a copy of one input pixel, a
+        byte move (moves.py) when the factors make strided positions (integer factors do)."""
+        from .. import moves
+
+        c, h, w = self.shape_of(n.args[0])
+        _, oh, ow = self.shape_of(n)
+        index = np.arange(h * w * c, dtype=np.int64).reshape(1, h, w, c)
+        ys, xs = moves.nearest_rows(oh, h), moves.nearest_rows(ow, w)
+        src, dst = moves.repeats_split(index[:, ys][:, :, xs], np.arange(oh * ow * c, dtype=np.int64).reshape(1, oh, ow, c),
+                                       [ys, xs])
+        try:
+            move = moves.affine_move(src, dst)
+        except moves.MoveError as e:
+            raise self.err(n, f"nearest resize {h}x{w} -> {oh}x{ow}: {e} (integer scale factors are supported)") from None
+        self.emit(n, "copy", [self.tensor(n, x)], {"shape": [c, oh, ow], "moves": [move]})
+
     def reshape(self, n, x, shape_out):
         t = self.tensor(n, x)
         if len(shape_out) == 2:
@@ -269,6 +286,8 @@ class _Importer:
             if _one(a[1], None) != (1, 1):
                 raise self.err(n, f"adaptive average pooling to {list(a[1])} is not supported (only 1)")
             self.emit(n, "global_avgpool", [self.tensor(n, a[0])])
+        elif t in (aten.upsample_nearest2d.vec, aten.upsample_nearest2d.default):
+            self.upsample_nearest(n, a[0])
         elif t is aten.linear.default:
             self.linear(n, a[0], a[1], arg(2, "bias"))
         elif t is aten.permute.default and isinstance(self.env.get(a[0]), tuple) and self.env[a[0]][0] == "p":
