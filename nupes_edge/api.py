@@ -202,7 +202,7 @@ def verify_host(model_path: str, data: str | None = None, n: int = 200, out_dir:
     return compare(qm, x, y, ref, out)
 
 
-def build_board(model_path: str, board_name: str, out_dir: str, ram_budget: int | str | None = None):
+def build_board(model_path: str, board_name: str, out_dir: str, ram_budget: int | str | None = None, before_swap=None):
     """Generate and cross-compile firmware for a board; returns firmware.FirmwareBuild.
     ``ram_budget`` (bytes or a size such as '96K'): the fastest arena plan whose arena + scratch fits it
     (firmware.ram_plan)."""
@@ -210,7 +210,8 @@ def build_board(model_path: str, board_name: str, out_dir: str, ram_budget: int 
 
     board = boards.get(board_name)
     qm = artifact.load(model_path)
-    return firmware.build_firmware(qm, board, out_dir, model_file=model_path, ram_budget=_size(ram_budget))
+    return firmware.build_firmware(qm, board, out_dir, model_file=model_path, ram_budget=_size(ram_budget),
+                                   before_swap=before_swap)
 
 
 def _size(value) -> int | None:

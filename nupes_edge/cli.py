@@ -301,9 +301,12 @@ def cmd_build(args) -> int:
         _emit({**hb.generated.report, "runner": hb.runner, "board": "host"}, args.json,
               f"built {hb.runner}\n" + _memory_text(hb.generated.report))
         return 0
-    fb = api.build_board(model, board, out, args.ram_budget)
+    def write_report(work: str, built) -> None:  # inside the new folder, before it replaces the old one
+        _report_beside(model, work, {**built.sizes, "board": built.board.name})
+
+    fb = api.build_board(model, board, out, args.ram_budget, before_swap=write_report)
     copy = os.path.join(out, "model.nq")  # the quantized model, beside the firmware built from it
-    report = _report_beside(model, out, {**fb.sizes, "board": fb.board.name})
+    report = os.path.join(out, "report.html")
     result = {**fb.sizes, "elf": fb.elf, "bin": fb.bin, "board": fb.board.name, "model": copy, "report": report}
     text = fb.text() + f"\n  model.nq: {model} (copied to {copy})\n  report: {report}"
     if key is None:

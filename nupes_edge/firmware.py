@@ -119,11 +119,13 @@ def ram_plan(qm: QuantModel, budget: int | None) -> bool | None:
 
 
 def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None = None,
-                   model_file: str | None = None, ram_budget: int | None = None) -> FirmwareBuild:
+                   model_file: str | None = None, ram_budget: int | None = None, before_swap=None) -> FirmwareBuild:
     """Generate, cross-compile and size the firmware in ``out_dir`` (with a copy of ``model_file``
     as model.nq beside it). One build at a time per folder (a second one waits); the folder is
     replaced whole on success and left as it was on failure. ``ram_budget``: see ram_plan; without
-    one, a model whose fastest plan overflows the board's RAM is built with the least-RAM plan."""
+    one, a model whose fastest plan overflows the board's RAM is built with the least-RAM plan.
+    ``before_swap(work_dir, build)`` adds files (the report) before the folder is replaced, so an
+    interruption there leaves the previous build whole."""
     inplace = ram_plan(qm, ram_budget)
     with folder_lock(out_dir, "firmware build"), fresh_folder(out_dir) as work:
         try:
@@ -136,6 +138,8 @@ def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str 
                   f"(arena {fb.sizes['arena_bytes']:,} B)", file=sys.stderr)
         if model_file:
             shutil.copyfile(model_file, os.path.join(work, "model.nq"))
+        if before_swap is not None:
+            before_swap(work, fb)
     final = {p: os.path.join(out_dir, os.path.relpath(p, work)) for p in (fb.elf, fb.bin)}  # after the move
     return FirmwareBuild(fb.board, final[fb.elf], final[fb.bin], fb.generated, fb.sizes)
 
