@@ -159,6 +159,23 @@ def uint8_in_float_out() -> bytes:
     return m.finish(x, out)
 
 
+def uint8_in_uint8_out() -> bytes:
+    """uint8 at both edges: QUANTIZE uint8 -> int8 first, int8 -> uint8 last (zero points moved by 128)."""
+    m = Model()
+    x = m.act([1, 5, 5, 2], 0.02, 130, np.uint8)
+    xi = m.act([1, 5, 5, 2], 0.02, 2)
+    m.b.op(S.BuiltinOperator.QUANTIZE, 2, [x], [xi])
+    c = m.act([1, 5, 5, 3], 0.05, -128)
+    m.conv(xi, 0.02, (5, 5, 2), 3, c)
+    flat = m.act([1, 75], 0.05, -128)
+    m.reshape(c, [1, 75], flat)
+    logits = m.act([1, 4], 0.1, -7)
+    m.fc(flat, 0.05, 75, 4, logits)
+    out = m.act([1, 4], 0.1, 121, np.uint8)
+    m.b.op(S.BuiltinOperator.QUANTIZE, 2, [logits], [out])
+    return m.finish(x, out)
+
+
 def mul_silu_and_squeeze_excite(relu: bool = False) -> bytes:
     """MUL in both shapes the public models use it: x * sigmoid(x) (elementwise, equal shapes), then a
     squeeze-and-excite scale (a [1, 1, 1, C] operand broadcast over H x W)."""
@@ -218,6 +235,7 @@ CASES = {
     "bias-beyond-2^30": (lambda: flat_input_requantize_and_wide_dense(big_bias=True), False),
     "sequence-mean": (sequence_mean, False),
     "uint8-in-float-out": (uint8_in_float_out, True),
+    "uint8-in-uint8-out": (uint8_in_uint8_out, False),
     "mul-silu-and-squeeze-excite": (mul_silu_and_squeeze_excite, False),
     "mul-with-fused-relu": (lambda: mul_silu_and_squeeze_excite(relu=True), False),
 }
@@ -232,6 +250,8 @@ def test_kept_model_equals_tflite_micro_on_reference_host_and_export(case, tmp_p
     assert qm.meta["kept_from_file"]["weights"].startswith("int8 weights")
     xq = inputs(g)
     want = run_source(data, to_device(xq), qm.input_q)  # a uint8 file gets the same codes + 128
+    if want.dtype == np.uint8:  # ... and gives them + 128
+        want = (want.astype(np.int16) - 128).astype(np.int8)
     ref = reference_rows(qm, xq, float_out)
     assert ref.shape == want.shape
     np.testing.assert_array_equal(ref, want)

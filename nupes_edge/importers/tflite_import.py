@@ -125,7 +125,8 @@ OPERATORS = {
     "RESHAPE": ("reshape (no copy)", "any shape of batch 1", "kernels/reshape.cc (a byte copy)"),
     "SQUEEZE": ("reshape (no copy)", "as RESHAPE", "kernels/squeeze.cc (a byte copy)"),
     "EXPAND_DIMS": ("reshape (no copy)", "as RESHAPE", "kernels/expand_dims.cc (a byte copy)"),
-    "QUANTIZE": ("requantize (a 256-entry table) or none", "float32 or uint8 (zero point moved by 128) -> int8 at the input; int8 -> int8",
+    "QUANTIZE": ("requantize (a 256-entry table) or none", "float32 or uint8 (zero point moved by 128) -> int8 at the input; int8 -> int8; int8 -> "
+                 "uint8 (zero point moved by 128) at the output",
                  "kernels/quantize_common.cc, reference_ops::Requantize"),
     "DEQUANTIZE": ("none: the model outputs int8 with its scale and zero point", "int8 -> float32 at the output",
                    "kernels/dequantize_common.cc"),
@@ -417,7 +418,9 @@ class _Reader:
         for i, t in enumerate(self.sg.tensors or []):
             is_const = t.buffer < len(self.model.buffers) and self.model.buffers[t.buffer].data is not None \
                 and len(self.model.buffers[t.buffer].data) > 0
-            uint8_input = t.type == T.UINT8 and i in [int(v) for v in (self.sg.inputs if self.sg.inputs is not None else [])]
+            edges = [int(v) for v in (self.sg.inputs if self.sg.inputs is not None else [])] + \
+                [int(v) for v in (self.sg.outputs if self.sg.outputs is not None else [])]
+            uint8_input = t.type == T.UINT8 and i in edges  # a model input or output (QUANTIZE moves it by 128)
             # a variable tensor is an operator's own state (an LSTM's int16 cell state, an SVDF's memory): its
             # type belongs to that operator, named above, and does not make the model a 16x8 one
             if t.isVariable or i in state_of_unsupported:
@@ -662,7 +665,18 @@ class _Reader:
             if name in ("QUANTIZE", "DEQUANTIZE"):
                 qi, qo = self.quant_of(ins[0]), self.quant_of(outs[0])
                 if self.t(outs[0]).type == self.S.TensorType.UINT8:
-                    raise NupesError(f"{self.origin}: operator {k} ({name}): uint8 outputs are not supported yet")
+                    # a uint8 model output: kept when it only moves the zero point by 128 (the same bytes
+                    # with the top bit flipped); the model then gives the int8 codes
+                    q = self.t(outs[0]).quantization
+                    su = float(np.float32(q.scale[0])) if q is not None and q.scale is not None and len(q.scale) else None
+                    zu = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+                    model_outputs = [int(v) for v in (self.sg.outputs if self.sg.outputs is not None else [])]
+                    if name != "QUANTIZE" or qi is None or su != qi[0] or zu - 128 != qi[1] or outs[0] not in model_outputs:
+                        raise NupesError(f"{self.origin}: operator {k} ({name}): a uint8 output is supported as the model's "
+                                         f"output, from an int8 tensor of the same scale and its zero point moved by 128 "
+                                         f"(here int8 {qi} -> uint8 {su}, {zu})")
+                    self.alias[outs[0]] = self.alias.get(ins[0], ins[0])
+                    continue
                 if self.t(ins[0]).type == self.S.TensorType.UINT8:
                     # a uint8 model input (ST's model zoo): kept when the QUANTIZE only moves the zero point
                     # by 128 (the same bytes with the top bit flipped); the model then takes the int8 codes
