@@ -199,9 +199,34 @@ def means_over_other_axes() -> bytes:
     return m.finish(x, out)
 
 
+def dense_on_every_time_step() -> bytes:
+    """FULLY_CONNECTED on an N x T x F sequence (one row per time step, keep_num_dims) and on an N x H x
+    W x C image without keep_num_dims ([H*W, units] out), as Keras writes Dense on 3-D / 4-D input."""
+    m = Model()
+    x = m.act([1, 6, 5], 0.04, 2)
+    seq = m.act([1, 6, 7], 0.06, -10)
+    wt, ws = m.weights([7, 5], axis=0)
+    o = S.FullyConnectedOptionsT()
+    o.keepNumDims = True
+    o.fusedActivationFunction = S.ActivationFunctionType.RELU
+    m.b.op(S.BuiltinOperator.FULLY_CONNECTED, 9, [x, wt, m.bias(7, 0.04, ws)], [seq],
+           S.BuiltinOptions.FullyConnectedOptions, o)
+    img = m.act([1, 2, 3, 7], 0.06, -10)
+    m.reshape(seq, [1, 2, 3, 7], img)
+    rows = m.act([6, 4], 0.05, 3)
+    wt2, ws2 = m.weights([4, 7], axis=0)
+    m.b.op(S.BuiltinOperator.FULLY_CONNECTED, 9, [img, wt2, m.bias(4, 0.06, ws2)], [rows],
+           S.BuiltinOptions.FullyConnectedOptions, S.FullyConnectedOptionsT())
+    flat = m.act([1, 24], 0.05, 3)
+    m.reshape(rows, [1, 24], flat)
+    out = m.act([1, 3], 0.1, 0)
+    m.fc(flat, 0.05, 24, 3, out)
+    return m.finish(x, out)
+
+
 CASES = {"keras-flatten": keras_flatten, "sequence-rearranged": sequence_rearranged,
          "rank5-and-reduce-max": rank5_and_reduce_max, "max-min-and-clamps": max_min,
-         "means-over-other-axes": means_over_other_axes}
+         "means-over-other-axes": means_over_other_axes, "dense-on-every-time-step": dense_on_every_time_step}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

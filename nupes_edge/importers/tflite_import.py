@@ -112,7 +112,8 @@ OPERATORS = {
     "CONV_2D": ("conv2d", "any kernel, stride, SAME/VALID; dilation 1", "kernels/conv.cc, reference_integer_ops::ConvPerChannel"),
     "DEPTHWISE_CONV_2D": ("conv2d (groups = C)", "any depth multiplier; dilation 1",
                           "kernels/depthwise_conv.cc, reference_integer_ops::DepthwiseConvPerChannel"),
-    "FULLY_CONNECTED": ("linear", "an input of any rank holding one row (batch 1)",
+    "FULLY_CONNECTED": ("linear, or a 1×1 conv2d on every row", "an input of any rank: one row, or one per time "
+                        "step / pixel (a Dense layer on a sequence)",
                         "kernels/fully_connected.cc, reference_integer_ops::FullyConnected"),
     "ADD": ("add", "equal shapes (no broadcasting)", "kernels/add.cc, reference_integer_ops::Add"),
     "MUL": ("mul", "equal shapes, or one operand of one value per channel (squeeze-and-excite)",
@@ -597,6 +598,25 @@ class _Reader:
         except (ValueError, IndexError) as e:
             raise NupesError(f"{self.origin}: operator {k} ({name}): {str(e)[:200]}") from None
 
+    def dense_rows(self, k: int, ins: list[int], out: int, o, w: np.ndarray, shape: tuple[int, ...]) -> None:
+        """FULLY_CONNECTED on every row of an N×T×F or N×H×W×F input (a Dense layer on a sequence):
+        a 1×1 convolution over the F channels, the same sums in the same order (TFLite Micro's
+        FullyConnected per row is a 1×1 ConvPerChannel with one scale), then the file's output shape."""
+        units = w.shape[0]
+        bias = self.const(ins[2], "bias", "FULLY_CONNECTED") if len(ins) > 2 and ins[2] >= 0 else np.zeros(units, np.float32)
+        attrs = {"stride": [1, 1], "pads": [0, 0, 0, 0], "groups": 1}
+        want = _chw_any(self.t(out).shape)
+        if want == (units, *shape[1:]):
+            node = self.emit(k, "conv2d", [ins[0]], out, attrs, w.reshape(units, -1, 1, 1), bias.astype(np.float32))
+        else:  # e.g. [T, units] without keep_num_dims: the same bytes under the file's shape
+            node = self.emit_named(k, "dense_rows", "conv2d", [self.name(ins[0])], f"{self.name(out)}_rows", attrs)
+            node.weight, node.bias = w.reshape(units, -1, 1, 1).astype(np.float32), bias.astype(np.float32)
+            self.quant_like[node.output] = self.name(out)
+            flat = self.emit(k, "reshape", [], out, {"shape": list(want)})
+            flat.inputs = [node.output]
+        self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
+        self.keep_layer(node, ins, lambda a: a.reshape(a.shape[0], a.shape[1], 1, 1))
+
     def maximum_minimum(self, k: int, name: str, ins: list[int], out: int) -> None:
         """Two tensors of one shape (compared on their codes, as TFLite Micro does), or a tensor and one
         constant value (a clamp: tf.maximum(x, 0.0) and the like)."""
@@ -734,6 +754,9 @@ class _Reader:
                                      "are not 2-D")
                 src = ins[0]
                 shape = self.ir_shape(src, k, "input")
+                if len(shape) == 3 and shape[0] == w.shape[1] and math.prod(shape) != w.shape[1]:
+                    self.dense_rows(k, ins, outs[0], o, w, shape)  # one row per pixel / time step
+                    continue
                 if len(shape) != 1:  # TFLite flattens every dimension but the last into rows
                     if math.prod(shape) != w.shape[1]:
                         raise NupesError(f"{self.origin}: operator {k} (FULLY_CONNECTED): an input of shape "
