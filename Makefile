@@ -22,9 +22,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/nupes-edge demo
 
-# -v names every test as it runs (the device tests take a few seconds each); --durations lists the slowest
+# -v names every test as it runs (the device tests take a few seconds each); --durations lists the slowest.
+# Two workers, one test file each at a time (-n 2 --dist loadfile): the suite is CPU-bound in one
+# process, so the second core halves the wall time; a file's module fixtures stay on one worker.
 test: setup
-	$(PY) -m pytest -v --durations=8
+	$(PY) -m pytest -v -n 2 --dist loadfile --durations=8
 
 bench: setup
 	$(PY) benchmarks/accuracy.py
