@@ -200,3 +200,22 @@ def test_nearest_upsampling_is_a_byte_move(tmp_path):
     hb = build.build_host(qm, str(tmp_path / "b"))
     got = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
     np.testing.assert_array_equal(got, run_int(qm, xq))
+
+
+def test_every_unsupported_op_is_named_at_once():
+    """GELU then LayerNorm: both named in one refusal (it used to stop at the first)."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    with pytest.raises(NupesError) as e:
+        import_module(net, torch.randn(1, 4), "m")
+    assert "aten.gelu.default (module '1' (GELU)" in str(e.value) and "aten.layer_norm.default" in str(e.value)
+
+
+def test_the_supported_op_list_is_the_importers_own():
+    import inspect
+    import re
+
+    from nupes_edge.importers import torch_import
+
+    src = inspect.getsource(torch_import._Importer.call) + inspect.getsource(torch_import._Importer)
+    used = {eval(name, {"aten": torch.ops.aten}) for name in re.findall(r"aten\.[a-z_0-9]+\.[a-zA-Z_]+", src)}
+    assert used <= torch_import.SUPPORTED_TARGETS | set(torch_import.TABLE_OPS)

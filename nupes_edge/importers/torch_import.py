@@ -79,6 +79,24 @@ def _one(v, default) -> tuple[int, int]:
     return (1, int(v))
 
 
+# The aten ops _Importer.call maps (kept equal to its branches by tests/test_importers_torch.py)
+SUPPORTED_TARGETS = {
+    aten._adaptive_avg_pool2d.default, aten._native_batch_norm_legit_no_training.default, aten._softmax.default,
+    aten._unsafe_view.default, aten.adaptive_avg_pool1d.default, aten.adaptive_avg_pool2d.default,
+    aten.add.Tensor, aten.add_.Tensor, aten.addmm.default, aten.alias.default, aten.avg_pool1d.default,
+    aten.avg_pool2d.default, aten.batch_norm.default, aten.cat.default, aten.clamp.default, aten.clone.default,
+    aten.contiguous.default, aten.conv1d.default, aten.conv1d.padding, aten.conv2d.default, aten.conv2d.padding,
+    aten.convolution.default, aten.detach.default, aten.dropout.default, aten.feature_dropout.default,
+    aten.flatten.using_ints, aten.hardswish.default, aten.hardswish_.default, aten.hardtanh.default,
+    aten.hardtanh_.default, aten.leaky_relu.default, aten.leaky_relu_.default, aten.linear.default,
+    aten.max_pool1d.default, aten.max_pool1d_with_indices.default, aten.max_pool2d.default,
+    aten.max_pool2d_with_indices.default, aten.mean.dim, aten.mul.Tensor, aten.mul_.Tensor,
+    aten.permute.default, aten.relu.default, aten.relu_.default, aten.reshape.default, aten.sigmoid.default,
+    aten.sigmoid_.default, aten.softmax.int, aten.t.default, aten.tanh.default, aten.tanh_.default,
+    aten.upsample_nearest2d.default, aten.upsample_nearest2d.vec, aten.view.default,
+}
+
+
 def _pair(v, default=None) -> tuple[int, int]:
     if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
         v = default
@@ -380,7 +398,19 @@ class _Importer:
         else:
             raise self.err(n, f"unsupported op {t}")
 
+    def check_supported(self) -> None:
+        """One refusal naming every unsupported op in the program, not only the first one met."""
+        missing: dict[str, list[str]] = {}
+        for n in self.ep.graph.nodes:
+            if n.op == "call_function" and n.target is not operator.getitem and n.target not in SUPPORTED_TARGETS \
+                    and n.target not in TABLE_OPS:
+                missing.setdefault(str(n.target), []).append(_source(n, self.origin))
+        if len(missing) > 1:
+            raise NupesError(f"{self.origin}: unsupported ops: " + "; ".join(
+                f"{t} ({where[0]}{f' and {len(where) - 1} more' if len(where) > 1 else ''})" for t, where in missing.items()))
+
     def run(self) -> Graph:
+        self.check_supported()
         ep = self.ep
         sig = ep.graph_signature
         state = ep.state_dict
