@@ -16,22 +16,7 @@ MAX_ARRAY_BYTES = 1 << 28  # a data array larger than this (256 MiB) is refused:
 def read_npy(raw: bytes, what: str) -> np.ndarray:
     """An .npy payload whose header is checked before numpy allocates: a plain numeric dtype and a
     shape whose size is exactly the bytes that follow."""
-    buf = io.BytesIO(raw)
-    try:
-        version = np.lib.format.read_magic(buf)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(buf, max_header_size=10000)
-    except (ValueError, OSError) as e:
-        raise NupesError(f"{what}: not a valid .npy array ({e})") from None
-    if dtype.kind not in "biuf" or dtype.hasobject:
-        raise NupesError(f"{what}: dtype {dtype} is not a plain numeric type")
-    n = 1
-    for d in shape:
-        n *= int(d)
-    if n * dtype.itemsize != len(raw) - buf.tell():
-        raise NupesError(f"{what}: its header declares shape {tuple(shape)} ({n * dtype.itemsize} bytes) "
-                         f"but {len(raw) - buf.tell()} bytes follow")
-    return np.load(io.BytesIO(raw), allow_pickle=False)
+    return _read_npy_stream(io.BytesIO(raw), len(raw), what)
 
 
 def _read_npy_stream(f, size: int, what: str) -> np.ndarray:
