@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -42,25 +43,43 @@ class Qemu:
         self.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def qemu_command(board: Board, elf: str, port: int) -> list[str]:
+def qemu_command(board: Board, elf: str, listen_fd: int) -> list[str]:
     q = board.qemu
     return ["qemu-system-arm", "-M", q["machine"], "-kernel", elf, "-display", "none", "-monitor", "none",
-            # nodelay: small frames go out at once (Nagle + delayed ACKs cost ~40 ms per round trip)
-            "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on",
+            # the console is a listening socket this process opened (no port can be taken between
+            # choosing it and QEMU binding it); nodelay: small frames go out at once (Nagle +
+            # delayed ACKs cost ~40 ms per round trip)
+            "-chardev", f"socket,id=console,fd={listen_fd},server=on,wait=on,nodelay=on", "-serial", "chardev:console",
             # deterministic virtual time: 2^shift ns per instruction, no sleeping while idle
             "-icount", f"shift={q['icount_shift']},align=off,sleep=off"]
+
+
+def _wait_until_listening(proc: subprocess.Popen, timeout: float) -> str | None:
+    """None once QEMU waits for its client (it says so on stderr before it blocks in accept),
+    else why it did not get there: what it printed before it exited, or that it did not start."""
+    deadline = time.monotonic() + timeout
+    said = b""
+    fd = proc.stderr.fileno()
+    while b"waiting for connection" not in said:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "it did not start within %.0f s" % timeout
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:  # stderr closed: QEMU ended
+                proc.wait()
+                return said.decode(errors="replace").strip()[-500:] or f"exit code {proc.returncode}"
+            said += chunk
+    return None
 
 
 def start_qemu(board: Board, elf: str, max_seconds: float = 3600.0, detach: bool = False) -> Qemu:
     """Start the emulator on ``elf`` with its console on a TCP port; the guest waits for the client.
 
     QEMU runs under ``timeout`` so a forgotten emulator ends by itself after ``max_seconds``.
+    The port is a socket bound and listening here, handed to QEMU: a client that connects to it can
+    only reach this emulator (choosing a free port and letting QEMU bind it later raced with other
+    emulators started at the same moment: a client could land on another test's QEMU).
     """
     if not board.emulated:
         raise NupesError(f"board '{board.name}' is not emulated; flash it with --probe pyocd|stlink|openocd")
@@ -68,24 +87,21 @@ def start_qemu(board: Board, elf: str, max_seconds: float = 3600.0, detach: bool
         raise NupesError(f"qemu-system-arm not found; install it: {QEMU_INSTALL}")
     if not os.path.isfile(elf):
         raise NupesError(f"{elf}: no such firmware; run `nupes-edge build --board {board.name}` first")
-    last = ""
-    for _ in range(5):
-        port = _free_port()
-        cmd = ["timeout", "-k", "5", str(int(max_seconds)), *qemu_command(board, elf, port)]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        fd = listener.fileno()
+        cmd = ["timeout", "-k", "5", str(int(max_seconds)), *qemu_command(board, elf, fd)]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=detach)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and proc.poll() is None:
-            with socket.socket() as s:  # listening? (QEMU accepts this probe only if we connect; just test the bind)
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    return Qemu(proc, port, board)
-            time.sleep(0.02)
-        last = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else "did not start"
+                                pass_fds=(fd,), start_new_session=detach)
+    why = _wait_until_listening(proc, 10.0)
+    if why is not None:
         if proc.poll() is None:
             proc.kill()
-    raise NupesError(f"qemu-system-arm failed to start: {last.strip()[-500:]}")
+            proc.wait()
+        raise NupesError(f"qemu-system-arm failed to start: {why}")
+    return Qemu(proc, port, board)
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -106,3 +106,31 @@ def test_a_flood_of_frames_is_answered_and_the_board_still_verifies(name, digits
         assert r.mismatches == 0 and r.n == 5
 
 
+
+
+def test_emulators_started_at_once_each_answer_their_own_client(digits_w4, tmp_path):
+    """Six emulators started at the same moment, ten times each: every client reaches its own
+    emulator and reads its fresh-boot banner. Choosing a free port and letting QEMU bind it later
+    raced (about one start in a hundred, here and in CI): the port could go to another emulator,
+    whose client already had its only connection, and the banner never came."""
+    import threading
+
+    board = boards.get("stm32f205")
+    fb = firmware.build_firmware(digits_w4, board, str(tmp_path))
+    failures = []
+
+    def starts(worker):
+        for k in range(10):
+            try:
+                with start_qemu(board, fb.elf, max_seconds=60) as q, Client(q.url, timeout=10.0) as c:
+                    if not c.wait_banner(10.0):
+                        failures.append((worker, k, f"no banner on port {q.port}"))
+            except Exception as e:  # a thread's exception would not fail the test by itself
+                failures.append((worker, k, repr(e)))
+
+    threads = [threading.Thread(target=starts, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [], f"(worker, start, what went wrong): {failures}"
