@@ -20,7 +20,7 @@ from ..qmodel import QuantModel
 from .. import runtime_c
 from ..intref.fixedpoint import multiply_by_quantized_multiplier
 from .cvalues import c_comment, c_float, c_identifier, c_int, c_ints, c_string
-from .plan import Plan, plan
+from .plan import DEFAULT_BANDS, Plan, plan
 from .project import PROJECT_FILES, render_project
 
 # What a codegen folder may hold besides nupes_model_* files (a re-run may replace only these)
@@ -81,10 +81,10 @@ def _add_data(cname: str, a, tables: bool = True) -> dict:
 
 
 def render(qm: QuantModel, name: str | None = None, runner: bool = False,
-           inplace: bool = False) -> tuple[Plan, dict[str, str]]:
+           inplace: bool = False, max_bands: int = DEFAULT_BANDS) -> tuple[Plan, dict[str, str]]:
     """The generated sources as {relative path: text}. Text from the model file reaches them only
     escaped, in comments and string literals; numbers only checked (codegen/cvalues.py)."""
-    p = plan(qm, name, inplace=inplace)
+    p = plan(qm, name, inplace=inplace, max_bands=max_bands)
     g = qm.graph
     bits = sorted({L.bits for L in p.layers})
     digest = model_hash(qm)
@@ -105,7 +105,7 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False,
         "arena_words": max(1, -(-p.arena_bytes // 4)), "scratch_words": max(1, -(-p.scratch_entries * 2 // 4)),
         "num_layers": len(p.steps),
         "steps": [{"index": st.index, "comment": c_comment(st.node_name), "literal": c_string(st.node_name),
-                   "op": st.op, "call": st.call} for st in p.steps],
+                   "op": st.op, "call": st.call, "profiled": st.profiled} for st in p.steps],
         "layers": [L.cname for L in p.layers], "adds": list(p.adds),
         "output_copy": f"arena + {p.offsets[_storage_of_output(qm)]}" if p.output_in_arena else None,
     }
@@ -149,7 +149,7 @@ def _storage_of_output(qm: QuantModel) -> str:
 
 
 def generate(qm: QuantModel, out_dir: str, name: str | None = None, runner: bool = False, project: bool = False,
-             example_input: np.ndarray | None = None, inplace: bool = False) -> Generated:
+             example_input: np.ndarray | None = None, inplace: bool = False, max_bands: int = DEFAULT_BANDS) -> Generated:
     """Write the model library (and the C runtime under runtime/) into ``out_dir``. ``project``
     adds the build files and example_main.c (whose input is ``example_input``, one float sample in
     the model's layout, else a zero input): for the user's folder, not for our own builds, which
@@ -157,7 +157,7 @@ def generate(qm: QuantModel, out_dir: str, name: str | None = None, runner: bool
     for d in (out_dir, os.path.join(out_dir, "runtime")):
         if os.path.islink(d):  # writing through it would land outside the output folder
             raise NupesError(f"{d}: is a symlink; nupes-edge writes its generated files only into real folders")
-    p, files = render(qm, name, runner, inplace=inplace)
+    p, files = render(qm, name, runner, inplace=inplace, max_bands=max_bands)
     if project:
         files.update(render_project(qm, p, file_stem(p.name), example_input))
     written = []

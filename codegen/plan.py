@@ -61,6 +61,7 @@ class Step:
     call: str  # the C statement
     in_tensors: list[str]
     out_tensor: str
+    profiled: bool = True  # False: a tiled chain's layer, whose kernel calls profile themselves
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Plan:
     storage: dict = field(default_factory=dict)  # tensor → the tensor whose bytes it is (a Flatten's input's)
     lifetimes: dict = field(default_factory=dict)  # arena tensor → (first step writing it, last step reading it)
     inplace: dict = field(default_factory=dict)  # convolutions written over their input → rows held aside
+    tiled: dict = field(default_factory=dict)  # a tiled chain's first layer → (its layers, rows per band, tile bytes)
 
 
 def _refuse(node, msg: str) -> NupesError:
@@ -313,7 +315,7 @@ def inplace_band(h: int, w: int, c_in: int, oh: int, ow: int, c_out: int, kh: in
 ELEMENTWISE_OPS = ("add", "mul", "relu", "relu6", *TABLE_OPS)  # out[i] from in[i] only: safe over an input
 
 
-def _inplace(g, real: list, alias: dict, storage) -> dict[str, int]:
+def _inplace(g, real: list, alias: dict, storage, skip: set = frozenset()) -> dict[str, int]:
     """The steps that write their output over an input's storage (the least-RAM plan), aliasing the
     output to it in ``alias``: an input that dies at that step, is not the caller's input, and holds
     no part of the caller's output. Elementwise ops (add, mul, activations) take any such input of
@@ -333,7 +335,7 @@ def _inplace(g, real: list, alias: dict, storage) -> dict[str, int]:
     chosen: dict[str, int] = {}
     out_root = storage(g.output_name)
     for i, node in enumerate(real):
-        if node.output == g.output_name or storage(node.output) == out_root:
+        if node.output == g.output_name or storage(node.output) == out_root or node.name in skip:
             continue
         candidates = []
         if node.op in ELEMENTWISE_OPS:
@@ -358,6 +360,120 @@ def _inplace(g, real: list, alias: dict, storage) -> dict[str, int]:
     return chosen
 
 
+TILE_OPS = ("conv2d", "maxpool2d", "avgpool2d")  # layers a tiled chain can hold (nupes_tiled_chain)
+CHAIN_MAX = 8  # NUPES_CHAIN_MAX in runtime_c/nupes_kernels.h
+TILE_EXTRA_WORK = 0.03  # at most this share of a chain's work computed twice (halo rows)
+# Each band calls every layer's kernel once, and a call has its set-up (weights decoded, requantization
+# records): on the emulated M4, mnist5k's least-RAM plan costs +3% instructions with 4 bands per chain
+# and +13% with one row per band. DEFAULT_BANDS is the least-RAM plan; --ram-budget goes further.
+DEFAULT_BANDS = 4
+BAND_LEVELS = (DEFAULT_BANDS, 16, 1 << 30)  # the least-RAM plans --ram-budget tries, fastest first
+
+
+def stage_geom(g, node) -> tuple:
+    """(in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, stride_h, stride_w, pad_t, pad_l), as in C."""
+    c_in, h, w = g.shapes[node.inputs[0]]
+    c_out, oh, ow = g.shapes[node.output]
+    kh, kw = node.weight.shape[2:] if node.op == "conv2d" else node.attrs["kernel"]
+    return (h, w, c_in, oh, ow, c_out, int(kh), int(kw), *node.attrs["stride"][:2], *node.attrs["pads"][:2])
+
+
+def tiled_rows(geoms: list[tuple], band: int) -> tuple[int, int, list[int]]:
+    """The loop of nupes_tiled_chain, run here: (bytes of tile a, bytes of tile b, output rows each
+    layer computes in all, halo rows included)."""
+    n = len(geoms)
+    tiles, computed = [0, 0], [0] * n
+    last_h = geoms[-1][3]
+    for r in range(0, last_h, band):
+        lo, hi = [0] * n, [0] * n
+        lo[-1], hi[-1] = r, min(r + band, last_h)
+        for k in range(n - 1, 0, -1):
+            h, _, _, _, _, _, kh, _, sh, _, pt, _ = geoms[k]
+            lo[k - 1] = max(lo[k] * sh - pt, 0)
+            hi[k - 1] = min((hi[k] - 1) * sh - pt + kh, h)
+        for k in range(n):
+            computed[k] += hi[k] - lo[k]
+            if k < n - 1:
+                tiles[k % 2] = max(tiles[k % 2], (hi[k] - lo[k]) * geoms[k][4] * geoms[k][5])
+    return tiles[0], tiles[1], computed
+
+
+def _row_work(geom: tuple, op: str, groups: int) -> int:
+    """Multiply-accumulates (a pooling: window reads) of one output row."""
+    _, _, c_in, _, ow, c_out, kh, kw = geom[:8]
+    per_out = kh * kw * (c_in // groups if op == "conv2d" else 1)
+    return ow * c_out * per_out
+
+
+def tile_band(g, chain: list, max_bands: int = DEFAULT_BANDS) -> tuple[int, int, int] | None:
+    """(band, tile a bytes, tile b bytes) for a chain: the fewest rows per band that make at most
+    ``max_bands`` bands and whose recomputed halo rows stay within TILE_EXTRA_WORK of the chain's
+    work; None if only the whole output in one band does."""
+    geoms = [stage_geom(g, n) for n in chain]
+    work = [_row_work(gm, n.op, n.attrs.get("groups", 1)) for gm, n in zip(geoms, chain)]
+    total = sum(w * gm[3] for w, gm in zip(work, geoms))
+    for band in range(max(1, -(-geoms[-1][3] // max_bands)), geoms[-1][3]):
+        a, b, computed = tiled_rows(geoms, band)
+        extra = sum(w * (c - gm[3]) for w, c, gm in zip(work, computed, geoms))
+        if extra <= TILE_EXTRA_WORK * total:
+            return band, a, b
+    return None
+
+
+def tile_runs(g, real: list, alias: dict) -> list[list]:
+    """Runs of consecutive steps (convolutions and poolings, at most CHAIN_MAX) where each layer's
+    output is read by the next one only, as its whole input, and is neither the model's output nor
+    another name's bytes: any part of one can be a tiled chain (nupes_tiled_chain), its intermediate
+    tensors never whole."""
+    aliased = set(alias.values())
+    readers: dict[str, int] = {}
+    for node in g.nodes:
+        for t in node.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    runs, run = [], []
+
+    def links(prev, node) -> bool:
+        return (node.op in TILE_OPS and node.inputs == [prev.output] and readers.get(prev.output) == 1
+                and prev.output != g.output_name and prev.output not in aliased and prev.output not in alias
+                and len(run) < CHAIN_MAX)
+
+    for node in real:
+        if run and links(run[-1], node):
+            run.append(node)
+            continue
+        if len(run) > 1:
+            runs.append(run)
+        run = [node] if node.op in TILE_OPS else []
+    if len(run) > 1:
+        runs.append(run)
+    return runs
+
+
+def choose_chains(g, runs: list[list], max_bands: int, arena_of) -> list[list]:
+    """The chains to tile, greedily: each time the part of a run (two layers or more, within the
+    band and halo bounds) whose tiling lowers the arena most, until none lowers it (a chain tiled for
+    nothing only costs time). ``arena_of(chains)`` is the arena with those chains tiled."""
+    chosen: list[list] = []
+    best = arena_of(chosen)
+    taken: set[str] = set()
+    while True:
+        pick, pick_arena = None, best
+        for run in runs:
+            for i in range(len(run) - 1):
+                for j in range(i + 2, len(run) + 1):
+                    part = run[i:j]
+                    if any(n.name in taken for n in part) or tile_band(g, part, max_bands) is None:
+                        continue
+                    arena = arena_of(chosen + [part])
+                    if arena < pick_arena:
+                        pick, pick_arena = part, arena
+        if pick is None:
+            return chosen
+        chosen.append(pick)
+        taken.update(n.name for n in pick)
+        best = pick_arena
+
+
 def _move_init(move) -> str:
     """A nupes_move_t initializer: count[5], src_off, src_stride[5], dst_off, dst_stride[5]."""
     m = [int(v) for v in move]
@@ -365,40 +481,50 @@ def _move_init(move) -> str:
             f"{{ {', '.join(map(str, m[12:17]))} }}")
 
 
-def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan:
-    """The C schedule and arena. ``inplace``: the least-RAM plan, where convolutions whose input dies
-    at them write over it (a few rows held aside; a little more time per row), for models that do not
-    fit otherwise."""
-    _validate(qm)
-    g = qm.graph
-    cname = c_identifier(name or qm.name)
-    alias: dict[str, str] = {}  # tensor → the tensor whose bytes it is
-    flatten_src: dict[str, tuple] = {}  # flatten output → shape of its input
-    for node in g.nodes:
-        if node.op in ALIAS_OPS:  # the same bytes under another shape: no step, no copy
-            alias[node.output] = alias.get(node.inputs[0], node.inputs[0])
-        if node.op == "flatten":  # PyTorch's C, H, W order: folded into the next Linear's columns
-            flatten_src[node.output] = g.shapes[node.inputs[0]]
+@dataclass
+class _Layout:
+    alias: dict
+    inplace_steps: dict
+    out_store: str
+    output_in_arena: bool
+    first: dict
+    last: dict
+    sizes: dict
+    offsets: dict
+    pend: dict
+    tiles: dict
+    arena_tensors: list
+    arena_bytes: int
+    arena_naive: int
+    virtual: set
 
-    def storage(t: str) -> str:
-        while t in alias:
-            t = alias[t]
-        return t
 
-    real = [n for n in g.nodes if n.op not in ALIAS_OPS]
-    inplace_steps = _inplace(g, real, alias, storage) if inplace else {}
+def _arena_layout(g, real: list, alias: dict, storage, inplace_steps: dict, tiled: list, max_bands: int) -> _Layout:
+    """Tensor lifetimes (in steps) and greedy first-fit offsets. A tiled chain's steps run as one:
+    its input lives and its output and two tiles exist through all of them, and its intermediate
+    tensors take no arena."""
     out_store = storage(g.output_name)
     output_in_arena = out_store == g.input_name or out_store != g.output_name
-    # --- lifetimes of arena tensors
+    index = {n.name: i for i, n in enumerate(real)}
+    span: dict[int, tuple[int, int]] = {}  # step → the steps of its chain
+    virtual: set[str] = set()
+    for c in tiled:
+        lo, hi = index[c[0].name], index[c[-1].name]
+        for n in c:
+            span[index[n.name]] = (lo, hi)
+        virtual.update(n.output for n in c[:-1])
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for i, node in enumerate(real):
+        lo, hi = span.get(i, (i, i))
         t = storage(node.output)
-        first.setdefault(t, i)
-        last[t] = max(last.get(t, i), i)
+        if t not in virtual:
+            first[t] = min(first.get(t, lo), lo)
+            last[t] = max(last.get(t, hi), hi)
         for src in node.inputs:
             s = storage(src)
-            last[s] = max(last.get(s, i), i)
+            if s not in virtual:
+                last[s] = max(last.get(s, hi), hi)
     arena_tensors = [t for t in first if t != g.input_name and not (t == out_store and not output_in_arena)]
     if output_in_arena and out_store in first:
         last[out_store] = len(real)  # copied out after the last step
@@ -416,6 +542,17 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
             sizes[buf] = inplace_steps[node.name][1] * ow * c_out
             first[buf] = last[buf] = i
             arena_tensors.append(buf)
+    tiles: dict[str, tuple] = {}  # chain's first layer -> (band, tile a, tile b): arena tensors of its steps
+    for c in tiled:
+        band, a, b = tile_band(g, c, max_bands)
+        lo, hi = index[c[0].name], index[c[-1].name]
+        names = []
+        for k, nbytes in (("a", a), ("b", b)):
+            buf = f"__tile_{lo}_{k}"
+            sizes[buf], first[buf], last[buf] = max(nbytes, 1), lo, hi
+            arena_tensors.append(buf)
+            names.append(buf)
+        tiles[c[0].name] = (band, *names)
     offsets: dict[str, int] = {}
     placed: list[tuple[int, int, str]] = []
     for t in sorted(arena_tensors, key=lambda t: (-sizes[t], first[t])):
@@ -430,6 +567,56 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
     arena_bytes = max((o + sizes[t] for t, o in offsets.items()), default=0)
     arena_bytes = (arena_bytes + ALIGN - 1) // ALIGN * ALIGN
     arena_naive = sum((s + ALIGN - 1) // ALIGN * ALIGN for s in sizes.values())
+    return _Layout(dict(alias), inplace_steps, out_store, output_in_arena, first, last, sizes, offsets, pend, tiles,
+                   arena_tensors, arena_bytes, arena_naive, virtual)
+
+
+def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_bands: int = DEFAULT_BANDS) -> Plan:
+    """The C schedule and arena. ``inplace``: the least-RAM plan, for models that do not fit
+    otherwise: convolutions whose input dies at them write over it (a few rows held aside; a little
+    more time per row), and runs of convolutions and poolings where that lowers the arena are tiled,
+    at most ``max_bands`` bands each (their intermediate tensors are never whole)."""
+    _validate(qm)
+    g = qm.graph
+    cname = c_identifier(name or qm.name)
+    alias: dict[str, str] = {}  # tensor → the tensor whose bytes it is
+    flatten_src: dict[str, tuple] = {}  # flatten output → shape of its input
+    for node in g.nodes:
+        if node.op in ALIAS_OPS:  # the same bytes under another shape: no step, no copy
+            alias[node.output] = alias.get(node.inputs[0], node.inputs[0])
+        if node.op == "flatten":  # PyTorch's C, H, W order: folded into the next Linear's columns
+            flatten_src[node.output] = g.shapes[node.inputs[0]]
+
+    def storage(t: str) -> str:
+        while t in alias:
+            t = alias[t]
+        return t
+
+    real = [n for n in g.nodes if n.op not in ALIAS_OPS]
+    base_alias = dict(alias)
+
+    def layout(tiled: list) -> _Layout:
+        """The arena with these chains tiled; the rest of the least-RAM plan's choices follow."""
+        al = dict(base_alias)
+
+        def st(t: str) -> str:
+            while t in al:
+                t = al[t]
+            return t
+        skip = {n.name for c in tiled for n in c}
+        chosen = _inplace(g, real, al, st, skip) if inplace else {}
+        return _arena_layout(g, real, al, st, chosen, tiled, max_bands)
+
+    runs = tile_runs(g, real, base_alias) if inplace else []
+    chains = choose_chains(g, runs, max_bands, lambda c: layout(c).arena_bytes) if runs else []
+    lay = layout(chains)
+    alias.clear()
+    alias.update(lay.alias)
+    inplace_steps, out_store, output_in_arena = lay.inplace_steps, lay.out_store, lay.output_in_arena
+    first, last, sizes, offsets, pend, arena_tensors = lay.first, lay.last, lay.sizes, lay.offsets, lay.pend, lay.arena_tensors
+    arena_bytes, arena_naive, tiles = lay.arena_bytes, lay.arena_naive, lay.tiles
+    chain_of = {c[0].name: c for c in chains}
+    in_chain = {n.name: c[0].name for c in chains for n in c}
 
     def ptr(t: str) -> str:
         s = storage(t)
@@ -445,10 +632,12 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
     steps: list[Step] = []
     scratch = 0
     table_ops = 0
+    stages: dict[str, list[str]] = {}  # a tiled chain's first layer → its nupes_stage_t initializers
     for i, node in enumerate(real):
         p = qm.params.get(node.name)
-        ins = [ptr(t) for t in node.inputs]
-        out = ptr(node.output)
+        ins = [ptr(t) for t in node.inputs] if node.name not in in_chain or node is chain_of[in_chain[node.name]][0] else []
+        out = ptr(node.output) if node.output not in lay.virtual else ""
+        stage = ""
         lname = f"nupes_{cname}_layer{i}"  # the step's C data: derived (never a name from the file)
         if node.op in ("conv2d", "linear"):
             rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))
@@ -485,7 +674,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
                 call = (f"{{ static const nupes_conv_geom_t g = {geom}; nupes_conv2d_inplace({kernel}, {out}, &g, "
                         f"&{lname}, scratch, (arena + {offsets[pend[node.name]]}), {band}, {slots}); }}")
             else:
-                call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, &{lname}, scratch); }}"
+                call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0] if ins else ''}, {out}, &g, &{lname}, scratch); }}"
+            stage = f"{{ {kernel}, &{lname}, 0, 0, 0, {geom} }}"
         elif node.op == "linear":
             k = node.weight.shape[1]
             if kernel == "nupes_fully_connected":
@@ -505,7 +695,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
             kh, kw = node.attrs["kernel"]
             geom = _geom(node, (h, w, c, oh, ow, c, kh, kw, *node.attrs["stride"][:2], *node.attrs["pads"][:2]))
             kernel = "nupes_max_pool2d" if node.op == "maxpool2d" else "nupes_avg_pool2d"
-            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0]}, {out}, &g, {lo}, {hi}); }}"
+            call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0] if ins else ''}, {out}, &g, {lo}, {hi}); }}"
+            stage = f"{{ 0, 0, {'NUPES_POOL_MAX' if node.op == 'maxpool2d' else 'NUPES_POOL_AVG'}, {lo}, {hi}, {geom} }}"
         elif node.op == "global_avgpool":
             lo, hi = clamp_bounds(node, p)
             c, h, w = g.shapes[node.inputs[0]]
@@ -582,7 +773,21 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
             call = f"{kernel}({ins[0]}, {out}, 1, {cols}, {mult}, {shift}, {diff_min});"
         else:  # pragma: no cover - _validate rejects the rest
             raise _refuse(node, "no kernel")
-        steps.append(Step(i, node.name, kernel, call, list(node.inputs), node.output))
+        profiled = node.name not in in_chain
+        if not profiled:  # one call runs the whole chain, at its last layer's step
+            head = in_chain[node.name]
+            chain = chain_of[head]
+            stages.setdefault(head, []).append(stage)
+            band, tile_a, tile_b = lay.tiles[head]
+            first_step = i - len(stages[head]) + 1
+            if node is chain[-1]:
+                call = (f"{{ static const nupes_stage_t st[{len(chain)}] = {{ {', '.join(stages[head])} }}; "
+                        f"nupes_tiled_chain(st, {len(chain)}, {ptr(chain[0].inputs[0])}, {out}, "
+                        f"(arena + {offsets[tile_a]}), (arena + {offsets[tile_b]}), {band}, scratch, "
+                        f"nupes_{cname}_profile_hook, {first_step}); }}")
+            else:
+                call = f"/* run band by band with the layers after it (nupes_tiled_chain at step {first_step + len(chain) - 1}) */"
+        steps.append(Step(i, node.name, kernel, call, list(node.inputs), node.output, profiled))
 
     params = sum(int(np.prod(n.weight.shape)) for n in g.weight_nodes())
     packed_bound = sum((int(np.prod(n.weight.shape)) * qm.params[n.name].bits + 7) // 8 for n in g.weight_nodes())
@@ -609,4 +814,6 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False) -> Plan
                 steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
                 scratch_entries=max(scratch, 1), output_in_arena=output_in_arena, report=report,
                 table_free_adds=table_free, storage=dict(alias),
-                lifetimes={t: (first[t], last[t]) for t in arena_tensors}, inplace=dict(inplace_steps))
+                lifetimes={t: (first[t], last[t]) for t in arena_tensors}, inplace=dict(inplace_steps),
+                tiled={h: ([n.name for n in chain_of[h]], lay.tiles[h][0], sizes[lay.tiles[h][1]] + sizes[lay.tiles[h][2]])
+                       for h in chain_of})

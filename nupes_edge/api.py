@@ -150,7 +150,8 @@ def build_host(model_path: str, out_dir: str, sanitize: bool = False, dsp: bool 
     from .firmware import ram_plan
 
     qm = artifact.load(model_path)
-    return build.build_host(qm, out_dir, sanitize=sanitize, dsp=dsp, inplace=bool(ram_plan(qm, _size(ram_budget))))
+    bands = ram_plan(qm, _size(ram_budget))
+    return build.build_host(qm, out_dir, sanitize=sanitize, dsp=dsp, inplace=bool(bands), max_bands=bands or None)
 
 
 def _verify_inputs(qm: QuantModel, data: str | None, n: int):

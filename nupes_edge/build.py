@@ -122,14 +122,14 @@ def _compile(cc: str, flags: list[str], src_dir: str, out: str) -> None:
 
 
 def build_host(qm: QuantModel, out_dir: str, *, sanitize: bool = False, dsp: bool = False, opt: str = "-O2",
-               cc: str = "gcc", inplace: bool = False) -> HostBuild:
+               cc: str = "gcc", inplace: bool = False, max_bands: int | None = None) -> HostBuild:
     """Generate the model library plus a stdin/stdout runner into ``out_dir`` and compile it.
 
     ``dsp`` compiles the Cortex-M DSP path with portable stand-ins for the ARM intrinsics.
     ``sanitize`` adds AddressSanitizer and UndefinedBehaviorSanitizer (any report aborts).
     """
     src = os.path.join(out_dir, "src")
-    gen = codegen.generate(qm, src, runner=True, inplace=inplace)
+    gen = codegen.generate(qm, src, runner=True, inplace=inplace, max_bands=max_bands or codegen.DEFAULT_BANDS)
     flags = WARNINGS + [opt, "-DNUPES_DSP_EMULATE" if dsp else "-DNUPES_NO_DSP"]
     if sanitize:
         flags += ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]

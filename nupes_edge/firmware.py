@@ -99,23 +99,36 @@ def _section_sizes(elf: str) -> dict[str, int]:
     return sizes
 
 
-def ram_plan(qm: QuantModel, budget: int | None) -> bool | None:
-    """Which arena plan a RAM budget (bytes of arena + scratch) asks for: False the fastest, True the
-    least-RAM one (convolutions and elementwise ops written over inputs that die there, codegen/plan.py),
-    None (no budget) the fastest, falling back to the least-RAM one when the board's RAM overflows.
-    A budget below the least-RAM plan's need is an error naming that minimum."""
+def _plan_label(p, inplace: bool) -> str:
+    if not inplace:
+        return "fastest"
+    tiled = [f"{' + '.join(layers)} in bands of {band} rows" for layers, band, _ in p.tiled.values()]
+    return "least RAM (in place" + (f"; tiled: {', '.join(tiled)}" if tiled else "") + ")"
+
+
+def ram_plan(qm: QuantModel, budget: int | None) -> int | None:
+    """Which arena plan a RAM budget (bytes of arena + scratch) asks for, the fastest that fits:
+    0 the fastest plan, n > 0 a least-RAM plan whose tiled runs of layers take at most n bands
+    (convolutions and elementwise ops written over inputs that die there, tiling: codegen/plan.py;
+    fewer bands, fewer kernel calls), None (no budget) the fastest, falling back to the default
+    least-RAM plan when the board's RAM overflows. A budget below the smallest plan's need is an
+    error naming that minimum."""
     if budget is None:
         return None
-    from .codegen.plan import plan
+    from .codegen.plan import BAND_LEVELS, plan
 
-    fast, least = plan(qm), plan(qm, inplace=True)
     need = lambda p: p.arena_bytes + 2 * p.scratch_entries  # noqa: E731
-    if need(fast) <= budget:
-        return False
-    if need(least) <= budget:
-        return True
-    raise NupesError(f"--ram-budget {budget:,} B is below this model's minimum of {need(least):,} B of arena and "
-                     f"scratch (the least-RAM plan; the fastest needs {need(fast):,} B)")
+    fast = need(plan(qm))
+    if fast <= budget:
+        return 0
+    least = fast
+    for bands in BAND_LEVELS:
+        least = need(plan(qm, inplace=True, max_bands=bands))
+        if least <= budget:
+            return bands
+    raise NupesError(f"--ram-budget {budget:,} B is below this model's minimum of {least:,} B of arena and "
+                     f"scratch (the least-RAM plan, tiled to one row per band where that helps; the fastest "
+                     f"needs {fast:,} B)")
 
 
 def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None = None,
@@ -126,12 +139,12 @@ def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str 
     one, a model whose fastest plan overflows the board's RAM is built with the least-RAM plan.
     ``before_swap(work_dir, build)`` adds files (the report) before the folder is replaced, so an
     interruption there leaves the previous build whole."""
-    inplace = ram_plan(qm, ram_budget)
+    bands = ram_plan(qm, ram_budget)
     with folder_lock(out_dir, "firmware build"), fresh_folder(out_dir) as work:
         try:
-            fb = _build_in(qm, board, work, name, bool(inplace))
+            fb = _build_in(qm, board, work, name, bool(bands), bands or None)
         except NupesError as e:
-            if inplace is not None or "RAM overflowed" not in str(e):
+            if bands is not None or "RAM overflowed" not in str(e):
                 raise
             fb = _build_in(qm, board, work, name, True)  # the least-RAM plan; its own overflow error if not
             print(f"nupes-edge: note: the fastest plan overflows {board.name}'s RAM; built with the least-RAM plan "
@@ -145,10 +158,10 @@ def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str 
 
 
 def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | None,
-              inplace: bool = False) -> FirmwareBuild:
+              inplace: bool = False, max_bands: int | None = None) -> FirmwareBuild:
     gcc = toolchain("gcc")
     src = os.path.join(out_dir, "src")
-    gen = codegen.generate(qm, src, name, inplace=inplace)
+    gen = codegen.generate(qm, src, name, inplace=inplace, max_bands=max_bands or codegen.DEFAULT_BANDS)
     cname = gen.plan.name
     bdir = os.path.join(src, "board")
     os.makedirs(bdir, exist_ok=True)
@@ -181,5 +194,5 @@ def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | Non
     flash_used = sum(sec.get(s, 0) for s in (".isr_vector", ".text", ".ARM.exidx", ".data"))
     ram_used = sum(sec.get(s, 0) for s in (".data", ".bss", ".stack"))
     sizes = {"flash_used": flash_used, "ram_used": ram_used, "flash_bytes": board.flash_bytes,
-             "ram_bytes": board.ram_bytes, **gen.report, "ram_plan": "least RAM (in place)" if inplace else "fastest"}
+             "ram_bytes": board.ram_bytes, **gen.report, "ram_plan": _plan_label(gen.plan, inplace)}
     return FirmwareBuild(board, elf, binf, gen, sizes)

@@ -145,6 +145,29 @@ typedef void (*nupes_conv_fn)(const int8_t *in, int8_t *out, const nupes_conv_ge
 void nupes_conv2d_inplace(nupes_conv_fn kernel, int8_t *buf, const nupes_conv_geom_t *g, const nupes_layer_t *w,
                           int16_t *scratch, int8_t *pend, int32_t band, int32_t slots);
 
+#ifndef NUPES_PROFILE_FN_DEFINED
+#define NUPES_PROFILE_FN_DEFINED
+/* Profiling hook: (layer, 1) before and (layer, 0) after each layer (a tiled layer: each band). */
+typedef void (*nupes_profile_fn)(int32_t layer, int32_t start);
+#endif
+
+/* One layer of a tiled chain: a convolution's kernel and weights, or (conv NULL) a pooling. */
+#define NUPES_POOL_MAX 1
+#define NUPES_POOL_AVG 2
+#define NUPES_CHAIN_MAX 8
+typedef struct {
+    nupes_conv_fn conv;
+    const nupes_layer_t *w;
+    int32_t pool, act_min, act_max; /* a pooling's kind and output bounds */
+    nupes_conv_geom_t g;            /* the whole layer's geometry */
+} nupes_stage_t;
+
+/* Layers s[0..n-1] (n <= NUPES_CHAIN_MAX), each reading the one before, run `band` rows of the last
+ * one's output at a time through two tiles (runtime_c/nupes_tiled.c): only `in` and `out` are whole.
+ * `hook` (may be NULL) brackets each call, as layer first_layer + k. */
+void nupes_tiled_chain(const nupes_stage_t *s, int32_t n, const int8_t *in, int8_t *out, int8_t *tile_a,
+                       int8_t *tile_b, int32_t band, int16_t *scratch, nupes_profile_fn hook, int32_t first_layer);
+
 /* Elementwise int8 MUL of two HWC tensors of pixels x c values, either of which may instead hold c
  * values applied at every pixel (TFLite Micro's int8 MUL, bit for bit). */
 typedef struct {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nupes_edge import api, artifact, build, examples
-from nupes_edge.codegen.plan import inplace_band, inplace_slots, plan
+from nupes_edge.codegen.plan import BAND_LEVELS, inplace_band, inplace_slots, plan
 from nupes_edge.importers import import_module, import_tflite
 from nupes_edge.intref import run_int
 from nupes_edge.layout import to_device
@@ -71,10 +71,13 @@ def test_ram_budget_picks_a_plan_or_names_the_minimum(tmp_path):
     qm = CASES["digits-w8"]()
     artifact.save(qm, str(tmp_path / "d.nq"))
     fast, least = plan(qm), plan(qm, inplace=True)
+    smallest = plan(qm, inplace=True, max_bands=BAND_LEVELS[-1])  # tiled to a row per band where that helps
     need = lambda p: p.arena_bytes + 2 * p.scratch_entries  # noqa: E731
-    r = cli("build", "d.nq", "--board", "host", "--ram-budget", str(need(least) - 1), cwd=tmp_path)
-    assert r.returncode == 2 and f"minimum of {need(least):,} B" in r.stderr
-    for budget, arena in ((need(least), least.arena_bytes), (need(fast), fast.arena_bytes)):
+    assert need(smallest) < need(least) < need(fast)
+    r = cli("build", "d.nq", "--board", "host", "--ram-budget", str(need(smallest) - 1), cwd=tmp_path)
+    assert r.returncode == 2 and f"minimum of {need(smallest):,} B" in r.stderr
+    for budget, arena in ((need(smallest), smallest.arena_bytes), (need(least), least.arena_bytes),
+                          (need(fast), fast.arena_bytes)):
         r = cli("build", "d.nq", "--board", "host", "--ram-budget", str(budget), "--json", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["arena_bytes"] == arena

@@ -1,0 +1,112 @@
+"""Tiled runs of layers (the least-RAM plan, codegen/plan.py tile_chains, runtime_c/nupes_tiled.c):
+convolutions and poolings computed a band of output rows at a time, their intermediate tensors never
+whole, the rows that overlapping windows share computed again. Only the order of work changes, so the
+outputs must not: the host build (portable and DSP paths, under ASan/UBSan) equals the integer
+reference bit for bit at every band count, with halo rows, strides, padding, depthwise and both
+poolings, and so does the emulated board, whose per-layer profile adds up each layer's bands."""
+import importlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nupes_edge import api, artifact, build
+from nupes_edge.codegen.plan import BAND_LEVELS, plan, tiled_rows
+from nupes_edge.importers import import_module
+from nupes_edge.intref import run_int
+from nupes_edge.layout import from_device, to_device
+from nupes_edge.quant.driver import quantize_graph
+
+HAVE_QEMU = shutil.which("qemu-system-arm") is not None and shutil.which("arm-none-eabi-gcc") is not None
+
+
+class Stages(nn.Module):
+    """Five spatial layers in a row, odd sizes: the first one's output is the largest tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)  # 21x19 -> 21x19
+        self.c2 = nn.Conv2d(8, 8, 3, stride=2, padding=1)  # -> 11x10
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)  # -> 6x5, windows overlap: halo rows
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)  # -> 6x5
+        self.avg = nn.AvgPool2d(2)  # -> 3x2
+        self.fc = nn.Linear(8 * 3 * 2, 10)
+
+    def forward(self, x):
+        y = self.pool(torch.relu(self.c2(torch.relu(self.c1(x)))))
+        return self.fc(torch.flatten(self.avg(torch.relu(self.dw(y))), 1))
+
+
+def _model(method, bits):
+    torch.manual_seed(0)
+    x = torch.randn(32, 3, 21, 19)
+    g = import_module(Stages().eval(), x[:1], "stages")
+    return quantize_graph(g, x.numpy(), method, bits, name="stages")
+
+
+def test_the_loop_counts_rows_as_the_c_does():
+    """Two 3x3 SAME convolutions over 8 rows, bands of 2 output rows: the first layer computes rows
+    [0,3) [1,5) [3,7) [5,8) = 14 rows for 8 (the halo), its tile holds 4 rows; the second 8."""
+    geom = (8, 5, 4, 8, 5, 4, 3, 3, 1, 1, 1, 1)
+    a, b, computed = tiled_rows([geom, geom], 2)
+    assert computed == [14, 8] and a == 4 * 5 * 4 and b == 0
+    pool = (8, 5, 4, 4, 5, 4, 2, 1, 2, 1, 0, 0)  # a 2x1 pooling of stride 2: no row computed twice
+    assert tiled_rows([geom, pool], 1)[2] == [8, 4]
+
+
+@pytest.mark.parametrize("method,bits", [("uniform", 8), ("nupes", 4), ("powerquant", 2)])
+def test_tiled_runs_are_bit_exact_on_the_host_at_every_band_count(method, bits, tmp_path, monkeypatch):
+    plan_mod = importlib.import_module("nupes_edge.codegen.plan")
+    monkeypatch.setattr(plan_mod, "TILE_EXTRA_WORK", 10.0)  # tile however many rows are computed twice
+    qm = _model(method, bits)
+    xq = np.random.default_rng(5).integers(-128, 128, (8, 3, 21, 19)).astype(np.int8)
+    ref = run_int(qm, xq)
+    fast = plan(qm)
+    chosen = plan_mod.choose_chains
+    for whole in (False, True):  # the planner's choice; then all five layers as one chain
+        if whole:
+            monkeypatch.setattr(plan_mod, "choose_chains", lambda g, runs, bands, arena_of: runs)
+        for bands in (2, 3, 100):  # 2 and 3 bands; one output row per band
+            p = plan(qm, inplace=True, max_bands=bands)
+            layers = [name for chain, _, _ in p.tiled.values() for name in chain]
+            assert len(layers) == (5 if whole else len(layers)) >= 2 and p.arena_bytes < fast.arena_bytes, p.tiled
+            for dsp in (False, True):
+                hb = build.build_host(qm, str(tmp_path / f"b{whole}{bands}{dsp}"), sanitize=True, dsp=dsp,
+                                      inplace=True, max_bands=bands)
+                out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
+                np.testing.assert_array_equal(out, ref, err_msg=f"whole={whole} max_bands={bands} dsp={dsp}")
+    monkeypatch.setattr(plan_mod, "choose_chains", chosen)
+    # the overlapping pooling (halo rows) and the strided convolution are among the planner's own choices
+    assert {"conv2d_1", "max_pool2d"} <= {n for chain, _, _ in plan(qm, inplace=True, max_bands=2).tiled.values()
+                                         for n in chain}
+
+
+def test_more_bands_less_ram_and_a_chain_is_tiled_only_where_it_lowers_the_arena():
+    mnist = import_module(api.examples.model("mnist5k", progress=False), api.examples.models.example_input("mnist5k"),
+                          "mnist5k")
+    qm = quantize_graph(mnist, api.examples.load("mnist5k", "calib")[0], "uniform", 8, name="m")
+    arenas = [plan(qm, inplace=True, max_bands=b).arena_bytes for b in BAND_LEVELS]
+    assert arenas == sorted(arenas, reverse=True) and arenas[-1] < arenas[0] < plan(qm).arena_bytes
+    # the first convolution and its pooling are the peak (12,544 B + 3,136 B whole); the other run
+    # (depthwise -> 1x1) lowers nothing at 4 bands, so it is left whole
+    least = plan(qm, inplace=True)
+    assert [chain for chain, _, _ in least.tiled.values()] == [["conv2d", "max_pool2d"]]
+
+
+@pytest.mark.skipif(not HAVE_QEMU, reason="needs qemu-system-arm and arm-none-eabi-gcc (make setup installs them)")
+def test_tiled_plan_on_the_emulated_board(tmp_path):
+    qm = _model("nupes", 4)
+    smallest = plan(qm, inplace=True, max_bands=BAND_LEVELS[-1])
+    assert smallest.tiled
+    artifact.save(qm, str(tmp_path / "s.nq"))
+    fb, rep = api.run_emulated(str(tmp_path / "s.nq"), "stm32", str(tmp_path / "out"), "random", 4, profile=True,
+                               progress=False, ram_budget=smallest.arena_bytes + 2 * smallest.scratch_entries)
+    assert "tiled" in fb.sizes["ram_plan"] and fb.sizes["arena_bytes"] == smallest.arena_bytes
+    assert rep.n == 4 and rep.mismatches == 0
+    counts = {p["layer"]: p["count"] for p in rep.profile}
+    tiled_layers = [name for chain, _, _ in smallest.tiled.values() for name in chain]
+    assert all(counts[name] > 0 for name in tiled_layers), counts  # each band's calls summed per layer
+    total = sum(counts.values())
+    assert total < rep.count_last and total > 0.97 * rep.count_last, (total, rep.count_last)
