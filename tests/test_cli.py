@@ -192,8 +192,26 @@ def test_analyze_keeps_the_projects_report_and_shows_a_model_that_does_not_fit(t
     assert cli("build", "--board", "stm32", cwd=proj).returncode == 0 and report.exists()
     assert cli("analyze", "--board", "stm32", cwd=proj).returncode == 0
     assert report.exists()  # analyze built aside
-    assert cli("quantize", "mnist5k", "--data", "mnist5k", "--method", "uniform", "--wbits", "8", "-o", "m.nq",
+    # two 36 KB tensors alive together (a residual over a convolution: neither written over the other,
+    # nor tiled) on the M0's 16 KiB of RAM (mnist5k fits there since its least-RAM plan tiles)
+    import torch
+    import torch.nn as nn
+
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y + self.b(y), 1), 1))
+
+    torch.manual_seed(0)
+    torch.export.save(torch.export.export(Wide().eval(), (torch.randn(1, 3, 48, 48),)), str(tmp_path / "wide.pt2"))
+    np.savez(tmp_path / "w.npz", x=np.random.default_rng(0).standard_normal((8, 3, 48, 48)).astype(np.float32))
+    assert cli("quantize", "wide.pt2", "--data", "w.npz", "--method", "uniform", "--wbits", "8", "-o", "m.nq",
                "--quiet", cwd=tmp_path).returncode == 0
-    r = cli("analyze", "m.nq", "--board", "microbit", cwd=tmp_path)  # 16 KB arena on the M0's 16 KiB of RAM
+    r = cli("analyze", "m.nq", "--board", "microbit", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "does not fit microbit" in r.stdout and "RAM overflowed" in r.stdout and "conv2d" in r.stdout
