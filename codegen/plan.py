@@ -188,6 +188,30 @@ def _shift_lut(p: IntLayer) -> bool:
     return bool(np.array_equal(np.asarray(p.lut, np.int64), q << int(p.G)))
 
 
+def _conv_uses_im2col(node, p: IntLayer) -> tuple[bool, bool]:
+    """(im2col kernel, identity 8-bit levels) for a convolution: the choice the schedule makes."""
+    identity8 = p.bits == 8 and _shift_lut(p) and int(p.G) == 0  # int8 levels, no table
+    use_im2col = node.op == "conv2d" and node.attrs["groups"] == 1 and im2col_weights(p.bits, identity8) \
+        and im2col_shape(int(node.weight.shape[1]), int(node.weight.shape[2]), int(node.weight.shape[3]),
+                         node.attrs["stride"][:2], node.attrs["pads"])
+    return use_im2col, identity8
+
+
+def step_scratch(qm: QuantModel, node, flatten_src: dict) -> int:
+    """int16 scratch entries a step's kernel needs (0 for kernels without scratch)."""
+    g, p = qm.graph, qm.params.get(node.name)
+    if node.op == "conv2d":
+        use_im2col, _ = _conv_uses_im2col(node, p)
+        c_in, c_out = g.shapes[node.inputs[0]][0], g.shapes[node.output][0]
+        _, _, kh, kw = node.weight.shape
+        return conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw, node.attrs["stride"][:2],
+                           node.attrs["pads"], im2col=p.bits if use_im2col else 0)[1]
+    if node.op == "linear":
+        kernel, _ = fc_kernel(p, weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0])))
+        return node.weight.shape[1] if kernel == "nupes_fully_connected" else 0
+    return 0
+
+
 def _folded_bias(p: IntLayer, levels: np.ndarray) -> np.ndarray:
     """bias - in_zp * sum(levels) per row: the DSP dense kernels sum w * x and add this, exactly
     sum w * (x - zp) + bias. |bias| + 128 * sum|w| <= acc_bound < 2^31 (max|x - zp| >= 128)."""
@@ -315,13 +339,17 @@ def inplace_band(h: int, w: int, c_in: int, oh: int, ow: int, c_out: int, kh: in
 ELEMENTWISE_OPS = ("add", "mul", "relu", "relu6", *TABLE_OPS)  # out[i] from in[i] only: safe over an input
 
 
-def _inplace(g, real: list, alias: dict, storage, skip: set = frozenset()) -> dict[str, int]:
+DW_GROUP = 4  # channels nupes_depthwise_inplace computes at a time (one DSP word per pixel)
+
+
+def _inplace(g, real: list, alias: dict, storage, skip: set = frozenset()) -> dict[str, tuple]:
     """The steps that write their output over an input's storage (the least-RAM plan), aliasing the
     output to it in ``alias``: an input that dies at that step, is not the caller's input, and holds
     no part of the caller's output. Elementwise ops (add, mul, activations) take any such input of
     the output's shape; a convolution takes its own input when the rows it holds aside
     (inplace_band) are at most a quarter of its output. Returns node name -> (rows per kernel call,
-    ring rows), (0, 0) for elementwise steps."""
+    ring rows) as ("rows", band, ring rows), ("channels", 4) for a depthwise convolution run four
+    channels at a time through a buffer (nupes_depthwise_inplace), ("elementwise",) for the rest."""
     last_read: dict[str, int] = {}
     for i, node in enumerate(real):
         for src in node.inputs:
@@ -346,16 +374,22 @@ def _inplace(g, real: list, alias: dict, storage, skip: set = frozenset()) -> di
             root = storage(src)
             if root == g.input_name or root == out_root or not dies_at(root, i):
                 continue
-            slots = (0, 0)
+            how = ("elementwise",)
             if node.op == "conv2d":
                 c_in, h, w = g.shapes[src]
                 c_out, oh, ow = g.shapes[node.output]
-                slots = inplace_band(h, w, c_in, oh, ow, c_out, node.weight.shape[2], node.attrs["stride"][0],
-                                     node.attrs["pads"][0])
-                if slots is None:
+                rows = inplace_band(h, w, c_in, oh, ow, c_out, node.weight.shape[2], node.attrs["stride"][0],
+                                    node.attrs["pads"][0])
+                ring = None if rows is None else rows[1] * ow * c_out
+                if node.attrs["groups"] == c_in == c_out and c_in % DW_GROUP == 0 and c_in > DW_GROUP \
+                        and (ring is None or DW_GROUP * (h * w + oh * ow) <= ring):
+                    how = ("channels", DW_GROUP)  # nupes_depthwise_inplace: no ring, one kernel call per group
+                elif rows is None:
                     continue
+                else:
+                    how = ("rows", *rows)
             alias[node.output] = root
-            chosen[node.name] = slots
+            chosen[node.name] = how
             break
     return chosen
 
@@ -499,10 +533,11 @@ class _Layout:
     virtual: set
 
 
-def _arena_layout(g, real: list, alias: dict, storage, inplace_steps: dict, tiled: list, max_bands: int) -> _Layout:
+def _arena_layout(g, real: list, alias: dict, storage, inplace_steps: dict, tiled: list, max_bands: int,
+                  scratch_bytes: dict | None = None) -> _Layout:
     """Tensor lifetimes (in steps) and greedy first-fit offsets. A tiled chain's steps run as one:
     its input lives and its output and two tiles exist through all of them, and its intermediate
-    tensors take no arena."""
+    tensors take no arena. ``scratch_bytes`` (step → bytes): the kernels' scratch placed in the arena."""
     out_store = storage(g.output_name)
     output_in_arena = out_store == g.input_name or out_store != g.output_name
     index = {n.name: i for i, n in enumerate(real)}
@@ -533,15 +568,29 @@ def _arena_layout(g, real: list, alias: dict, storage, inplace_steps: dict, tile
         s = storage(t)
         if s in arena_tensors:
             sizes[s] = max(sizes.get(s, 0), _hwc_size(g.shapes[t]))
-    pend: dict[str, str] = {}  # in-place conv -> its pending-rows buffer, an arena tensor of that step only
+    pend: dict[str, str] = {}  # in-place conv -> its rows held aside or channel-group buffer (that step only)
     for i, node in enumerate(real):
-        if inplace_steps.get(node.name, (0, 0))[0]:  # a convolution: the rows it holds aside
+        how = inplace_steps.get(node.name, ("elementwise",))
+        if how[0] == "rows":  # a convolution: the rows it holds aside
             c_out, _, ow = g.shapes[node.output]
-            buf = f"__rows_{i}"
-            pend[node.name] = buf
-            sizes[buf] = inplace_steps[node.name][1] * ow * c_out
-            first[buf] = last[buf] = i
-            arena_tensors.append(buf)
+            buf, nbytes = f"__rows_{i}", how[2] * ow * c_out
+        elif how[0] == "channels":  # a depthwise convolution: one group's input and output planes
+            (_, h, w), (_, oh, ow) = g.shapes[node.inputs[0]], g.shapes[node.output]
+            buf, nbytes = f"__group_{i}", how[1] * (h * w + oh * ow)
+        else:
+            continue
+        pend[node.name] = buf
+        sizes[buf] = nbytes
+        first[buf] = last[buf] = i
+        arena_tensors.append(buf)
+    if scratch_bytes:  # the kernels' scratch as arena tensors of their steps (a chain's: all of its steps)
+        for i, node in enumerate(real):
+            lo, hi = span.get(i, (i, i))
+            need = max(scratch_bytes.get(j, 0) for j in range(lo, hi + 1))
+            if i == hi and need:
+                buf = f"__scratch_{lo}"
+                sizes[buf], first[buf], last[buf] = need, lo, hi
+                arena_tensors.append(buf)
     tiles: dict[str, tuple] = {}  # chain's first layer -> (band, tile a, tile b): arena tensors of its steps
     for c in tiled:
         band, a, b = tile_band(g, c, max_bands)
@@ -595,7 +644,10 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     real = [n for n in g.nodes if n.op not in ALIAS_OPS]
     base_alias = dict(alias)
 
-    def layout(tiled: list) -> _Layout:
+    scratch_need = {i: 2 * step_scratch(qm, n, flatten_src) for i, n in enumerate(real)}
+    scratch_max = (max(scratch_need.values(), default=0) + ALIGN - 1) // ALIGN * ALIGN
+
+    def layout(tiled: list, scratch_in_arena: bool = False) -> _Layout:
         """The arena with these chains tiled; the rest of the least-RAM plan's choices follow."""
         al = dict(base_alias)
 
@@ -605,11 +657,20 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             return t
         skip = {n.name for c in tiled for n in c}
         chosen = _inplace(g, real, al, st, skip) if inplace else {}
-        return _arena_layout(g, real, al, st, chosen, tiled, max_bands)
+        return _arena_layout(g, real, al, st, chosen, tiled, max_bands, scratch_need if scratch_in_arena else None)
+
+    def need(lay: _Layout, scratch_in_arena: bool) -> int:
+        return lay.arena_bytes + (0 if scratch_in_arena else scratch_max)
 
     runs = tile_runs(g, real, base_alias) if inplace else []
-    chains = choose_chains(g, runs, max_bands, lambda c: layout(c).arena_bytes) if runs else []
-    lay = layout(chains)
+    # the least-RAM plan also tries the kernels' scratch inside the arena, each step's where that
+    # step's tensors leave room (a first layer's large scratch beside its output only)
+    options = []
+    for in_arena in ((False, True) if inplace else (False,)):
+        chains = choose_chains(g, runs, max_bands, lambda c: need(layout(c, in_arena), in_arena)) if runs else []
+        lay = layout(chains, in_arena)
+        options.append((need(lay, in_arena), in_arena, chains, lay))
+    _, scratch_in_arena, chains, lay = min(options, key=lambda o: (o[0], o[1]))
     alias.clear()
     alias.update(lay.alias)
     inplace_steps, out_store, output_in_arena = lay.inplace_steps, lay.out_store, lay.output_in_arena
@@ -617,6 +678,13 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     arena_bytes, arena_naive, tiles = lay.arena_bytes, lay.arena_naive, lay.tiles
     chain_of = {c[0].name: c for c in chains}
     in_chain = {n.name: c[0].name for c in chains for n in c}
+
+    def scr(i: int) -> str:
+        """Step i's scratch: the model's scratch buffer, or its place in the arena."""
+        if not scratch_in_arena:
+            return "scratch"
+        buf = f"__scratch_{i}"
+        return f"((int16_t *)(void *)(arena + {offsets[buf]}))" if buf in offsets else "scratch"
 
     def ptr(t: str) -> str:
         s = storage(t)
@@ -641,10 +709,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
         lname = f"nupes_{cname}_layer{i}"  # the step's C data: derived (never a name from the file)
         if node.op in ("conv2d", "linear"):
             rows = weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0]))
-            identity8 = p.bits == 8 and _shift_lut(p) and int(p.G) == 0  # int8 levels, no table
-            use_im2col = node.op == "conv2d" and node.attrs["groups"] == 1 and im2col_weights(p.bits, identity8) \
-                and im2col_shape(int(node.weight.shape[1]), int(node.weight.shape[2]), int(node.weight.shape[3]),
-                                 node.attrs["stride"][:2], node.attrs["pads"])
+            use_im2col, identity8 = _conv_uses_im2col(node, p)
             if node.op == "linear":
                 kernel, fc = fc_kernel(p, rows)
             elif use_im2col:
@@ -669,18 +734,24 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             kernel, entries = conv_kernel(node.attrs["groups"] != 1, c_in, c_out, kh, kw, node.attrs["stride"][:2],
                                           node.attrs["pads"], im2col=p.bits if use_im2col else 0)
             scratch = max(scratch, entries)
-            if node.name in pend:  # written over its own input, a band of rows at a time (nupes_conv2d_inplace)
-                band, slots = inplace_steps[node.name]
+            assert 2 * entries == scratch_need[i]  # step_scratch makes the same choice
+            how = inplace_steps.get(node.name, ("",))
+            if how[0] == "rows":  # written over its own input, a band of rows at a time (nupes_conv2d_inplace)
                 call = (f"{{ static const nupes_conv_geom_t g = {geom}; nupes_conv2d_inplace({kernel}, {out}, &g, "
-                        f"&{lname}, scratch, (arena + {offsets[pend[node.name]]}), {band}, {slots}); }}")
+                        f"&{lname}, {scr(i)}, (arena + {offsets[pend[node.name]]}), {how[1]}, {how[2]}); }}")
+            elif how[0] == "channels":  # a depthwise convolution over its own input, four channels at a time
+                kernel = "nupes_depthwise_inplace"
+                call = (f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({out}, &g, &{lname}, {scr(i)}, "
+                        f"(arena + {offsets[pend[node.name]]})); }}")
             else:
-                call = f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0] if ins else ''}, {out}, &g, &{lname}, scratch); }}"
+                call = (f"{{ static const nupes_conv_geom_t g = {geom}; {kernel}({ins[0] if ins else ''}, {out}, &g, "
+                        f"&{lname}, {scr(i)}); }}")
             stage = f"{{ {kernel}, &{lname}, 0, 0, 0, {geom} }}"
         elif node.op == "linear":
             k = node.weight.shape[1]
             if kernel == "nupes_fully_connected":
                 scratch = max(scratch, k)  # one decoded row (the others decode as they multiply)
-            scratch_arg = ", scratch" if kernel == "nupes_fully_connected" else ""
+            scratch_arg = f", {scr(i)}" if kernel == "nupes_fully_connected" else ""
             call = f"{kernel}({ins[0]}, {out}, {k}, {node.weight.shape[0]}, &{lname}{scratch_arg});"
         elif node.op == "add":
             adds[lname] = p
@@ -783,7 +854,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             if node is chain[-1]:
                 call = (f"{{ static const nupes_stage_t st[{len(chain)}] = {{ {', '.join(stages[head])} }}; "
                         f"nupes_tiled_chain(st, {len(chain)}, {ptr(chain[0].inputs[0])}, {out}, "
-                        f"(arena + {offsets[tile_a]}), (arena + {offsets[tile_b]}), {band}, scratch, "
+                        f"(arena + {offsets[tile_a]}), (arena + {offsets[tile_b]}), {band}, {scr(first_step)}, "
                         f"nupes_{cname}_profile_hook, {first_step}); }}")
             else:
                 call = f"/* run band by band with the layers after it (nupes_tiled_chain at step {first_step + len(chain) - 1}) */"
@@ -805,14 +876,15 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
         "flash_meta_bytes": int(sum(L.bias.size * 12 for L in layers)),
         "arena_bytes": int(arena_bytes),
         "arena_naive_bytes": int(arena_naive),
-        "scratch_bytes": int(scratch * 2),
+        "scratch_bytes": 0 if scratch_in_arena else int(scratch * 2),
+        "scratch_in_arena": bool(scratch_in_arena),  # each kernel's scratch is then part of arena_bytes
         "input_bytes": _hwc_size(g.input_shape),
         "output_bytes": _hwc_size(g.output_shape),
     }
     return Plan(name=cname, input_shape=tuple(g.input_shape), output_shape=tuple(g.output_shape),
                 input_size=_hwc_size(g.input_shape), output_size=_hwc_size(g.output_shape), layers=layers, adds=adds,
                 steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
-                scratch_entries=max(scratch, 1), output_in_arena=output_in_arena, report=report,
+                scratch_entries=1 if scratch_in_arena else max(scratch, 1), output_in_arena=output_in_arena, report=report,
                 table_free_adds=table_free, storage=dict(alias),
                 lifetimes={t: (first[t], last[t]) for t in arena_tensors}, inplace=dict(inplace_steps),
                 tiled={h: ([n.name for n in chain_of[h]], lay.tiles[h][0], sizes[lay.tiles[h][1]] + sizes[lay.tiles[h][2]])

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import torch_exec
-from .codegen.plan import ADD_TABLE_BYTES, Plan, plan
+from .codegen.plan import ADD_TABLE_BYTES, DEFAULT_BANDS, Plan, plan
 from .evaluate import sqnr_db
 from .intref import quantize_input, run_int
 from .qmodel import QuantModel
@@ -128,7 +128,8 @@ def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | Non
             data_label: str = "the calibration data", inference_count: int | None = None) -> Analysis:
     """The per-layer view. x_calib: data for the SQNR column (None: left empty). sizes: a firmware
     build's sizes (FirmwareBuild.sizes). profile: per-layer counts from a device run."""
-    p = plan(qm)
+    built = sizes or {}  # a board build's own plan (the least-RAM one, tiled to its bands), else the fastest
+    p = plan(qm, inplace=bool(built.get("max_bands")), max_bands=built.get("max_bands") or DEFAULT_BANDS)
     g = qm.graph
     alias = p.storage
     nodes = {n.name: n for n in g.nodes}

@@ -194,5 +194,6 @@ def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | Non
     flash_used = sum(sec.get(s, 0) for s in (".isr_vector", ".text", ".ARM.exidx", ".data"))
     ram_used = sum(sec.get(s, 0) for s in (".data", ".bss", ".stack"))
     sizes = {"flash_used": flash_used, "ram_used": ram_used, "flash_bytes": board.flash_bytes,
-             "ram_bytes": board.ram_bytes, **gen.report, "ram_plan": _plan_label(gen.plan, inplace)}
+             "ram_bytes": board.ram_bytes, **gen.report, "ram_plan": _plan_label(gen.plan, inplace),
+             "max_bands": (max_bands or codegen.DEFAULT_BANDS) if inplace else 0}
     return FirmwareBuild(board, elf, binf, gen, sizes)

@@ -81,6 +81,21 @@ def plot_share(a: Analysis) -> str:
     return _png(fig)
 
 
+_BUFFERS = {"__tile_": "tile", "__scratch_": "scratch", "__group_": "channel group", "__rows_": "rows aside"}
+
+
+def _arena_label(t: str, producer: dict) -> str:
+    """A tensor by the layer that writes it; the plan's own buffers by what they are for."""
+    return next((what for prefix, what in _BUFFERS.items() if t.startswith(prefix)), producer.get(t, t))
+
+
+def _step_label(p, s) -> str:
+    """A step's name, with how the least-RAM plan runs it (tiled, in place)."""
+    if any(s.node_name in chain for chain, _, _ in p.tiled.values()):
+        return f"{s.node_name} (tiled)"
+    return f"{s.node_name} (in place)" if s.node_name in p.inplace else s.node_name
+
+
 def plot_arena(a: Analysis, qm: QuantModel) -> str | None:
     p = a.plan
     if not p.offsets:
@@ -95,10 +110,10 @@ def plot_arena(a: Analysis, qm: QuantModel) -> str | None:
     for i, (t, off) in enumerate(sorted(p.offsets.items(), key=lambda kv: span.get(kv[0], (0, 0))[0])):
         first, last = span.get(t, (0, len(p.steps)))
         ax.add_patch(Rectangle((first - 0.45, off), last - first + 0.9, p.sizes[t], color=cmap(i % 20), alpha=0.8))
-        ax.text(first - 0.4, off + p.sizes[t] / 2, producer.get(t, t), fontsize=7, va="center")
+        ax.text(first - 0.4, off + p.sizes[t] / 2, _arena_label(t, producer), fontsize=7, va="center")
     ax.set_xlim(-0.6, len(p.steps) + 0.6)
     ax.set_ylim(0, max(p.arena_bytes, 1))
-    ax.set_xticks(range(len(p.steps)), [s.node_name for s in p.steps], rotation=35, ha="right", fontsize=8)
+    ax.set_xticks(range(len(p.steps)), [_step_label(p, s) for s in p.steps], rotation=35, ha="right", fontsize=8)
     ax.set(ylabel="arena byte offset", title=f"Arena over the schedule: which tensor holds which bytes when "
                                              f"({p.arena_bytes:,} B; naive {p.arena_naive_bytes:,} B)")
     ax.title.set_fontsize(9)

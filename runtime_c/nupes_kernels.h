@@ -145,6 +145,12 @@ typedef void (*nupes_conv_fn)(const int8_t *in, int8_t *out, const nupes_conv_ge
 void nupes_conv2d_inplace(nupes_conv_fn kernel, int8_t *buf, const nupes_conv_geom_t *g, const nupes_layer_t *w,
                           int16_t *scratch, int8_t *pend, int32_t band, int32_t slots);
 
+/* A depthwise convolution (multiplier 1, in_c a multiple of 4) written over its own input `buf`, four
+ * channels at a time (runtime_c/nupes_depthwise_inplace.c). `grp`: 4 * (in_h * in_w + out_h * out_w)
+ * bytes, 4-byte aligned. */
+void nupes_depthwise_inplace(int8_t *buf, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch,
+                             int8_t *grp);
+
 #ifndef NUPES_PROFILE_FN_DEFINED
 #define NUPES_PROFILE_FN_DEFINED
 /* Profiling hook: (layer, 1) before and (layer, 0) after each layer (a tiled layer: each band). */

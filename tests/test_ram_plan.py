@@ -56,8 +56,9 @@ def test_least_ram_plan_is_bit_exact_on_the_host(case, tmp_path):
 
 def test_least_ram_plan_shrinks_the_arenas_of_the_mlperf_models():
     kws, ic = _kept("mlperf-tiny/kws_ref_model.tflite"), _kept("mlperf-tiny/pretrainedResnet_quant.tflite")
-    assert plan(kws, inplace=True).arena_bytes <= 0.65 * plan(kws).arena_bytes  # 16,000 -> 9,920
-    assert plan(ic, inplace=True).arena_bytes <= 0.8 * plan(ic).arena_bytes  # 49,152 -> 36,864
+    need = lambda p: p.arena_bytes + 2 * p.scratch_entries  # noqa: E731
+    assert need(plan(kws, inplace=True)) <= 0.6 * need(plan(kws))  # 16,000 + 3,200 -> 11,200 + 2
+    assert need(plan(ic, inplace=True)) <= 0.75 * need(plan(ic))  # 49,152 + 2,304 -> 37,440 + 2
 
 
 def test_rows_held_aside():

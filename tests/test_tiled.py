@@ -110,3 +110,39 @@ def test_tiled_plan_on_the_emulated_board(tmp_path):
     assert all(counts[name] > 0 for name in tiled_layers), counts  # each band's calls summed per layer
     total = sum(counts.values())
     assert total < rep.count_last and total > 0.97 * rep.count_last, (total, rep.count_last)
+
+
+class Depthwise(nn.Module):
+    """Depthwise layers whose input dies at them: written over it four channels at a time."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 12, 3, padding=1)
+        self.dw1 = nn.Conv2d(12, 12, 3, stride=2, padding=1, groups=12)  # 15x13 -> 8x7
+        self.dw2 = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.pw = nn.Conv2d(12, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.dw2(torch.relu(self.dw1(torch.relu(self.c1(x))))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.pw(y), 1), 1))
+
+
+@pytest.mark.parametrize("method,bits", [("uniform", 8), ("nupes", 4), ("powerquant", 2)])
+def test_depthwise_in_place_by_channel_groups_is_bit_exact(method, bits, tmp_path, monkeypatch):
+    """nupes_depthwise_inplace, stride 1 and 2, odd sizes; its rows-held-aside alternative is taken
+    away so that the planner uses channel groups even where a ring of rows would be smaller."""
+    plan_mod = importlib.import_module("nupes_edge.codegen.plan")
+    monkeypatch.setattr(plan_mod, "inplace_band", lambda *a, **k: None)
+    torch.manual_seed(1)
+    x = torch.randn(32, 3, 15, 13)
+    qm = quantize_graph(import_module(Depthwise().eval(), x[:1], "dw"), x.numpy(), method, bits, name="dw")
+    p = plan(qm, inplace=True)
+    assert [n for n, how in p.inplace.items() if how[0] == "channels"] == ["conv2d_1", "conv2d_2"], p.inplace
+    assert sum("nupes_depthwise_inplace(" in st.call for st in p.steps) == 2
+    xq = np.random.default_rng(2).integers(-128, 128, (8, 3, 15, 13)).astype(np.int8)
+    ref = run_int(qm, xq)
+    for dsp in (False, True):
+        hb = build.build_host(qm, str(tmp_path / f"d{dsp}"), sanitize=True, dsp=dsp, inplace=True)
+        out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
+        np.testing.assert_array_equal(out, ref, err_msg=f"dsp={dsp}")
