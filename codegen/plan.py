@@ -396,10 +396,9 @@ def _inplace(g, real: list, alias: dict, storage, skip: set = frozenset()) -> di
 
 TILE_OPS = ("conv2d", "maxpool2d", "avgpool2d")  # layers a tiled chain can hold (nupes_tiled_chain)
 CHAIN_MAX = 8  # NUPES_CHAIN_MAX in runtime_c/nupes_kernels.h
-TILE_EXTRA_WORK = 0.03  # at most this share of a chain's work computed twice (halo rows)
 # Each band calls every layer's kernel once, and a call has its set-up (weights decoded, requantization
-# records): on the emulated M4, mnist5k's least-RAM plan costs +3% instructions with 4 bands per chain
-# and +13% with one row per band. DEFAULT_BANDS is the least-RAM plan; --ram-budget goes further.
+# records): more bands, less RAM, more instructions. DEFAULT_BANDS is the least-RAM plan's;
+# --ram-budget goes further.
 DEFAULT_BANDS = 4
 BAND_LEVELS = (DEFAULT_BANDS, 16, 1 << 30)  # the least-RAM plans --ram-budget tries, fastest first
 
@@ -412,46 +411,85 @@ def stage_geom(g, node) -> tuple:
     return (h, w, c_in, oh, ow, c_out, int(kh), int(kw), *node.attrs["stride"][:2], *node.attrs["pads"][:2])
 
 
-def tiled_rows(geoms: list[tuple], band: int) -> tuple[int, int, list[int]]:
-    """The loop of nupes_tiled_chain, run here: (bytes of tile a, bytes of tile b, output rows each
-    layer computes in all, halo rows included)."""
+def _chain_rows(geoms: list[tuple], r: int, band: int) -> tuple[list[int], list[int]]:
+    """nupes_chain_rows: the output rows each layer needs for the last layer's rows [r, r + band)."""
     n = len(geoms)
-    tiles, computed = [0, 0], [0] * n
-    last_h = geoms[-1][3]
-    for r in range(0, last_h, band):
-        lo, hi = [0] * n, [0] * n
-        lo[-1], hi[-1] = r, min(r + band, last_h)
-        for k in range(n - 1, 0, -1):
-            h, _, _, _, _, _, kh, _, sh, _, pt, _ = geoms[k]
-            lo[k - 1] = max(lo[k] * sh - pt, 0)
-            hi[k - 1] = min((hi[k] - 1) * sh - pt + kh, h)
+    lo, hi = [0] * n, [0] * n
+    lo[-1], hi[-1] = r, min(r + band, geoms[-1][3])
+    for k in range(n - 1, 0, -1):
+        h, _, _, _, _, _, kh, _, sh, _, pt, _ = geoms[k]
+        lo[k - 1] = max(lo[k] * sh - pt, 0)
+        hi[k - 1] = min((hi[k] - 1) * sh - pt + kh, h)
+    return lo, hi
+
+
+def tiled_rows(geoms: list[tuple], band: int, last_in_tile: bool = False) -> tuple[list[int], list[int]]:
+    """The loop of nupes_tiled_chain, run here: (bytes of each layer's tile, output rows each layer
+    computes in all). A tile keeps the rows the next band needs again, so each row is computed once;
+    ``last_in_tile``: the last layer's band goes to a tile too (nupes_tiled_residual)."""
+    n = len(geoms)
+    tiles, computed, have = [0] * n, [0] * n, [0] * n
+    for r in range(0, geoms[-1][3], band):
+        lo, hi = _chain_rows(geoms, r, band)
         for k in range(n):
-            computed[k] += hi[k] - lo[k]
-            if k < n - 1:
-                tiles[k % 2] = max(tiles[k % 2], (hi[k] - lo[k]) * geoms[k][4] * geoms[k][5])
-    return tiles[0], tiles[1], computed
+            start = max(lo[k], have[k]) if k < n - 1 else lo[k]
+            computed[k] += max(hi[k] - start, 0)
+            have[k] = hi[k]
+            if k < n - 1 or last_in_tile:
+                tiles[k] = max(tiles[k], (hi[k] - lo[k]) * geoms[k][4] * geoms[k][5])
+    return tiles[: n if last_in_tile else n - 1], computed
 
 
-def _row_work(geom: tuple, op: str, groups: int) -> int:
-    """Multiply-accumulates (a pooling: window reads) of one output row."""
-    _, _, c_in, _, ow, c_out, kh, kw = geom[:8]
-    per_out = kh * kw * (c_in // groups if op == "conv2d" else 1)
-    return ow * c_out * per_out
+def residual_slots(geoms: list[tuple], band: int) -> int:
+    """Rows of sums nupes_tiled_residual holds before they go home (its loop, run here): a row waits
+    until the next band's first call no longer reads the input row it lands on; a multiple of band."""
+    n, out_h = len(geoms), geoms[-1][3]
+    flushed, need, have0 = 0, band, 0
+    for r in range(0, out_h, band):
+        lo, hi = _chain_rows(geoms, r, band)
+        rows = hi[-1] - lo[-1]
+        have0 = hi[0]
+        need = max(need, r + rows - flushed)
+        keep = out_h
+        if r + band < out_h:
+            nlo, _ = _chain_rows(geoms, r + band, band)
+            start = max(have0, nlo[0]) if n > 1 else nlo[0]
+            keep = max(start * geoms[0][8] - geoms[0][10], 0)
+        flushed = max(flushed, min(r + rows, keep))
+    return -(-need // band) * band
 
 
-def tile_band(g, chain: list, max_bands: int = DEFAULT_BANDS) -> tuple[int, int, int] | None:
-    """(band, tile a bytes, tile b bytes) for a chain: the fewest rows per band that make at most
-    ``max_bands`` bands and whose recomputed halo rows stay within TILE_EXTRA_WORK of the chain's
-    work; None if only the whole output in one band does."""
-    geoms = [stage_geom(g, n) for n in chain]
-    work = [_row_work(gm, n.op, n.attrs.get("groups", 1)) for gm, n in zip(geoms, chain)]
-    total = sum(w * gm[3] for w, gm in zip(work, geoms))
-    for band in range(max(1, -(-geoms[-1][3] // max_bands)), geoms[-1][3]):
-        a, b, computed = tiled_rows(geoms, band)
-        extra = sum(w * (c - gm[3]) for w, c, gm in zip(work, computed, geoms))
-        if extra <= TILE_EXTRA_WORK * total:
-            return band, a, b
-    return None
+def tile_band(g, chain: list, max_bands: int = DEFAULT_BANDS) -> tuple[int, list[int], int] | None:
+    """(band, each tile's bytes, ring bytes) for a chain: the fewest rows per band that make at most
+    ``max_bands`` bands; None if only the whole output in one band does. A chain that ends in an add
+    is a residual block (nupes_tiled_residual): its ring holds the sums not yet written back."""
+    residual = chain[-1].op == "add"
+    geoms = [stage_geom(g, n) for n in (chain[:-1] if residual else chain)]
+    out_h = geoms[-1][3]
+    band = max(1, -(-out_h // max_bands))
+    if band >= out_h:
+        return None
+    tiles, _ = tiled_rows(geoms, band, residual)
+    ring = residual_slots(geoms, band) * geoms[-1][4] * geoms[-1][5] if residual else 0
+    return band, tiles, ring
+
+
+def residual_add(g, real: list, part: list, alias: dict):
+    """The add that makes ``part`` a residual block: the next step, adding the part's output to the
+    part's own input X, all three of one shape, X read by nothing else and no other name's bytes
+    (the block's result can then be written back over X); else None."""
+    i = real.index(part[-1])
+    if i + 1 >= len(real):
+        return None
+    add, x, y = real[i + 1], part[0].inputs[0], part[-1].output
+    readers = [t for n in g.nodes for t in n.inputs]
+    if add.op != "add" or sorted(add.inputs) != sorted([x, y]) or x == y or add.output == g.output_name:
+        return None
+    if not (g.shapes[add.output] == g.shapes[x] == g.shapes[y]) or readers.count(x) != 2 or readers.count(y) != 1:
+        return None
+    if x == g.input_name or x in alias or x in alias.values() or add.output in alias.values():
+        return None
+    return add
 
 
 def tile_runs(g, real: list, alias: dict) -> list[list]:
@@ -483,24 +521,29 @@ def tile_runs(g, real: list, alias: dict) -> list[list]:
     return runs
 
 
-def choose_chains(g, runs: list[list], max_bands: int, arena_of) -> list[list]:
-    """The chains to tile, greedily: each time the part of a run (two layers or more, within the
-    band and halo bounds) whose tiling lowers the arena most, until none lowers it (a chain tiled for
-    nothing only costs time). ``arena_of(chains)`` is the arena with those chains tiled."""
+def choose_chains(g, runs: list[list], max_bands: int, arena_of, real: list = (), alias: dict | None = None) -> list[list]:
+    """The chains to tile, greedily: each time the part of a run (two layers or more, or one and the
+    add that makes it a residual block; within the band and halo bounds) whose tiling lowers the
+    arena most, until none lowers it (a chain tiled for nothing only costs time). ``arena_of(chains)``
+    is the arena with those chains tiled."""
     chosen: list[list] = []
     best = arena_of(chosen)
     taken: set[str] = set()
     while True:
         pick, pick_arena = None, best
         for run in runs:
-            for i in range(len(run) - 1):
-                for j in range(i + 2, len(run) + 1):
+            for i in range(len(run)):
+                for j in range(i + 1, len(run) + 1):
                     part = run[i:j]
-                    if any(n.name in taken for n in part) or tile_band(g, part, max_bands) is None:
+                    if any(n.name in taken for n in part):
                         continue
-                    arena = arena_of(chosen + [part])
-                    if arena < pick_arena:
-                        pick, pick_arena = part, arena
+                    add = residual_add(g, list(real), part, alias or {}) if real else None
+                    for cand in (part, part + [add]) if add is not None else (part,):
+                        if len(cand) < 2 or any(n.name in taken for n in cand) or tile_band(g, cand, max_bands) is None:
+                            continue
+                        arena = arena_of(chosen + [cand])
+                        if arena < pick_arena:
+                            pick, pick_arena = cand, arena
         if pick is None:
             return chosen
         chosen.append(pick)
@@ -591,17 +634,19 @@ def _arena_layout(g, real: list, alias: dict, storage, inplace_steps: dict, tile
                 buf = f"__scratch_{lo}"
                 sizes[buf], first[buf], last[buf] = need, lo, hi
                 arena_tensors.append(buf)
-    tiles: dict[str, tuple] = {}  # chain's first layer -> (band, tile a, tile b): arena tensors of its steps
+    tiles: dict[str, tuple] = {}  # chain's first layer -> (band, [its tiles], ring or None): tensors of its steps
     for c in tiled:
-        band, a, b = tile_band(g, c, max_bands)
+        band, tile_bytes, ring = tile_band(g, c, max_bands)
         lo, hi = index[c[0].name], index[c[-1].name]
         names = []
-        for k, nbytes in (("a", a), ("b", b)):
+        for k, nbytes in [*enumerate(tile_bytes), ("ring", ring)]:
+            if k == "ring" and not ring:
+                continue
             buf = f"__tile_{lo}_{k}"
             sizes[buf], first[buf], last[buf] = max(nbytes, 1), lo, hi
             arena_tensors.append(buf)
             names.append(buf)
-        tiles[c[0].name] = (band, *names)
+        tiles[c[0].name] = (band, names[:len(tile_bytes)], names[-1] if ring else None)
     offsets: dict[str, int] = {}
     placed: list[tuple[int, int, str]] = []
     for t in sorted(arena_tensors, key=lambda t: (-sizes[t], first[t])):
@@ -656,6 +701,9 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                 t = al[t]
             return t
         skip = {n.name for c in tiled for n in c}
+        for c in tiled:
+            if c[-1].op == "add":  # a residual block: its result is written back over its input
+                al[c[-1].output] = st(c[0].inputs[0])
         chosen = _inplace(g, real, al, st, skip) if inplace else {}
         return _arena_layout(g, real, al, st, chosen, tiled, max_bands, scratch_need if scratch_in_arena else None)
 
@@ -667,7 +715,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     # step's tensors leave room (a first layer's large scratch beside its output only)
     options = []
     for in_arena in ((False, True) if inplace else (False,)):
-        chains = choose_chains(g, runs, max_bands, lambda c: need(layout(c, in_arena), in_arena)) if runs else []
+        chains = choose_chains(g, runs, max_bands, lambda c: need(layout(c, in_arena), in_arena), real,
+                               base_alias) if runs else []
         lay = layout(chains, in_arena)
         options.append((need(lay, in_arena), in_arena, chains, lay))
     _, scratch_in_arena, chains, lay = min(options, key=lambda o: (o[0], o[1]))
@@ -677,6 +726,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     first, last, sizes, offsets, pend, arena_tensors = lay.first, lay.last, lay.sizes, lay.offsets, lay.pend, lay.arena_tensors
     arena_bytes, arena_naive, tiles = lay.arena_bytes, lay.arena_naive, lay.tiles
     chain_of = {c[0].name: c for c in chains}
+    index_of = {n.name: i for i, n in enumerate(real)}
     in_chain = {n.name: c[0].name for c in chains for n in c}
 
     def scr(i: int) -> str:
@@ -703,7 +753,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     stages: dict[str, list[str]] = {}  # a tiled chain's first layer → its nupes_stage_t initializers
     for i, node in enumerate(real):
         p = qm.params.get(node.name)
-        ins = [ptr(t) for t in node.inputs] if node.name not in in_chain or node is chain_of[in_chain[node.name]][0] else []
+        ins = [ptr(t) if t not in lay.virtual else "" for t in node.inputs]
         out = ptr(node.output) if node.output not in lay.virtual else ""
         stage = ""
         lname = f"nupes_{cname}_layer{i}"  # the step's C data: derived (never a name from the file)
@@ -845,19 +895,30 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
         else:  # pragma: no cover - _validate rejects the rest
             raise _refuse(node, "no kernel")
         profiled = node.name not in in_chain
-        if not profiled:  # one call runs the whole chain, at its last layer's step
+        if not profiled:  # one call runs the whole chain, at its last step
             head = in_chain[node.name]
             chain = chain_of[head]
-            stages.setdefault(head, []).append(stage)
-            band, tile_a, tile_b = lay.tiles[head]
-            first_step = i - len(stages[head]) + 1
-            if node is chain[-1]:
-                call = (f"{{ static const nupes_stage_t st[{len(chain)}] = {{ {', '.join(stages[head])} }}; "
-                        f"nupes_tiled_chain(st, {len(chain)}, {ptr(chain[0].inputs[0])}, {out}, "
-                        f"(arena + {offsets[tile_a]}), (arena + {offsets[tile_b]}), {band}, {scr(first_step)}, "
-                        f"nupes_{cname}_profile_hook, {first_step}); }}")
+            residual = chain[-1].op == "add"
+            n_stages = len(chain) - residual
+            if stage:
+                stages.setdefault(head, []).append(stage)
+            band, tile_names, ring = lay.tiles[head]
+            first_step = index_of[head]
+            tiles_c = f"t, {band}, {scr(first_step)}"
+            st_c = (f"static const nupes_stage_t st[{n_stages}] = {{ {', '.join(stages.get(head, []))} }}; "
+                    f"int8_t *const t[{max(len(tile_names), 1)}] = "
+                    f"{{ {', '.join(f'(arena + {offsets[t]})' for t in tile_names) or '0'} }};")
+            x = chain[0].inputs[0]
+            if node is not chain[-1]:
+                call = f"/* run band by band with the layers after it (step {first_step + len(chain) - 1}) */"
+            elif residual:  # kernel: this add's own (nupes_add or nupes_add_computed)
+                slots = lay.sizes[ring] // (g.shapes[x][0] * g.shapes[x][2])  # ring bytes / bytes per row
+                call = (f"{{ {st_c} nupes_tiled_residual(st, {n_stages}, {ptr(x)}, {tiles_c}, "
+                        f"nupes_{cname}_profile_hook, {first_step}, {kernel}, &{lname}, {int(node.inputs[0] == x)}, "
+                        f"(arena + {offsets[ring]}), {slots}); }}")
             else:
-                call = f"/* run band by band with the layers after it (nupes_tiled_chain at step {first_step + len(chain) - 1}) */"
+                call = (f"{{ {st_c} nupes_tiled_chain(st, {n_stages}, {ptr(x)}, {out}, {tiles_c}, "
+                        f"nupes_{cname}_profile_hook, {first_step}); }}")
         steps.append(Step(i, node.name, kernel, call, list(node.inputs), node.output, profiled))
 
     params = sum(int(np.prod(n.weight.shape)) for n in g.weight_nodes())
@@ -887,5 +948,6 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                 scratch_entries=1 if scratch_in_arena else max(scratch, 1), output_in_arena=output_in_arena, report=report,
                 table_free_adds=table_free, storage=dict(alias),
                 lifetimes={t: (first[t], last[t]) for t in arena_tensors}, inplace=dict(inplace_steps),
-                tiled={h: ([n.name for n in chain_of[h]], lay.tiles[h][0], sizes[lay.tiles[h][1]] + sizes[lay.tiles[h][2]])
+                tiled={h: ([n.name for n in chain_of[h]], lay.tiles[h][0],
+                           sum(sizes[t] for t in lay.tiles[h][1]) + (sizes[lay.tiles[h][2]] if lay.tiles[h][2] else 0))
                        for h in chain_of})

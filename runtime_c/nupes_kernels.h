@@ -169,10 +169,19 @@ typedef struct {
 } nupes_stage_t;
 
 /* Layers s[0..n-1] (n <= NUPES_CHAIN_MAX), each reading the one before, run `band` rows of the last
- * one's output at a time through two tiles (runtime_c/nupes_tiled.c): only `in` and `out` are whole.
- * `hook` (may be NULL) brackets each call, as layer first_layer + k. */
-void nupes_tiled_chain(const nupes_stage_t *s, int32_t n, const int8_t *in, int8_t *out, int8_t *tile_a,
-                       int8_t *tile_b, int32_t band, int16_t *scratch, nupes_profile_fn hook, int32_t first_layer);
+ * one's output at a time, layer k < n-1 through tiles[k] (runtime_c/nupes_tiled.c): only `in` and `out`
+ * are whole. `hook` (may be NULL) brackets each call, as layer first_layer + k. */
+void nupes_tiled_chain(const nupes_stage_t *s, int32_t n, const int8_t *in, int8_t *out, int8_t *const *tiles,
+                       int32_t band, int16_t *scratch, nupes_profile_fn hook, int32_t first_layer);
+
+/* A tiled chain whose result is added to the chain's own input `buf` (a residual block) and written
+ * back over it; the last layer's rows go to tiles[n - 1], the sums wait in `pend` (`slots` rows) until
+ * no later band reads those input rows. The add is layer first_layer + n; input_first: `buf` is the
+ * add's first operand. */
+typedef void (*nupes_add_fn)(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, const nupes_add_params_t *p);
+void nupes_tiled_residual(const nupes_stage_t *s, int32_t n, int8_t *buf, int8_t *const *tiles, int32_t band,
+                          int16_t *scratch, nupes_profile_fn hook, int32_t first_layer, nupes_add_fn add,
+                          const nupes_add_params_t *ap, int32_t input_first, int8_t *pend, int32_t slots);
 
 /* Elementwise int8 MUL of two HWC tensors of pixels x c values, either of which may instead hold c
  * values applied at every pixel (TFLite Micro's int8 MUL, bit for bit). */
