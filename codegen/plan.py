@@ -400,7 +400,7 @@ CHAIN_MAX = 8  # NUPES_CHAIN_MAX in runtime_c/nupes_kernels.h
 # records): more bands, less RAM, more instructions. DEFAULT_BANDS is the least-RAM plan's;
 # --ram-budget goes further.
 DEFAULT_BANDS = 4
-BAND_LEVELS = (DEFAULT_BANDS, 16, 1 << 30)  # the least-RAM plans --ram-budget tries, fastest first
+BAND_LEVELS = (0, DEFAULT_BANDS, 16, 1 << 30)  # the least-RAM plans tried for a budget, fastest first (0: no tiling)
 
 
 def stage_geom(g, node) -> tuple:
@@ -710,7 +710,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     def need(lay: _Layout, scratch_in_arena: bool) -> int:
         return lay.arena_bytes + (0 if scratch_in_arena else scratch_max)
 
-    runs = tile_runs(g, real, base_alias) if inplace else []
+    runs = tile_runs(g, real, base_alias) if inplace and max_bands > 1 else []
     # the least-RAM plan also tries the kernels' scratch inside the arena, each step's where that
     # step's tensors leave room (a first layer's large scratch beside its output only)
     options = []

@@ -129,7 +129,8 @@ def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | Non
     """The per-layer view. x_calib: data for the SQNR column (None: left empty). sizes: a firmware
     build's sizes (FirmwareBuild.sizes). profile: per-layer counts from a device run."""
     built = sizes or {}  # a board build's own plan (the least-RAM one, tiled to its bands), else the fastest
-    p = plan(qm, inplace=bool(built.get("max_bands")), max_bands=built.get("max_bands") or DEFAULT_BANDS)
+    bands = built.get("max_bands", None if built.get("ram_plan", "fastest") == "fastest" else DEFAULT_BANDS)
+    p = plan(qm, inplace=bands is not None, max_bands=DEFAULT_BANDS if bands is None else bands)
     g = qm.graph
     alias = p.storage
     nodes = {n.name: n for n in g.nodes}

@@ -150,8 +150,9 @@ def build_host(model_path: str, out_dir: str, sanitize: bool = False, dsp: bool 
     from .firmware import ram_plan
 
     qm = artifact.load(model_path)
-    bands = ram_plan(qm, _size(ram_budget))
-    return build.build_host(qm, out_dir, sanitize=sanitize, dsp=dsp, inplace=bool(bands), max_bands=bands or None)
+    budget = _size(ram_budget)
+    bands = None if budget is None else ram_plan(qm, budget)
+    return build.build_host(qm, out_dir, sanitize=sanitize, dsp=dsp, inplace=bands is not None, max_bands=bands)
 
 
 def _verify_inputs(qm: QuantModel, data: str | None, n: int):

@@ -129,7 +129,8 @@ def build_host(qm: QuantModel, out_dir: str, *, sanitize: bool = False, dsp: boo
     ``sanitize`` adds AddressSanitizer and UndefinedBehaviorSanitizer (any report aborts).
     """
     src = os.path.join(out_dir, "src")
-    gen = codegen.generate(qm, src, runner=True, inplace=inplace, max_bands=max_bands or codegen.DEFAULT_BANDS)
+    gen = codegen.generate(qm, src, runner=True, inplace=inplace,
+                           max_bands=codegen.DEFAULT_BANDS if max_bands is None else max_bands)
     flags = WARNINGS + [opt, "-DNUPES_DSP_EMULATE" if dsp else "-DNUPES_NO_DSP"]
     if sanitize:
         flags += ["-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]

@@ -106,26 +106,33 @@ def _plan_label(p, inplace: bool) -> str:
     return "least RAM (in place" + (f"; tiled: {', '.join(tiled)}" if tiled else "") + ")"
 
 
-def ram_plan(qm: QuantModel, budget: int | None) -> int | None:
-    """Which arena plan a RAM budget (bytes of arena + scratch) asks for, the fastest that fits:
-    0 the fastest plan, n > 0 a least-RAM plan whose tiled runs of layers take at most n bands
-    (convolutions and elementwise ops written over inputs that die there, tiling: codegen/plan.py;
-    fewer bands, fewer kernel calls), None (no budget) the fastest, falling back to the default
-    least-RAM plan when the board's RAM overflows. A budget below the smallest plan's need is an
-    error naming that minimum."""
-    if budget is None:
-        return None
+FASTEST = None  # ram_plan's answer for the fastest plan; else a least-RAM plan's band limit (BAND_LEVELS)
+
+
+def _need(p) -> int:
+    return p.arena_bytes + 2 * p.scratch_entries
+
+
+def ram_plan(qm: QuantModel, budget: int | None, overflow: int | None = None):
+    """Which arena plan fits a RAM budget (bytes of arena + scratch), the fastest that does: FASTEST,
+    or a least-RAM plan's band limit, tried in the order of BAND_LEVELS (in place only; then runs of
+    layers tiled in at most 4 bands, 16, one row per band: more bands, fewer bytes, more kernel calls).
+    ``overflow``: instead of a budget, how many bytes the fastest plan overflows the board's RAM by.
+    A budget below the smallest plan's need is an error naming that minimum."""
     from .codegen.plan import BAND_LEVELS, plan
 
-    need = lambda p: p.arena_bytes + 2 * p.scratch_entries  # noqa: E731
-    fast = need(plan(qm))
+    fast = _need(plan(qm))
+    if overflow is not None:
+        budget = fast - overflow
     if fast <= budget:
-        return 0
+        return FASTEST
     least = fast
     for bands in BAND_LEVELS:
-        least = need(plan(qm, inplace=True, max_bands=bands))
+        least = _need(plan(qm, inplace=True, max_bands=bands))
         if least <= budget:
             return bands
+    if overflow is not None:
+        return BAND_LEVELS[-1]  # the smallest: its own overflow error says by how much
     raise NupesError(f"--ram-budget {budget:,} B is below this model's minimum of {least:,} B of arena and "
                      f"scratch (the least-RAM plan, tiled to one row per band where that helps; the fastest "
                      f"needs {fast:,} B)")
@@ -136,19 +143,21 @@ def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str 
     """Generate, cross-compile and size the firmware in ``out_dir`` (with a copy of ``model_file``
     as model.nq beside it). One build at a time per folder (a second one waits); the folder is
     replaced whole on success and left as it was on failure. ``ram_budget``: see ram_plan; without
-    one, a model whose fastest plan overflows the board's RAM is built with the least-RAM plan.
-    ``before_swap(work_dir, build)`` adds files (the report) before the folder is replaced, so an
-    interruption there leaves the previous build whole."""
-    bands = ram_plan(qm, ram_budget)
+    one, a model whose fastest plan overflows the board's RAM is built with the fastest least-RAM
+    plan that makes up the overflow. ``before_swap(work_dir, build)`` adds files (the report) before
+    the folder is replaced, so an interruption there leaves the previous build whole."""
+    bands = FASTEST if ram_budget is None else ram_plan(qm, ram_budget)
     with folder_lock(out_dir, "firmware build"), fresh_folder(out_dir) as work:
         try:
-            fb = _build_in(qm, board, work, name, bool(bands), bands or None)
+            fb = _build_in(qm, board, work, name, bands is not FASTEST, bands)
         except NupesError as e:
-            if bands is not None or "RAM overflowed" not in str(e):
+            over = re.search(r"RAM overflowed by (\d+) B", str(e))
+            if ram_budget is not None or over is None:
                 raise
-            fb = _build_in(qm, board, work, name, True)  # the least-RAM plan; its own overflow error if not
-            print(f"nupes-edge: note: the fastest plan overflows {board.name}'s RAM; built with the least-RAM plan "
-                  f"(arena {fb.sizes['arena_bytes']:,} B)", file=sys.stderr)
+            bands = ram_plan(qm, None, overflow=int(over.group(1)))
+            fb = _build_in(qm, board, work, name, True, bands)  # its own overflow error if even that does not fit
+            print(f"nupes-edge: note: the fastest plan overflows {board.name}'s RAM; built with a least-RAM plan "
+                  f"({fb.sizes['ram_plan']}; arena {fb.sizes['arena_bytes']:,} B)", file=sys.stderr)
         if model_file:
             shutil.copyfile(model_file, os.path.join(work, "model.nq"))
         if before_swap is not None:
@@ -161,7 +170,7 @@ def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | Non
               inplace: bool = False, max_bands: int | None = None) -> FirmwareBuild:
     gcc = toolchain("gcc")
     src = os.path.join(out_dir, "src")
-    gen = codegen.generate(qm, src, name, inplace=inplace, max_bands=max_bands or codegen.DEFAULT_BANDS)
+    gen = codegen.generate(qm, src, name, inplace=inplace, max_bands=codegen.DEFAULT_BANDS if max_bands is None else max_bands)
     cname = gen.plan.name
     bdir = os.path.join(src, "board")
     os.makedirs(bdir, exist_ok=True)
@@ -195,5 +204,5 @@ def _build_in(qm: QuantModel, board: boards.Board, out_dir: str, name: str | Non
     ram_used = sum(sec.get(s, 0) for s in (".data", ".bss", ".stack"))
     sizes = {"flash_used": flash_used, "ram_used": ram_used, "flash_bytes": board.flash_bytes,
              "ram_bytes": board.ram_bytes, **gen.report, "ram_plan": _plan_label(gen.plan, inplace),
-             "max_bands": (max_bands or codegen.DEFAULT_BANDS) if inplace else 0}
+             "max_bands": (codegen.DEFAULT_BANDS if max_bands is None else max_bands) if inplace else None}
     return FirmwareBuild(board, elf, binf, gen, sizes)

@@ -91,7 +91,8 @@ def test_more_bands_less_ram_and_the_chains_mnist5k_tiles():
                           "mnist5k")
     qm = quantize_graph(mnist, api.examples.load("mnist5k", "calib")[0], "uniform", 8, name="m")
     arenas = [plan(qm, inplace=True, max_bands=b).arena_bytes for b in BAND_LEVELS]
-    assert arenas == sorted(arenas, reverse=True) and arenas[-1] < arenas[0] < plan(qm).arena_bytes
+    # in place only, mnist5k's peak (the first convolution's output beside its pooling) stays: tiling cuts it
+    assert arenas == sorted(arenas, reverse=True) and arenas[-1] < arenas[1] < arenas[0] == plan(qm).arena_bytes
     # the first convolution and its pooling are the peak (12,544 B + 3,136 B whole); then the residual
     # block (depthwise -> 1x1 -> add) is written back over its input, the pooled tensor
     least = plan(qm, inplace=True)
@@ -179,7 +180,7 @@ def test_residual_blocks_written_back_over_their_input_are_bit_exact(method, bit
     xq = np.random.default_rng(4).integers(-128, 128, (8, 3, 19, 11)).astype(np.int8)
     ref = run_int(qm, xq)
     fast = plan(qm)
-    for bands in BAND_LEVELS:
+    for bands in BAND_LEVELS[1:]:  # the levels that tile (the first writes in place only)
         p = plan(qm, inplace=True, max_bands=bands)
         residual = [chain for chain, _, _ in p.tiled.values() if chain[-1].startswith("add")]
         assert residual and p.arena_bytes < fast.arena_bytes, p.tiled
