@@ -692,8 +692,9 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     scratch_need = {i: 2 * step_scratch(qm, n, flatten_src) for i, n in enumerate(real)}
     scratch_max = (max(scratch_need.values(), default=0) + ALIGN - 1) // ALIGN * ALIGN
 
-    def layout(tiled: list, scratch_in_arena: bool = False) -> _Layout:
-        """The arena with these chains tiled; the rest of the least-RAM plan's choices follow."""
+    def layout(tiled: list, scratch_in_arena: bool = False, write_over: bool = True) -> _Layout:
+        """The arena with these chains tiled; the rest of the least-RAM plan's choices follow
+        (``write_over``: steps written over their inputs where they can be)."""
         al = dict(base_alias)
 
         def st(t: str) -> str:
@@ -704,7 +705,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
         for c in tiled:
             if c[-1].op == "add":  # a residual block: its result is written back over its input
                 al[c[-1].output] = st(c[0].inputs[0])
-        chosen = _inplace(g, real, al, st, skip) if inplace else {}
+        chosen = _inplace(g, real, al, st, skip) if inplace and write_over else {}
         return _arena_layout(g, real, al, st, chosen, tiled, max_bands, scratch_need if scratch_in_arena else None)
 
     def need(lay: _Layout, scratch_in_arena: bool) -> int:
@@ -713,13 +714,15 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     runs = tile_runs(g, real, base_alias) if inplace and max_bands > 1 else []
     # the least-RAM plan also tries the kernels' scratch inside the arena, each step's where that
     # step's tensors leave room (a first layer's large scratch beside its output only)
+    # and without writing over inputs: a storage then holds one tensor, and first-fit can pack better
     options = []
-    for in_arena in ((False, True) if inplace else (False,)):
-        chains = choose_chains(g, runs, max_bands, lambda c: need(layout(c, in_arena), in_arena), real,
-                               base_alias) if runs else []
-        lay = layout(chains, in_arena)
-        options.append((need(lay, in_arena), in_arena, chains, lay))
-    _, scratch_in_arena, chains, lay = min(options, key=lambda o: (o[0], o[1]))
+    for in_arena, write_over in ([(False, True), (True, True), (False, False), (True, False)] if inplace
+                                 else [(False, False)]):
+        chains = choose_chains(g, runs, max_bands, lambda c: need(layout(c, in_arena, write_over), in_arena),
+                               real, base_alias) if runs else []
+        lay = layout(chains, in_arena, write_over)
+        options.append((need(lay, in_arena), write_over, in_arena, chains, lay))
+    _, _, scratch_in_arena, chains, lay = min(options, key=lambda o: o[:3])  # a tie: the fewer extra steps
     alias.clear()
     alias.update(lay.alias)
     inplace_steps, out_store, output_in_arena = lay.inplace_steps, lay.out_store, lay.output_in_arena

@@ -102,7 +102,7 @@ def _section_sizes(elf: str) -> dict[str, int]:
 def _plan_label(p, inplace: bool) -> str:
     if not inplace:
         return "fastest"
-    tiled = [f"{' + '.join(layers)} in bands of {band} rows" for layers, band, _ in p.tiled.values()]
+    tiled = [f"{' + '.join(layers)} in bands of {band} row{'s' * (band > 1)}" for layers, band, _ in p.tiled.values()]
     return "least RAM (in place" + (f"; tiled: {', '.join(tiled)}" if tiled else "") + ")"
 
 

@@ -45,7 +45,7 @@ CASES = {
 def test_least_ram_plan_is_bit_exact_on_the_host(case, tmp_path):
     qm = CASES[case]()
     fast, least = plan(qm), plan(qm, inplace=True)
-    assert least.inplace and least.arena_bytes <= fast.arena_bytes
+    assert (least.inplace or least.tiled) and least.arena_bytes <= fast.arena_bytes
     xq = np.random.default_rng(3).integers(-128, 128, (6, *qm.graph.input_shape)).astype(np.int8)
     ref = run_int(qm, xq)
     ref = to_device(ref) if ref.ndim == 4 else ref.reshape(len(ref), -1)

@@ -122,10 +122,10 @@ class Depthwise(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.c1 = nn.Conv2d(3, 12, 3, padding=1)
-        self.dw1 = nn.Conv2d(12, 12, 3, stride=2, padding=1, groups=12)  # 15x13 -> 8x7
-        self.dw2 = nn.Conv2d(12, 12, 3, padding=1, groups=12)
-        self.pw = nn.Conv2d(12, 8, 1)
+        self.c1 = nn.Conv2d(4, 32, 1)  # little scratch: the depthwise steps are the peak
+        self.dw1 = nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32)  # 15x13 -> 8x7
+        self.dw2 = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.pw = nn.Conv2d(32, 8, 1)
         self.fc = nn.Linear(8, 10)
 
     def forward(self, x):
@@ -141,12 +141,12 @@ def test_depthwise_in_place_by_channel_groups_is_bit_exact(method, bits, tmp_pat
     monkeypatch.setattr(plan_mod, "inplace_band", lambda *a, **k: None)
     monkeypatch.setattr(plan_mod, "choose_chains", lambda *a, **k: [])  # in place, not tiled
     torch.manual_seed(1)
-    x = torch.randn(32, 3, 15, 13)
+    x = torch.randn(32, 4, 15, 13)
     qm = quantize_graph(import_module(Depthwise().eval(), x[:1], "dw"), x.numpy(), method, bits, name="dw")
     p = plan(qm, inplace=True)
     assert [n for n, how in p.inplace.items() if how[0] == "channels"] == ["conv2d_1", "conv2d_2"], p.inplace
     assert sum("nupes_depthwise_inplace(" in st.call for st in p.steps) == 2
-    xq = np.random.default_rng(2).integers(-128, 128, (8, 3, 15, 13)).astype(np.int8)
+    xq = np.random.default_rng(2).integers(-128, 128, (8, 4, 15, 13)).astype(np.int8)
     ref = run_int(qm, xq)
     for dsp in (False, True):
         hb = build.build_host(qm, str(tmp_path / f"d{dsp}"), sanitize=True, dsp=dsp, inplace=True)
@@ -190,3 +190,41 @@ def test_residual_blocks_written_back_over_their_input_are_bit_exact(method, bit
                                   max_bands=bands)
             out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
             np.testing.assert_array_equal(out, ref, err_msg=f"max_bands={bands} dsp={dsp}")
+
+
+class Inverted(nn.Module):
+    """MobileNetV2's inverted residual block: 1x1 expansion, 3x3 depthwise, 1x1 projection, and the
+    add of the block's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(4, 8, 1)
+        self.b1 = nn.Sequential(nn.Conv2d(8, 48, 1), nn.ReLU6(), nn.Conv2d(48, 48, 3, padding=1, groups=48), nn.ReLU6(),
+                                nn.Conv2d(48, 8, 1))
+        self.b2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = self.b2(x + self.b1(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.parametrize("method,bits", [("uniform", 8), ("nupes", 4)])
+def test_inverted_residual_blocks_tile_and_stay_exact(method, bits, tmp_path):
+    """The expanded tensors (six times the block's channels) are never whole, and the block's result
+    is written back over its input."""
+    torch.manual_seed(3)
+    x = torch.randn(32, 4, 20, 18)
+    qm = quantize_graph(import_module(Inverted().eval(), x[:1], "ir"), x.numpy(), method, bits, name="ir")
+    xq = np.random.default_rng(6).integers(-128, 128, (6, 4, 20, 18)).astype(np.int8)
+    ref = run_int(qm, xq)
+    fast = plan(qm)
+    p = plan(qm, inplace=True)
+    chains = [chain for chain, _, _ in p.tiled.values()]
+    assert ["conv2d_1", "conv2d_2", "conv2d_3", "add"] in chains, chains
+    assert p.arena_bytes + 2 * p.scratch_entries < 0.5 * (fast.arena_bytes + 2 * fast.scratch_entries)
+    for dsp in (False, True):
+        hb = build.build_host(qm, str(tmp_path / f"i{dsp}"), sanitize=True, dsp=dsp, inplace=True)
+        out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
+        np.testing.assert_array_equal(out, ref, err_msg=f"dsp={dsp}")
