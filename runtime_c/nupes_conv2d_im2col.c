@@ -1,3 +1,5 @@
+#include <string.h>
+
 #include "nupes_dsp.h"
 #include "nupes_fixedpoint.h"
 #include "nupes_kernels.h"
@@ -520,11 +522,122 @@ static NUPES_NOINLINE void nupes_i2c_run(const int8_t *in, int8_t *out, const nu
     }
 }
 
+#if defined(__ARM_FEATURE_MVE)
+#include <arm_mve.h>
+
+/* Helium (Cortex-M55): one position's window as int8 bytes in the rows' own (k_h, k_w, in_c) order,
+ * in_zp for taps outside the image (the bias is folded as above), so a dot product of 16 bytes is one
+ * VMLADAVA. */
+static void nupes_i2c_mve_fill(const int8_t *in, const nupes_conv_geom_t *g, int32_t zp, int32_t iy0, int32_t ix0,
+                               int8_t *col)
+{
+    const int32_t c = g->in_c, span = g->k_w * c;
+    int32_t ky, kx;
+    for (ky = 0; ky < g->k_h; ++ky, col += span) {
+        const int32_t iy = iy0 + ky;
+        if (iy < 0 || iy >= g->in_h) {
+            memset(col, zp, (size_t)span);
+            continue;
+        }
+        if (ix0 >= 0 && ix0 + g->k_w <= g->in_w) { /* the whole row of taps is in the image */
+            memcpy(col, in + (iy * g->in_w + ix0) * c, (size_t)span);
+            continue;
+        }
+        for (kx = 0; kx < g->k_w; ++kx) {
+            const int32_t ix = ix0 + kx;
+            if (ix < 0 || ix >= g->in_w) {
+                memset(col + kx * c, zp, (size_t)c);
+            } else {
+                memcpy(col + kx * c, in + (iy * g->in_w + ix) * c, (size_t)c);
+            }
+        }
+    }
+}
+
+/* The four sums of one row against four windows: whole 16-byte vectors unpredicated, then the
+ * row's tail (k % 16 bytes) predicated. */
+static inline void nupes_i2c_mve_dot4(const int8_t *row, const int8_t *c0, int32_t k, int32_t *acc)
+{
+    const int8_t *c1 = c0 + k, *c2 = c1 + k, *c3 = c2 + k;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, j;
+    for (j = 0; j + 16 <= k; j += 16) {
+        const int8x16_t wv = vldrbq_s8(row + j);
+        a0 = vmladavaq_s8(a0, vldrbq_s8(c0 + j), wv);
+        a1 = vmladavaq_s8(a1, vldrbq_s8(c1 + j), wv);
+        a2 = vmladavaq_s8(a2, vldrbq_s8(c2 + j), wv);
+        a3 = vmladavaq_s8(a3, vldrbq_s8(c3 + j), wv);
+    }
+    if (j < k) {
+        const mve_pred16_t pr = vctp8q((uint32_t)(k - j));
+        const int8x16_t wv = vldrbq_z_s8(row + j, pr);
+        a0 = vmladavaq_p_s8(a0, vldrbq_z_s8(c0 + j, pr), wv, pr);
+        a1 = vmladavaq_p_s8(a1, vldrbq_z_s8(c1 + j, pr), wv, pr);
+        a2 = vmladavaq_p_s8(a2, vldrbq_z_s8(c2 + j, pr), wv, pr);
+        a3 = vmladavaq_p_s8(a3, vldrbq_z_s8(c3 + j, pr), wv, pr);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* Four positions' windows built once (scratch: 4 * k bytes, within the 2 * k int16 entries asked
+ * for), then every output channel's row is loaded 16 bytes at a time and multiplied into all four
+ * (VMLADAVA). The sums are exactly the DSP path's, and so is the requantization: its records for a
+ * chunk of channels when every shift allows them, the plain one otherwise. */
+static void nupes_i2c_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                             int16_t *scratch)
+{
+    const int32_t k = g->k_h * g->k_w * g->in_c, out_c = g->out_c, n = g->out_h * g->out_w;
+    const int32_t zp = w->in_zp, out_zp = w->out_zp, lo = w->act_min, hi = w->act_max, rb = w->row_bytes;
+    int8_t *const col = (int8_t *)(void *)scratch;
+    nupes_i2c_rq_t rq[NUPES_I2C_CHUNK];
+    int32_t c0, pos, oc, q, fast = 1;
+    for (oc = 0; oc < out_c; ++oc) {
+        fast &= w->shift[oc] <= -1 && w->shift[oc] >= -23;
+    }
+    for (c0 = 0; c0 < out_c; c0 += NUPES_I2C_CHUNK) {
+        const int32_t c1 = c0 + NUPES_I2C_CHUNK < out_c ? c0 + NUPES_I2C_CHUNK : out_c;
+        for (oc = c0; fast && oc < c1; ++oc) {
+            nupes_i2c_rq_t *r = &rq[oc - c0];
+            const int32_t sh = -w->shift[oc] - 1;
+            r->mult = w->mult[oc];
+            r->s = sh;
+            r->k_hi = (int32_t)((uint32_t)out_zp << sh) + (sh ? (1 << (sh - 1)) - 1 : 0);
+            r->k_lo = sh ? 0xC0000000u : 0x40000000u;
+        }
+        for (pos = 0; pos < n; pos += 4) {
+            const int32_t m = n - pos < 4 ? n - pos : 4;
+            for (q = 0; q < 4; ++q) { /* a missing fourth position repeats the last one (its sums unused) */
+                const int32_t p = pos + (q < m ? q : m - 1);
+                const int32_t oy = p / g->out_w, ox = p - oy * g->out_w;
+                nupes_i2c_mve_fill(in, g, zp, oy * g->stride_h - g->pad_t, ox * g->stride_w - g->pad_l, col + q * k);
+            }
+            for (oc = c0; oc < c1; ++oc) {
+                int32_t acc[4];
+                int8_t *o = out + pos * out_c + oc;
+                nupes_i2c_mve_dot4((const int8_t *)w->packed + oc * rb, col, k, acc);
+                for (q = 0; q < m; ++q, o += out_c) {
+                    const int32_t a = acc[q] + w->bias[oc];
+                    *o = fast ? nupes_i2c_rq(a, &rq[oc - c0], lo, hi)
+                              : nupes_clamp_s8(nupes_requantize(a, w->mult[oc], w->shift[oc]) + out_zp, lo, hi);
+                }
+            }
+        }
+    }
+}
+#endif
+
 /* One entry point per weight format, so a model links only the loop it uses. */
 void nupes_conv2d_im2col_s8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
                             int16_t *scratch)
 {
+#if defined(__ARM_FEATURE_MVE)
+    (void)NUPES_I2C_S8; /* the DSP loop stays for the other cores */
+    nupes_i2c_mve_s8(in, out, g, w, scratch);
+#else
     nupes_i2c_run(in, out, g, w, scratch, NUPES_I2C_S8, 0);
+#endif
 }
 
 /* The table of level pairs is made here from the layer's LUT, on the stack (4 bits: 1 KB for a

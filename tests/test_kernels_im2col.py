@@ -179,6 +179,23 @@ BOARD = [  # (shape of REAL, bits, mutation)
 @pytest.mark.parametrize("shape,bits,mutate", BOARD,
                          ids=[f"{s}-w{b}-{m.__name__ if m else 'as_is'}" for s, b, m in BOARD])
 def test_im2col_on_the_emulated_board(tmp_path, shape, bits, mutate):
+    _im2col_on_board(tmp_path, shape, bits, mutate, "stm32")
+
+
+HELIUM = [case for case in BOARD if case[1] == 8]
+
+
+@_on_board
+@pytest.mark.parametrize("shape,bits,mutate", HELIUM,
+                         ids=[f"{s}-w{b}-{m.__name__ if m else 'as_is'}" for s, b, m in HELIUM])
+def test_im2col_s8_with_helium_on_the_emulated_m55(tmp_path, shape, bits, mutate):
+    """The Cortex-M55 runs nupes_conv2d_im2col_s8's Helium loop (VMLADAVA over int8 windows, four
+    positions at a time, a predicated row tail): windows of k % 16 != 0 bytes, a position count that
+    is not a multiple of four, padding, more than one chunk of channels, and both requantizations."""
+    _im2col_on_board(tmp_path, shape, bits, mutate, "mps3-an547")
+
+
+def _im2col_on_board(tmp_path, shape, bits, mutate, board):
     from nupes_edge import boards, firmware
     from nupes_edge.flash import start_qemu
     from nupes_edge.protocol import Client
@@ -189,7 +206,7 @@ def test_im2col_on_the_emulated_board(tmp_path, shape, bits, mutate):
     rng = np.random.default_rng(seed)
     node = conv_node(rng, c_in, c_out, k, stride, pads, False, "relu" if bits == 8 else "none")
     _, qm, x = _quantized(node, (c_in, h, w), _method(bits, seed), bits, seed, 8, mutate)
-    fb = firmware.build_firmware(qm, boards.get("stm32"), str(tmp_path))
+    fb = firmware.build_firmware(qm, boards.get(board), str(tmp_path))
     assert f"{KERNEL[bits]}(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
     with start_qemu(fb.board, fb.elf, max_seconds=300) as q:
         with Client(q.url, timeout=5.0, retries=5) as c:
