@@ -906,6 +906,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             if stage:
                 stages.setdefault(head, []).append(stage)
             band, tile_names, ring = lay.tiles[head]
+            band = c_int(band, 1, DIM[1], f"layer '{node.name}': rows per band")
             first_step = index_of[head]
             tiles_c = f"t, {band}, {scr(first_step)}"
             st_c = (f"static const nupes_stage_t st[{n_stages}] = {{ {', '.join(stages.get(head, []))} }}; "
@@ -915,7 +916,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             if node is not chain[-1]:
                 call = f"/* run band by band with the layers after it (step {first_step + len(chain) - 1}) */"
             elif residual:  # kernel: this add's own (nupes_add or nupes_add_computed)
-                slots = lay.sizes[ring] // (g.shapes[x][0] * g.shapes[x][2])  # ring bytes / bytes per row
+                slots = c_int(lay.sizes[ring] // (g.shapes[x][0] * g.shapes[x][2]), 1, DIM[1],
+                              f"layer '{node.name}': rows of sums held")  # ring bytes / bytes per row
                 call = (f"{{ {st_c} nupes_tiled_residual(st, {n_stages}, {ptr(x)}, {tiles_c}, "
                         f"nupes_{cname}_profile_hook, {first_step}, {kernel}, &{lname}, {int(node.inputs[0] == x)}, "
                         f"(arena + {offsets[ring]}), {slots}); }}")

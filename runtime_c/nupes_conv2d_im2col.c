@@ -110,6 +110,30 @@ static inline int8_t nupes_i2c_rq(int32_t acc, const nupes_i2c_rq_t *r, int32_t 
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
+/* Whether every channel's shift allows the records (the fused path): -23 <= shift <= -1. */
+static int32_t nupes_i2c_fast(const nupes_layer_t *w, int32_t out_c)
+{
+    int32_t oc, fast = 1;
+    for (oc = 0; oc < out_c; ++oc) {
+        fast &= w->shift[oc] <= -1 && w->shift[oc] >= -23;
+    }
+    return fast;
+}
+
+/* The records of channels [c0, c1) into rq[0 .. c1 - c0). */
+static void nupes_i2c_rq_chunk(nupes_i2c_rq_t *rq, const nupes_layer_t *w, int32_t c0, int32_t c1)
+{
+    int32_t oc;
+    for (oc = c0; oc < c1; ++oc) {
+        nupes_i2c_rq_t *r = &rq[oc - c0];
+        const int32_t s = -w->shift[oc] - 1;
+        r->mult = w->mult[oc];
+        r->s = s;
+        r->k_hi = (int32_t)((uint32_t)w->out_zp << s) + (s ? (1 << (s - 1)) - 1 : 0);
+        r->k_lo = s ? 0xC0000000u : 0x40000000u;
+    }
+}
+
 #if !NUPES_ASM
 /* The four outputs of one channel pair from its sums, and the move to the next pair (the
  * portable form of the assembly's tail); 0 when the job is done. */
@@ -446,13 +470,11 @@ static NUPES_NOINLINE void nupes_i2c_run(const int8_t *in, int8_t *out, const nu
     int32_t *col = (int32_t *)(void *)scratch;
     nupes_i2c_rq_t rq[NUPES_I2C_CHUNK];
     nupes_i2c_job_t j;
-    int32_t c0, fast = 1, oc;
+    int32_t c0, oc;
     /* locals: the int8 output stores could alias the layer struct */
     const int32_t out_zp = w->out_zp, rb = w->row_bytes, lo = w->act_min, hi = w->act_max;
     const int32_t *bias = w->bias;
-    for (oc = 0; oc < out_c; ++oc) {
-        fast &= w->shift[oc] <= -1 && w->shift[oc] >= -23;
-    }
+    const int32_t fast = nupes_i2c_fast(w, out_c);
     j.col = col;
     j.groups = k >> 2;
     j.pairs = pairs;
@@ -463,13 +485,8 @@ static NUPES_NOINLINE void nupes_i2c_run(const int8_t *in, int8_t *out, const nu
         const int32_t c1 = c0 + NUPES_I2C_CHUNK < out_c ? c0 + NUPES_I2C_CHUNK : out_c;
         const int32_t c_even = c0 + ((c1 - c0) & ~1); /* [c0, c_even): whole channel pairs */
         int32_t pos, oy = 0, ox = 0;
-        for (oc = c0; fast && oc < c1; ++oc) {
-            nupes_i2c_rq_t *r = &rq[oc - c0];
-            const int32_t s = -w->shift[oc] - 1;
-            r->mult = w->mult[oc];
-            r->s = s;
-            r->k_hi = (int32_t)((uint32_t)out_zp << s) + (s ? (1 << (s - 1)) - 1 : 0);
-            r->k_lo = s ? 0xC0000000u : 0x40000000u;
+        if (fast) {
+            nupes_i2c_rq_chunk(rq, w, c0, c1);
         }
         for (pos = 0; pos < n; pos += 2) {
             int8_t *pa = out + pos * out_c, *pb = pa + out_c;
@@ -592,19 +609,12 @@ static void nupes_i2c_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geo
     const int32_t zp = w->in_zp, out_zp = w->out_zp, lo = w->act_min, hi = w->act_max, rb = w->row_bytes;
     int8_t *const col = (int8_t *)(void *)scratch;
     nupes_i2c_rq_t rq[NUPES_I2C_CHUNK];
-    int32_t c0, pos, oc, q, fast = 1;
-    for (oc = 0; oc < out_c; ++oc) {
-        fast &= w->shift[oc] <= -1 && w->shift[oc] >= -23;
-    }
+    const int32_t fast = nupes_i2c_fast(w, out_c);
+    int32_t c0, pos, oc, q;
     for (c0 = 0; c0 < out_c; c0 += NUPES_I2C_CHUNK) {
         const int32_t c1 = c0 + NUPES_I2C_CHUNK < out_c ? c0 + NUPES_I2C_CHUNK : out_c;
-        for (oc = c0; fast && oc < c1; ++oc) {
-            nupes_i2c_rq_t *r = &rq[oc - c0];
-            const int32_t sh = -w->shift[oc] - 1;
-            r->mult = w->mult[oc];
-            r->s = sh;
-            r->k_hi = (int32_t)((uint32_t)out_zp << sh) + (sh ? (1 << (sh - 1)) - 1 : 0);
-            r->k_lo = sh ? 0xC0000000u : 0x40000000u;
+        if (fast) {
+            nupes_i2c_rq_chunk(rq, w, c0, c1);
         }
         for (pos = 0; pos < n; pos += 4) {
             const int32_t m = n - pos < 4 ? n - pos : 4;

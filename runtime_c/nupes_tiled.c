@@ -56,10 +56,10 @@ static void nupes_chain_call(const nupes_stage_t *st, const int8_t *src, int32_t
     }
 }
 
-/* One band: layers 0..n-2 bring their tiles to rows [lo[k], hi[k]) (have[k]: the rows a tile holds,
- * kept from the band before where they overlap), the last layer computes [lo, hi) into last_out. */
+/* One band: layers 0..n-2 bring their tiles to rows [lo[k], hi[k]) (a tile holds rows [top[k], end[k])
+ * from the band before: those it shares are kept), the last layer computes [lo, hi) into last_out. */
 static void nupes_chain_band(const nupes_stage_t *s, int32_t n, const int8_t *in, int8_t *last_out,
-                             int8_t *const *tiles, int32_t *have, const int32_t *lo, const int32_t *hi,
+                             int8_t *const *tiles, int32_t *top, int32_t *end, const int32_t *lo, const int32_t *hi,
                              int16_t *scratch, nupes_profile_fn hook, int32_t first_layer)
 {
     const int8_t *src = in;
@@ -67,16 +67,16 @@ static void nupes_chain_band(const nupes_stage_t *s, int32_t n, const int8_t *in
     for (k = 0; k < n - 1; ++k) {
         const int32_t row = s[k].g.out_w * s[k].g.out_c;
         int32_t from = lo[k];
-        if (lo[k] < have[k]) { /* rows the band before computed: moved to the tile's top */
-            memmove(tiles[k], tiles[k] + (lo[k] - have[n - 1 + k]) * row, (size_t)((have[k] - lo[k]) * row));
-            from = have[k];
+        if (lo[k] < end[k]) { /* rows the band before computed: moved to the tile's top */
+            memmove(tiles[k], tiles[k] + (lo[k] - top[k]) * row, (size_t)((end[k] - lo[k]) * row));
+            from = end[k];
         }
         if (from < hi[k]) {
             nupes_chain_call(&s[k], src, src_row0, tiles[k] + (from - lo[k]) * row, from, hi[k], scratch, hook,
                              first_layer + k);
         }
-        have[n - 1 + k] = lo[k]; /* the tile's first row */
-        have[k] = hi[k];         /* one past its last */
+        top[k] = lo[k];
+        end[k] = hi[k];
         src = tiles[k];
         src_row0 = lo[k];
     }
@@ -87,11 +87,11 @@ void nupes_tiled_chain(const nupes_stage_t *s, int32_t n, const int8_t *in, int8
                        int32_t band, int16_t *scratch, nupes_profile_fn hook, int32_t first_layer)
 {
     const nupes_conv_geom_t *last = &s[n - 1].g;
-    int32_t lo[NUPES_CHAIN_MAX], hi[NUPES_CHAIN_MAX], have[2 * NUPES_CHAIN_MAX] = {0};
+    int32_t lo[NUPES_CHAIN_MAX], hi[NUPES_CHAIN_MAX], top[NUPES_CHAIN_MAX] = {0}, end[NUPES_CHAIN_MAX] = {0};
     int32_t r;
     for (r = 0; r < last->out_h; r += band) {
         nupes_chain_rows(s, n, r, band, lo, hi);
-        nupes_chain_band(s, n, in, out + r * last->out_w * last->out_c, tiles, have, lo, hi, scratch, hook,
+        nupes_chain_band(s, n, in, out + r * last->out_w * last->out_c, tiles, top, end, lo, hi, scratch, hook,
                          first_layer);
     }
 }
@@ -108,14 +108,14 @@ void nupes_tiled_residual(const nupes_stage_t *s, int32_t n, int8_t *buf, int8_t
     const nupes_conv_geom_t *last = &s[n - 1].g;
     const int32_t row = last->out_w * last->out_c; /* = the input's row: the add's shapes are equal */
     int8_t *const sum = tiles[n - 1];
-    int32_t lo[NUPES_CHAIN_MAX], hi[NUPES_CHAIN_MAX], have[2 * NUPES_CHAIN_MAX] = {0};
+    int32_t lo[NUPES_CHAIN_MAX], hi[NUPES_CHAIN_MAX], top[NUPES_CHAIN_MAX] = {0}, end[NUPES_CHAIN_MAX] = {0};
     int32_t r, flushed = 0;
     for (r = 0; r < last->out_h; r += band) {
         int32_t rows, keep = last->out_h;
         int8_t *p = pend + (r % slots) * row;
         nupes_chain_rows(s, n, r, band, lo, hi);
         rows = hi[n - 1] - lo[n - 1];
-        nupes_chain_band(s, n, buf, sum, tiles, have, lo, hi, scratch, hook, first_layer);
+        nupes_chain_band(s, n, buf, sum, tiles, top, end, lo, hi, scratch, hook, first_layer);
         if (hook) {
             hook(first_layer + n, 1);
         }
@@ -126,7 +126,7 @@ void nupes_tiled_residual(const nupes_stage_t *s, int32_t n, int8_t *buf, int8_t
         if (r + band < last->out_h) { /* the next band's first call starts at the first row no tile holds */
             int32_t from, top;
             nupes_chain_rows(s, n, r + band, band, lo, hi);
-            from = n > 1 && have[0] > lo[0] ? have[0] : lo[0];
+            from = n > 1 && end[0] > lo[0] ? end[0] : lo[0];
             top = from * s[0].g.stride_h - s[0].g.pad_t;
             keep = top > 0 ? top : 0;
         }

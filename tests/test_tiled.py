@@ -39,6 +39,14 @@ class Stages(nn.Module):
         return self.fc(torch.flatten(self.avg(torch.relu(self.dw(y))), 1))
 
 
+def _host_equals_reference(qm, xq, ref, folder, max_bands=None):
+    """The least-RAM host build (portable and DSP paths, under ASan/UBSan) equals the reference."""
+    for dsp in (False, True):
+        hb = build.build_host(qm, f"{folder}-{dsp}", sanitize=True, dsp=dsp, inplace=True, max_bands=max_bands)
+        out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
+        np.testing.assert_array_equal(out, ref, err_msg=f"{folder.name}: max_bands={max_bands} dsp={dsp}")
+
+
 def _model(method, bits):
     torch.manual_seed(0)
     x = torch.randn(32, 3, 21, 19)
@@ -75,11 +83,7 @@ def test_tiled_runs_are_bit_exact_on_the_host_at_every_band_count(method, bits, 
             layers = [name for chain, _, _ in p.tiled.values() for name in chain]
             assert len(layers) == (5 if whole else len(layers)) >= 2, p.tiled
             assert whole or p.arena_bytes < fast.arena_bytes  # forced whole, five tiles can cost more
-            for dsp in (False, True):
-                hb = build.build_host(qm, str(tmp_path / f"b{whole}{bands}{dsp}"), sanitize=True, dsp=dsp,
-                                      inplace=True, max_bands=bands)
-                out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
-                np.testing.assert_array_equal(out, ref, err_msg=f"whole={whole} max_bands={bands} dsp={dsp}")
+            _host_equals_reference(qm, xq, ref, tmp_path / f"b{whole}{bands}", max_bands=bands)
     monkeypatch.setattr(plan_mod, "choose_chains", chosen)
     # the overlapping pooling (halo rows) and the strided convolution are among the planner's own choices
     assert {"conv2d_1", "max_pool2d"} <= {n for chain, _, _ in plan(qm, inplace=True, max_bands=2).tiled.values()
@@ -148,10 +152,7 @@ def test_depthwise_in_place_by_channel_groups_is_bit_exact(method, bits, tmp_pat
     assert sum("nupes_depthwise_inplace(" in st.call for st in p.steps) == 2
     xq = np.random.default_rng(2).integers(-128, 128, (8, 4, 15, 13)).astype(np.int8)
     ref = run_int(qm, xq)
-    for dsp in (False, True):
-        hb = build.build_host(qm, str(tmp_path / f"d{dsp}"), sanitize=True, dsp=dsp, inplace=True)
-        out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
-        np.testing.assert_array_equal(out, ref, err_msg=f"dsp={dsp}")
+    _host_equals_reference(qm, xq, ref, tmp_path / "d")
 
 
 class Residual(nn.Module):
@@ -185,11 +186,7 @@ def test_residual_blocks_written_back_over_their_input_are_bit_exact(method, bit
         residual = [chain for chain, _, _ in p.tiled.values() if chain[-1].startswith("add")]
         assert residual and p.arena_bytes < fast.arena_bytes, p.tiled
         assert sum("nupes_tiled_residual(" in st.call for st in p.steps) == len(residual)
-        for dsp in (False, True):
-            hb = build.build_host(qm, str(tmp_path / f"r{bands}{dsp}"), sanitize=True, dsp=dsp, inplace=True,
-                                  max_bands=bands)
-            out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
-            np.testing.assert_array_equal(out, ref, err_msg=f"max_bands={bands} dsp={dsp}")
+        _host_equals_reference(qm, xq, ref, tmp_path / f"r{bands}", max_bands=bands)
 
 
 class Inverted(nn.Module):
@@ -224,7 +221,4 @@ def test_inverted_residual_blocks_tile_and_stay_exact(method, bits, tmp_path):
     chains = [chain for chain, _, _ in p.tiled.values()]
     assert ["conv2d_1", "conv2d_2", "conv2d_3", "add"] in chains, chains
     assert p.arena_bytes + 2 * p.scratch_entries < 0.5 * (fast.arena_bytes + 2 * fast.scratch_entries)
-    for dsp in (False, True):
-        hb = build.build_host(qm, str(tmp_path / f"i{dsp}"), sanitize=True, dsp=dsp, inplace=True)
-        out = from_device(build.run_host(hb.runner, to_device(xq)), qm.graph.output_shape)
-        np.testing.assert_array_equal(out, ref, err_msg=f"dsp={dsp}")
+    _host_equals_reference(qm, xq, ref, tmp_path / "i")
