@@ -20,8 +20,8 @@ from ..ir import ALIAS_OPS, TABLE_OPS, macs
 from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
-from ..validate import (INT32, check_add, check_concat, check_layer, check_mean, check_mul, check_softmax,
-                        check_table, clamp_bounds)
+from ..validate import (INT32, check_add, check_concat, check_layer, check_lstm, check_mean, check_mul,
+                        check_softmax, check_table, clamp_bounds)
 from .cvalues import c_identifier, c_int, c_ints
 
 ALIGN = 4
@@ -31,7 +31,7 @@ _ALLOWED_ATTRS = {
     "global_avgpool": set(), "mean": set(), "reshape": {"shape"}, "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
     "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "requantize": set(), "concat": set(),
     "copy": {"shape", "moves"}, "reduce_max": {"shape", "reduce"}, "mean_reduce": {"shape", "reduce"}, "clamp": {"lo", "hi"}, "maximum": set(),
-    "minimum": set(),
+    "minimum": set(), "lstm": {"cell_clip", "cell_act"},
 }
 
 
@@ -209,7 +209,37 @@ def step_scratch(qm: QuantModel, node, flatten_src: dict) -> int:
     if node.op == "linear":
         kernel, _ = fc_kernel(p, weights_hwc(p.codes, node.op, flatten_src.get(node.inputs[0])))
         return node.weight.shape[1] if kernel == "nupes_fully_connected" else 0
+    if node.op == "lstm":  # the cell state and the four gates' rows, int16
+        return 5 * g.shapes[node.output][0]
     return 0
+
+
+def _c_array(ctype: str, name: str, values: np.ndarray) -> str:
+    flat = [str(int(v)) for v in np.asarray(values).ravel()]
+    rows = ",\n        ".join(", ".join(flat[i:i + 24]) for i in range(0, len(flat), 24))
+    return f"static const {ctype} {name}[{len(flat)}] = {{\n        {rows} }};"
+
+
+def lstm_call(node, p, in_shape, out_shape, src: str, dst: str, scratch: str) -> tuple[str, int]:
+    """nupes_lstm_s8's call with its flash arrays, the zero points folded into the biases (bias - in_zp *
+    sum w_in, -hid_zp * sum w_rec: the kernel sums w * x), and the flash bytes they take."""
+    check_lstm(node, p, in_shape, out_shape)
+    f, _, steps = in_shape
+    units = out_shape[0]
+    w_in, w_rec = np.asarray(p.w_in, np.int64), np.asarray(p.w_rec, np.int64)
+    in_bias = c_ints(np.asarray(p.bias, np.int64) - int(p.in_zp) * w_in.sum(axis=2), *INT32, f"layer '{node.name}': bias")
+    rec_bias = c_ints(-int(p.hid_zp) * w_rec.sum(axis=2), *INT32, f"layer '{node.name}': recurrent bias")
+    ints = ", ".join
+    init = (f"wi, wr, bi, br, {{ {ints(str(int(v)) for v in np.asarray(p.fc_mult).ravel())} }}, "
+            f"{{ {ints(str(int(v)) for v in np.asarray(p.fc_shift).ravel())} }}, {int(p.hid_zp)}, {int(p.cell_mult)}, "
+            f"{int(p.cell_shift)}, {int(p.gate_mult)}, {int(p.gate_shift)}, {int(p.hid_mult)}, {int(p.hid_shift)}, "
+            f"{int(p.tanh_mult)}, {int(p.tanh_shift)}, {int(p.cell_clip)}, {int(p.cell_act == 'tanh')}, "
+            f"{c_int(steps, 1, 1 << 20, 'steps')}, {c_int(f, 1, 1 << 20, 'features')}, {c_int(units, 1, 1 << 16, 'units')}")
+    call = "\n    ".join([
+        "{", _c_array("int8_t", "wi", w_in), _c_array("int8_t", "wr", w_rec), _c_array("int32_t", "bi", in_bias),
+        _c_array("int32_t", "br", rec_bias), f"static const nupes_lstm_t L = {{ {init} }};",
+        f"nupes_lstm_s8({src}, {dst}, &L, {scratch}); }}"])
+    return call, int(w_in.size + w_rec.size + 4 * (in_bias.size + rec_bias.size))
 
 
 def _folded_bias(p: IntLayer, levels: np.ndarray) -> np.ndarray:
@@ -753,6 +783,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     steps: list[Step] = []
     scratch = 0
     table_ops = 0
+    lstm_bytes = 0  # LSTM weights and biases (inline in their calls)
     stages: dict[str, list[str]] = {}  # a tiled chain's first layer → its nupes_stage_t initializers
     for i, node in enumerate(real):
         p = qm.params.get(node.name)
@@ -884,6 +915,11 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                 kernel = "nupes_mean_reduce_s8"
                 call = (f"{{ static const nupes_reduce_t r = {{ {init} }}; static const nupes_mean_params_t m = "
                         f"{{ {p.mult}, {p.shift}, {p.in_zp}, {p.out_zp} }}; {kernel}({ins[0]}, {out}, &r, &m); }}")
+        elif node.op == "lstm":
+            kernel = "nupes_lstm_s8"
+            call, nbytes = lstm_call(node, p, g.shapes[node.inputs[0]], g.shapes[node.output], ins[0], out, scr(i))
+            lstm_bytes += nbytes
+            scratch = max(scratch, 5 * g.shapes[node.output][0])
         elif node.op in TABLE_OPS:
             table = ", ".join(str(v) for v in check_table(node, p))
             kernel = "nupes_lut_s8"
@@ -931,7 +967,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     report = {
         "params": params,
         "macs": macs(g),
-        "flash_weights_bytes": int(sum(L.packed.size for L in layers)),
+        "flash_weights_bytes": int(sum(L.packed.size for L in layers) + lstm_bytes),
         # per row: byte padding, and for the pairs kernel the codes padding the row to a group of four
         "flash_weights_bound_bytes": int(packed_bound + sum(
             L.p.bias.size * (1 if L.pairs is None else 2 + 3 * L.bits // 8) + 1 for L in layers)),

@@ -110,3 +110,27 @@ class IntTable:
     """An elementwise int8 activation as its 256 outputs, for inputs -128..127 (index x + 128)."""
 
     table: np.ndarray  # int8 (256,)
+
+
+@dataclass
+class IntLstm:
+    """TFLite Micro's int8 UNIDIRECTIONAL_SEQUENCE_LSTM (intref/lstm.py): int8 weights per gate (input,
+    forget, cell, output), int16 gates on 2^-12 / 2^-15 grids, an int16 cell state, int8 hidden state."""
+
+    w_in: np.ndarray  # int8 (4, S, F): the input's weights per gate
+    w_rec: np.ndarray  # int8 (4, S, S): the previous hidden state's weights per gate
+    bias: np.ndarray  # int32 (4, S)
+    fc_mult: np.ndarray  # int32 (2, 4): the input and recurrent FCs' multipliers, per gate
+    fc_shift: np.ndarray  # int32 (2, 4)
+    in_zp: int
+    hid_zp: int  # the hidden state's (and the output's) zero point
+    cell_mult: int  # forget gate x cell state -> cell state
+    cell_shift: int
+    gate_mult: int  # input gate x cell gate -> cell state
+    gate_shift: int
+    hid_mult: int  # tanh(cell state) x output gate -> int8 hidden state
+    hid_shift: int
+    tanh_mult: int  # the int16 tanh of the cell state: its input scaling (intref/lstm.tanh_params)
+    tanh_shift: int
+    cell_clip: int  # |cell state| limit in int16 codes; 0: none
+    cell_act: str  # the cell gate's activation: "tanh" or "sigmoid"

@@ -21,7 +21,8 @@ ACTIVATIONS = ("none", "relu", "relu6")
 # Elementwise int8 activations computed by a 256-entry table (intref/lut_ops.py)
 TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "requantize")
 OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "mean", "add", "mul", "relu", "relu6", "flatten",
-       "reshape", "softmax", "concat", "copy", "reduce_max", "mean_reduce", "maximum", "minimum", "clamp", *TABLE_OPS)
+       "reshape", "softmax", "concat", "copy", "reduce_max", "mean_reduce", "maximum", "minimum", "clamp", "lstm",
+       *TABLE_OPS)
 # Ops that only give their input's bytes another shape: no kernel, no copy (the C plan aliases them)
 ALIAS_OPS = ("flatten", "reshape")
 WEIGHT_OPS = ("conv2d", "linear")
@@ -177,6 +178,18 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         raise _fail(node, f"operand shapes {s1} and {s2}: equal shapes, or one C×1×1 against C×H×W, only")
     if node.op in ("relu", "relu6"):
         return in_shapes[0]
+    if node.op == "lstm":  # a sequence of T steps of F features (F x 1 x T) -> T hidden states (S x 1 x T)
+        (s,) = in_shapes
+        w = node.weight
+        if len(s) != 3 or s[1] != 1:
+            raise _fail(node, f"expects a sequence (F×1×T), got shape {s}")
+        if w is None or w.ndim != 3 or w.shape[0] != 4 or w.shape[2] != s[0] + w.shape[1]:
+            raise _fail(node, f"weight {None if w is None else w.shape} is not (4 gates, units, {s[0]} inputs + units)")
+        if node.bias is None or tuple(node.bias.shape) != w.shape[:2]:
+            raise _fail(node, f"bias {None if node.bias is None else node.bias.shape} is not (4 gates, units)")
+        if a.get("cell_act", "tanh") not in ("tanh", "sigmoid"):
+            raise _fail(node, f"cell gate activation {str(a.get('cell_act'))[:20]!r} (tanh or sigmoid only)")
+        return (w.shape[1], 1, s[2])
     if node.op == "clamp":  # MAXIMUM / MINIMUM with a constant: max(x, lo) and/or min(x, hi), in real values
         for key in ("lo", "hi"):
             v = a.get(key)
@@ -252,12 +265,15 @@ def infer_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
 
 
 def macs(graph: Graph) -> int:
-    """Multiply-accumulates of one inference (conv and linear only)."""
+    """Multiply-accumulates of one inference (conv, linear, and an LSTM's gates at every step)."""
     total = 0
     for n in graph.weight_nodes():
         out = graph.shapes[n.output]
         per_out = math.prod(n.weight.shape[1:])
         total += math.prod(out) * per_out
+    for n in graph.nodes:
+        if n.op == "lstm":  # (4, S, F + S) weights, each step
+            total += graph.shapes[n.output][2] * math.prod(n.weight.shape)
     return total
 
 

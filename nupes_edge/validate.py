@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .errors import NupesError
-from .intparams import IntAdd, IntClamp, IntLayer, IntMean, IntMul, IntSoftmax, IntTable
+from .intparams import IntAdd, IntClamp, IntLayer, IntLstm, IntMean, IntMul, IntSoftmax, IntTable
 from .ir import TABLE_OPS
 from .packing import unpack_rows
 
@@ -161,6 +161,39 @@ def check_table(node, p) -> np.ndarray:
     return t
 
 
+def check_lstm(node, p, in_shape, out_shape) -> None:
+    """An int8 LSTM's parameters, in the types and ranges its C kernel (nupes_lstm_s8) computes without
+    overflow: every gate's int32 sum, shifted left, stays in int32; the int16 products stay in int32."""
+    what = f"layer '{node.name}'"
+    p = params_of(node, p, IntLstm)
+    f, s = in_shape[0], out_shape[0]
+    w_in = c_ints(p.w_in, -128, 127, f"{what}: input weights")
+    w_rec = c_ints(p.w_rec, -128, 127, f"{what}: recurrent weights")
+    bias = c_ints(p.bias, *INT32, f"{what}: bias")
+    if w_in.shape != (4, s, f) or w_rec.shape != (4, s, s) or bias.shape != (4, s):
+        raise NupesError(f"{what}: weights {w_in.shape}, {w_rec.shape} and bias {bias.shape} do not fit {f} "
+                         f"inputs and {s} units")
+    mult = c_ints(p.fc_mult, 0, INT32[1], f"{what}: FC multipliers")
+    shift = c_ints(p.fc_shift, -31, 30, f"{what}: FC shifts")
+    if mult.shape != (2, 4) or shift.shape != (2, 4):
+        raise NupesError(f"{what}: FC multipliers and shifts are 2 x 4")
+    in_zp = c_int(p.in_zp, -128, 127, f"{what}: input zero point")
+    hid_zp = c_int(p.hid_zp, -128, 127, f"{what}: hidden zero point")
+    for g in range(4):
+        for j, (w, zp, b) in enumerate(((w_in[g], in_zp, bias[g]), (w_rec[g], hid_zp, 0 * bias[g]))):
+            bound = int((np.abs(w).sum(axis=1) * max(128 + zp, 127 - zp) + np.abs(b)).max(initial=0))
+            if bound << max(int(shift[j, g]), 0) > INT32[1]:
+                raise NupesError(f"{what}: gate {g}'s {'input' if j == 0 else 'recurrent'} sum can overflow int32")
+    for name in ("cell", "gate", "hid"):
+        c_int(getattr(p, f"{name}_mult"), 0, INT32[1], f"{what}: {name} multiplier")
+        c_int(getattr(p, f"{name}_shift"), -31, 0, f"{what}: {name} shift")
+    c_int(p.tanh_mult, 1, 0xFFFF, f"{what}: tanh multiplier")
+    c_int(p.tanh_shift, 0, 30, f"{what}: tanh shift")
+    c_int(p.cell_clip, 0, (1 << 15) - 1, f"{what}: cell clip")
+    if p.cell_act not in ("tanh", "sigmoid"):
+        raise NupesError(f"{what}: cell gate activation {str(p.cell_act)[:20]!r} (tanh or sigmoid)")
+
+
 MAX_TENSOR_ELEMENTS = 1 << 24  # 16 MB of int8: far beyond any microcontroller's RAM
 
 
@@ -184,6 +217,8 @@ def check_model(qm) -> None:
             check_concat(node, qm.act)
         elif node.op == "mul":
             check_mul(node, p)
+        elif node.op == "lstm":
+            check_lstm(node, p, qm.graph.shapes[node.inputs[0]], qm.graph.shapes[node.output])
         elif node.op == "mean":
             _, h, w = qm.graph.shapes[node.inputs[0]]
             check_mean(node, p, h * w)

@@ -183,6 +183,21 @@ void nupes_tiled_residual(const nupes_stage_t *s, int32_t n, int8_t *buf, int8_t
                           int16_t *scratch, nupes_profile_fn hook, int32_t first_layer, nupes_add_fn add,
                           const nupes_add_params_t *ap, int32_t input_first, int8_t *pend, int32_t slots);
 
+/* TFLite Micro's int8 UNIDIRECTIONAL_SEQUENCE_LSTM over `steps` rows of `features` int8 inputs, from
+ * the reset state, into `steps` rows of `units` int8 hidden states (nupes_lstm.c). Gate order: input,
+ * forget, cell, output. scratch: 5 * units int16. */
+typedef struct {
+    const int8_t *w_in;      /* 4 x units x features */
+    const int8_t *w_rec;     /* 4 x units x units */
+    const int32_t *in_bias;  /* 4 x units: bias - in_zp * sum(w_in row) */
+    const int32_t *rec_bias; /* 4 x units: -hid_zp * sum(w_rec row) */
+    int32_t fc_mult[8], fc_shift[8]; /* the input FCs' (gates 0..3), then the recurrent FCs' */
+    int32_t hid_zp, cell_mult, cell_shift, gate_mult, gate_shift, hid_mult, hid_shift;
+    int32_t tanh_mult, tanh_shift, cell_clip, cell_tanh;
+    int32_t steps, features, units;
+} nupes_lstm_t;
+void nupes_lstm_s8(const int8_t *in, int8_t *out, const nupes_lstm_t *p, int16_t *scratch);
+
 /* Elementwise int8 MUL of two HWC tensors of pixels x c values, either of which may instead hold c
  * values applied at every pixel (TFLite Micro's int8 MUL, bit for bit). */
 typedef struct {

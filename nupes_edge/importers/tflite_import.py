@@ -34,6 +34,8 @@ class FileQuant:
     layers: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)  # why the file cannot be kept exactly
     softmax_out: tuple[float, int] | None = None  # the final SOFTMAX's output quantization, if any
+    # node → an int8 LSTM's integers and scales as stored (_Reader.lstm): kept whatever the method
+    lstms: dict[str, dict] = field(default_factory=dict)
 # What the flatbuffer may unpack to (shared tables counted each time they are reached): far above
 # any microcontroller model (MLPerf Tiny IC: under 600 tables), far below a memory bomb.
 _MAX_TABLES = 200_000
@@ -157,6 +159,10 @@ OPERATORS = {
     "TANH": ("tanh (a 256-entry table)", "output 1/128, 0", "kernels/tanh_common.cc"),
     "HARD_SWISH": ("hardswish (a 256-entry table)", "", "kernels/hard_swish_common.cc"),
     "LEAKY_RELU": ("leaky_relu (a 256-entry table)", "", "kernels/leaky_relu_common.cc"),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": ("lstm (its int8 weights and int16 cell state kept from the file)",
+                                     "int8, batch-major, batch 1; no peephole, projection or layer norm; "
+                                     "every inference starts from the reset state",
+                                     "kernels/unidirectional_sequence_lstm.cc, lstm_eval.h (LstmStep)"),
     "SOFTMAX": ("softmax (on the device) or left to the caller", "the final operator, over the last axis",
                 "kernels/softmax_common.cc, reference_integer_ops::Softmax"),
 }
@@ -617,6 +623,65 @@ class _Reader:
         self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
         self.keep_layer(node, ins, lambda a: a.reshape(a.shape[0], a.shape[1], 1, 1))
 
+    def lstm(self, k: int, ins: list[int], out: int, o) -> None:
+        """UNIDIRECTIONAL_SEQUENCE_LSTM as TFLite Micro runs an int8 one (lstm_eval.h): the 8 weight
+        matrices, 4 biases, the hidden state's int8 and the cell state's int16 quantization, as stored."""
+        T = self.S.TensorType
+
+        def fail(msg: str):
+            raise NupesError(f"{self.origin}: operator {k} (UNIDIRECTIONAL_SEQUENCE_LSTM): {msg}")
+
+        if len(ins) != 24:
+            fail(f"{len(ins)} inputs, where TFLite Micro takes 24")
+        if [i for i in (9, 10, 11, 16, 17, 20, 21, 22, 23) if ins[i] >= 0]:
+            fail("peephole, projection or layer-norm tensors are not supported (TFLite Micro refuses them too)")
+        if [i for i in (1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15, 18, 19) if ins[i] < 0]:
+            fail("a gate's weights, bias or a state tensor is missing (CIFG LSTMs are not supported)")
+        if o is None or o.timeMajor:
+            fail("time-major sequences are not supported (batch-major only)")
+        A = self.S.ActivationFunctionType
+        if o.fusedActivationFunction != A.TANH:
+            fail(f"cell gate activation {o.fusedActivationFunction} (TFLite Micro computes tanh only)")
+        x_shape = self.shape_of(ins[0])
+        if len(x_shape) != 3 or x_shape[0] != 1:
+            fail(f"an input of shape {x_shape} (batch 1, [1, time, features] only)")
+        h_t, c_t = self.t(ins[18]), self.t(ins[19])
+        if self.t(ins[0]).type != T.INT8 or h_t.type != T.INT8 or c_t.type != T.INT16 or self.t(out).type != T.INT8:
+            fail("only int8 LSTMs with an int16 cell state are supported (float or 16x8 LSTMs are not)")
+        q_in, q_h, q_out = self.quant_of(ins[0]), self.quant_of(ins[18]), self.quant_of(out)
+        if q_in is None or q_h is None or q_out != q_h:
+            fail(f"the output's quantization {q_out} must be the hidden state's {q_h} (TFLite Micro copies it)")
+        cq = c_t.quantization
+        if cq is None or cq.scale is None or len(cq.scale) != 1 or not float(cq.scale[0]) > 0:
+            fail("the int16 cell state has no scale")
+        w_codes, w_scales, biases = [], [], []
+        for i in ins[1:9]:
+            t = self.t(i)
+            q = t.quantization
+            if t.type != T.INT8 or q is None or q.scale is None or len(q.scale) != 1 or \
+                    (q.zeroPoint is not None and np.any(np.asarray(q.zeroPoint) != 0)):
+                fail(f"weights (tensor {i}) must be int8 with one scale and zero point 0, as TFLite Micro's LSTM "
+                     "uses them")
+            w_codes.append(self.const(i, "weights", "UNIDIRECTIONAL_SEQUENCE_LSTM", raw=True).astype(np.int8))
+            w_scales.append(float(np.float32(q.scale[0])))
+        for i in ins[12:16]:
+            if self.t(i).type != T.INT32:
+                fail(f"the bias (tensor {i}) must be int32")
+            biases.append(self.const(i, "bias", "UNIDIRECTIONAL_SEQUENCE_LSTM", raw=True).astype(np.int64).ravel())
+        units, feats = w_codes[0].shape[0] if w_codes[0].ndim == 2 else -1, x_shape[2]
+        if any(w.shape != (units, feats) for w in w_codes[:4]) or any(w.shape != (units, units) for w in w_codes[4:]) \
+                or any(b.shape != (units,) for b in biases) or self.shape_of(out) != [1, x_shape[1], units]:
+            fail(f"weights {[list(w.shape) for w in w_codes]} and biases do not fit {feats} features and the output "
+                 f"{self.shape_of(out)}")
+        w_in = np.stack(w_codes[:4]).astype(np.float32) * np.float32(w_scales[:4]).reshape(4, 1, 1)
+        w_rec = np.stack(w_codes[4:]).astype(np.float32) * np.float32(w_scales[4:]).reshape(4, 1, 1)
+        bias = np.stack(biases).astype(np.float64) * (np.float64(q_in[0]) * np.float64(w_scales[:4])).reshape(4, 1)
+        node = self.emit(k, "lstm", [ins[0]], out, {"cell_clip": float(np.float32(o.cellClip)), "cell_act": "tanh"},
+                         np.concatenate([w_in, w_rec], axis=2), bias.astype(np.float32))
+        self.file_quant.lstms[node.name] = {
+            "w_in": np.stack(w_codes[:4]), "w_rec": np.stack(w_codes[4:]), "bias": np.stack(biases),
+            "w_scales": w_scales, "input": q_in, "hidden": q_h, "cell_scale": float(np.float32(cq.scale[0]))}
+
     def maximum_minimum(self, k: int, name: str, ins: list[int], out: int) -> None:
         """Two tensors of one shape (compared on their codes, as TFLite Micro does), or a tensor and one
         constant value (a clamp: tf.maximum(x, 0.0) and the like)."""
@@ -754,7 +819,8 @@ class _Reader:
                                      "are not 2-D")
                 src = ins[0]
                 shape = self.ir_shape(src, k, "input")
-                if len(shape) == 3 and shape[0] == w.shape[1] and math.prod(shape) != w.shape[1]:
+                rows_out = len(_chw_any(self.t(outs[0]).shape)) == 3  # keep_num_dims on [1, 1, F]: (units, 1, 1)
+                if len(shape) == 3 and shape[0] == w.shape[1] and (math.prod(shape) != w.shape[1] or rows_out):
                     self.dense_rows(k, ins, outs[0], o, w, shape)  # one row per pixel / time step
                     continue
                 if len(shape) != 1:  # TFLite flattens every dimension but the last into rows
@@ -845,6 +911,8 @@ class _Reader:
                 self.emit(k, {"LOGISTIC": "sigmoid", "TANH": "tanh", "HARD_SWISH": "hardswish"}[name], [ins[0]], outs[0])
             elif name == "LEAKY_RELU":
                 self.emit(k, "leaky_relu", [ins[0]], outs[0], {"alpha": float(np.float32(o.alpha)) if o else 0.2})
+            elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+                self.lstm(k, ins, outs[0], o)
             elif name == "SOFTMAX":
                 self.check_fixed_output(k, name, outs[0])
                 self.softmax_of = ins[0]
@@ -863,7 +931,7 @@ class _Reader:
         infer_shapes(graph)
         self.check_declared(graph)
         self.keep_activations()
-        if self.file_quant.layers or any(n.op == "requantize" for n in self.nodes):
+        if self.file_quant.layers or self.file_quant.lstms or any(n.op == "requantize" for n in self.nodes):
             graph.file_quant = self.file_quant
         return graph
 

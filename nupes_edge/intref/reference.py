@@ -16,6 +16,7 @@ from ..layout import from_device, to_device
 from ..ir import TABLE_OPS, Node
 from ..quant.power import round_half_away
 from .fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
+from . import lstm as lstm_ref
 from .softmax import softmax_int8
 
 
@@ -196,6 +197,8 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = mean_reduce(xs[0], node, p)
         elif node.op in TABLE_OPS:
             y = np.asarray(p.table, np.int64)[xs[0] + 128]
+        elif node.op == "lstm":  # (N, F, 1, T) -> (N, T, F) sequences -> (N, S, 1, T)
+            y = lstm_ref.lstm(xs[0][:, :, 0, :].transpose(0, 2, 1), p).transpose(0, 2, 1)[:, :, None, :]
         elif node.op == "softmax":
             y = softmax_int8(xs[0].astype(np.int8), p.input_mult, p.input_left_shift, p.diff_min).astype(np.int64)
         else:  # pragma: no cover - infer_shapes rejects unknown ops

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NupesError
-from ..intparams import IntAdd, IntClamp, IntLayer, IntMean, IntMul, IntSoftmax, IntTable
+from ..intparams import IntAdd, IntClamp, IntLayer, IntLstm, IntMean, IntMul, IntSoftmax, IntTable
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..intref.softmax import softmax_params
 from ..ir import TABLE_OPS, Graph, Node
@@ -186,6 +186,38 @@ def lower_table(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntTable:
     return IntTable(np.asarray(table, np.int8))
 
 
+def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> IntLstm:
+    """An int8 LSTM from its .tflite (importers/tflite_import._Reader.lstm), with TFLite Micro's
+    parameters (lstm_eval_common.cc): its weights and int16 cell state stay the file's whatever the method."""
+    from ..intref import lstm as L
+
+    rec = (graph.file_quant.lstms.get(node.name) if graph.file_quant is not None else None)
+    if rec is None:
+        raise NupesError(f"layer '{node.name}' (lstm): an LSTM is kept from an int8 .tflite only (its int8 weights "
+                         "and int16 cell state); this model has none to keep")
+    if (a_in.scale, a_in.zero_point) != tuple(rec["input"]) or (a_out.scale, a_out.zero_point) != tuple(rec["hidden"]):
+        raise NupesError(f"layer '{node.name}' (lstm): its input and hidden state keep the file's quantization "
+                         f"{tuple(rec['input'])}, {tuple(rec['hidden'])}; --recalibrate cannot change them")
+    s_in, (s_h, h_zp), s_c = rec["input"][0], rec["hidden"], rec["cell_scale"]
+    fc = [L.fc_multiplier(s_in, s) for s in rec["w_scales"][:4]] + [L.fc_multiplier(s_h, s) for s in rec["w_scales"][4:]]
+    mult = np.array([m for m, _ in fc], np.int32).reshape(2, 4)
+    shift = np.array([e for _, e in fc], np.int32).reshape(2, 4)
+    g = L.GATE_OUTPUT_SCALE
+    cell = L.mul_multiplier(g, s_c, s_c)
+    gate = L.mul_multiplier(g, g, s_c)
+    hid = L.mul_multiplier(g, g, s_h)
+    t_mult, t_shift = L.tanh_params(L.cell_scale_power(s_c))
+    bias = np.asarray(rec["bias"], np.int64)
+    if np.abs(bias).max(initial=0) > INT32_MAX:
+        raise NupesError(f"layer '{node.name}' (lstm): a bias does not fit int32")
+    return IntLstm(w_in=np.asarray(rec["w_in"], np.int8), w_rec=np.asarray(rec["w_rec"], np.int8),
+                   bias=bias.astype(np.int32), fc_mult=mult, fc_shift=shift, in_zp=int(a_in.zero_point),
+                   hid_zp=int(h_zp), cell_mult=int(cell[0]), cell_shift=int(cell[1]), gate_mult=int(gate[0]),
+                   gate_shift=int(gate[1]), hid_mult=int(hid[0]), hid_shift=int(hid[1]), tanh_mult=int(t_mult),
+                   tanh_shift=int(t_shift), cell_clip=L.quantized_clip(node.attrs.get("cell_clip", 0.0), s_c),
+                   cell_act=str(node.attrs.get("cell_act", "tanh")))
+
+
 def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights], kept: bool = False) -> dict:
     """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
     its lowered weights written back into ``weights``, so the fake-quant model stays the same.
@@ -212,6 +244,8 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
             elif node.op == "mean_reduce":
                 params[node.name] = lower_mean(node, reduce_count(node.attrs["reduce"]), act[node.inputs[0]],
                                                act[node.output])
+            elif node.op == "lstm":
+                params[node.name] = lower_lstm(node, graph, act[node.inputs[0]], act[node.output])
             elif node.op == "softmax":
                 params[node.name] = lower_softmax(node, act[node.inputs[0]], act[node.output])
             elif node.op in TABLE_OPS:
