@@ -21,11 +21,13 @@ def litert_interpreter(data: bytes, preserve_all_tensors: bool = False):
 
 
 def run_litert(data: bytes, rows: np.ndarray) -> np.ndarray:
-    """Each row of ``rows`` through LiteRT (reshaped to the model's input); (N, output size)."""
+    """Each row of ``rows`` through LiteRT (reshaped to the model's input), each from the reset state
+    (as run_tflm); (N, output size)."""
     it = litert_interpreter(data)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
     out = []
     for r in rows:
+        it.reset_all_variables()
         it.set_tensor(i["index"], np.asarray(r).reshape(i["shape"]).astype(i["dtype"]))
         it.invoke()
         out.append(it.get_tensor(o["index"]).ravel().copy())
@@ -33,13 +35,16 @@ def run_litert(data: bytes, rows: np.ndarray) -> np.ndarray:
 
 
 def run_tflm(data: bytes, rows: np.ndarray) -> np.ndarray:
-    """Each int8 row through the TFLite Micro interpreter; (N, output size)."""
+    """Each int8 row through the TFLite Micro interpreter, each from the reset state (a stateful
+    operator's variables, an LSTM's hidden and cell state, are reset before every row: one row is one
+    whole inference, as nupes-edge's models run); (N, output size)."""
     from tflite_micro import runtime
 
     it = runtime.Interpreter.from_bytes(data)
     shape = it.get_input_details(0)["shape"]
     out = []
     for r in rows:
+        it.reset()
         it.set_input(np.asarray(r).reshape(shape), 0)
         it.invoke()
         out.append(it.get_output(0).ravel().copy())

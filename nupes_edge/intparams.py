@@ -134,3 +134,5 @@ class IntLstm:
     tanh_shift: int
     cell_clip: int  # |cell state| limit in int16 codes; 0: none
     cell_act: str  # the cell gate's activation: "tanh" or "sigmoid"
+    w_scales: np.ndarray  # float32 (8,): the weights' scales, input then recurrent, per gate (for export)
+    cell_scale: float  # the int16 cell state's scale (for export)

@@ -62,7 +62,7 @@ class _Builder:
         t = S.TensorT()
         t.name, t.shape = name, list(shape)
         t.type = {np.int8: S.TensorType.INT8, np.int32: S.TensorType.INT32, np.float32: S.TensorType.FLOAT32,
-                  np.uint8: S.TensorType.UINT8}[dtype]
+                  np.uint8: S.TensorType.UINT8, np.int16: S.TensorType.INT16}[dtype]
         t.buffer = self.buffer(None if data is None else np.asarray(data, dtype)) if data is not None else 0
         if scale is not None:
             qp = S.QuantizationParametersT()
@@ -191,6 +191,66 @@ def _export_moves(b: _Builder, node, g, qm: QuantModel, act_tensor, dt, quant: b
     opts.newShape = _nhwc(g.shapes[node.output])
     st = b.tensor(f"{node.name}/out_shape", [len(opts.newShape)], np.int32, np.array(opts.newShape, np.int32))
     b.op(S.BuiltinOperator.RESHAPE, 1, [gathered, st], [out], S.BuiltinOptions.ReshapeOptions, opts)
+
+
+def _export_lstm(b: _Builder, node, g, qm: QuantModel, act_tensor, quant: bool) -> None:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM between RESHAPEs (the IR's F x 1 x T is [1, 1, T, F] in NHWC; the
+    operator takes [1, T, F]). int8: the kept weights, scales, int32 biases and the int16 cell state,
+    as TFLite's converter writes them; float: the float weights and float states."""
+    f, _, steps = g.shapes[node.inputs[0]]
+    units = g.shapes[node.output][0]
+    q_in, q_out = qm.act[node.inputs[0]], qm.act[node.output]
+    p = qm.params[node.name]
+    dt = np.int8 if quant else np.float32
+
+    def reshaped(src: int, shape, q, suffix: str, dst: int | None = None) -> int:
+        if dst is None:
+            dst = b.tensor(f"{node.name}/{suffix}", shape, dt, scale=q.scale if quant else None,
+                           zp=q.zero_point if quant else None)
+        shape_t = b.tensor(f"{node.name}/{suffix}/shape", [len(shape)], np.int32, np.array(shape, np.int32))
+        opts = S.ReshapeOptionsT()
+        opts.newShape = list(shape)
+        b.op(S.BuiltinOperator.RESHAPE, 1, [src, shape_t], [dst], S.BuiltinOptions.ReshapeOptions, opts)
+        return dst
+
+    x = reshaped(act_tensor(node.inputs[0]), [1, steps, f], q_in, "sequence")
+    weights, biases = [], []
+    for j in range(8):
+        g_, rec = j % 4, j >= 4
+        if quant:
+            w = (p.w_rec if rec else p.w_in)[g_]
+            weights.append(b.tensor(f"{node.name}/w{j}", list(w.shape), np.int8, w, scale=float(p.w_scales[j]), zp=0))
+        else:
+            w = node.weight[g_][:, f:] if rec else node.weight[g_][:, :f]
+            weights.append(b.tensor(f"{node.name}/w{j}", list(w.shape), np.float32, w))
+    for g_ in range(4):
+        if quant:
+            biases.append(b.tensor(f"{node.name}/b{g_}", [units], np.int32, np.asarray(p.bias[g_], np.int32),
+                                   scale=float(np.float32(q_in.scale) * np.float32(p.w_scales[g_])), zp=0))
+        else:
+            biases.append(b.tensor(f"{node.name}/b{g_}", [units], np.float32, np.asarray(node.bias[g_], np.float32)))
+    hidden = b.tensor(f"{node.name}/hidden_state", [1, units], dt, scale=q_out.scale if quant else None,
+                      zp=q_out.zero_point if quant else None)
+    cell = b.tensor(f"{node.name}/cell_state", [1, units], np.int16 if quant else np.float32,
+                    scale=p.cell_scale if quant else None, zp=0 if quant else None)
+    for t in (hidden, cell):
+        b.tensors[t].isVariable = True
+    y = b.tensor(f"{node.name}/hidden_states", [1, steps, units], dt, scale=q_out.scale if quant else None,
+                 zp=q_out.zero_point if quant else None)
+    opts = S.UnidirectionalSequenceLSTMOptionsT()
+    opts.fusedActivationFunction = S.ActivationFunctionType.TANH
+    opts.cellClip = float(node.attrs.get("cell_clip", 0.0))
+    opts.timeMajor = False
+    ins = [x, *weights[:4], *weights[4:], -1, -1, -1, *biases, -1, -1, hidden, cell, -1, -1, -1, -1]
+    b.op(S.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM, 1, ins, [y], S.BuiltinOptions.UnidirectionalSequenceLSTMOptions,
+         opts)
+    if quant:  # LiteRT's integer LSTM wants the converter's five intermediates (TFLite Micro ignores them)
+        mids = [b.tensor(f"{node.name}/{gate}_intermediate", [0], np.float32) for gate in ("input", "forget", "cell",
+                                                                                          "output")]
+        mids.append(b.tensor(f"{node.name}/effective_hidden_scale_intermediate", [0], np.int8, scale=q_out.scale,
+                             zp=q_out.zero_point))
+        b.ops[-1][2].intermediates = mids
+    reshaped(y, _nhwc(g.shapes[node.output]), q_out, "flat", dst=act_tensor(node.output))
 
 
 def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
@@ -367,6 +427,8 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
             opts.alpha = float(a["alpha"])
             b.op(S.BuiltinOperator.LEAKY_RELU, 2 if quant else 1, [act_tensor(node.inputs[0])], [act_tensor(node.output)],
                  S.BuiltinOptions.LeakyReluOptions, opts)
+        elif node.op == "lstm":
+            _export_lstm(b, node, g, qm, act_tensor, quant)
         elif node.op == "softmax":
             opts = S.SoftmaxOptionsT()
             opts.beta = float(a.get("beta", 1.0))

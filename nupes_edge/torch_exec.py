@@ -71,6 +71,29 @@ def _moved(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
     return _from_device_flat(y, shape)
 
 
+def lstm(node: Node, x: torch.Tensor) -> torch.Tensor:
+    """The float LSTM (TFLite's, no peephole or projection) from a zero state: x (N, F, 1, T) ->
+    (N, S, 1, T); gates input, forget, cell, output; the cell state clipped to ±cell_clip when > 0."""
+    w = torch.from_numpy(np.asarray(node.weight, np.float32))
+    b = torch.from_numpy(np.asarray(node.bias, np.float32))
+    units, feats = w.shape[1], x.shape[1]
+    w_in, w_rec = w[:, :, :feats], w[:, :, feats:]
+    clip = float(node.attrs.get("cell_clip", 0.0))
+    act = torch.tanh if node.attrs.get("cell_act", "tanh") == "tanh" else torch.sigmoid
+    h = x.new_zeros(len(x), units)
+    c = x.new_zeros(len(x), units)
+    out = []
+    for t in range(x.shape[3]):
+        xt = x[:, :, 0, t]
+        pre = [xt @ w_in[g].T + h @ w_rec[g].T + b[g] for g in range(4)]
+        c = torch.sigmoid(pre[1]) * c + torch.sigmoid(pre[0]) * act(pre[2])
+        if clip > 0:
+            c = torch.clamp(c, -clip, clip)
+        h = torch.sigmoid(pre[3]) * torch.tanh(c)
+        out.append(h)
+    return torch.stack(out, dim=2)[:, :, None, :]
+
+
 def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Tensor:
     a = node.attrs
     if node.op in ("conv2d", "linear"):
@@ -120,6 +143,8 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return xs[0]
     if node.op == "leaky_relu":
         return F.leaky_relu(xs[0], a["alpha"])
+    if node.op == "lstm":
+        return lstm(node, xs[0])
     raise ValueError(node.op)  # pragma: no cover
 
 

@@ -192,6 +192,10 @@ def check_lstm(node, p, in_shape, out_shape) -> None:
     c_int(p.cell_clip, 0, (1 << 15) - 1, f"{what}: cell clip")
     if p.cell_act not in ("tanh", "sigmoid"):
         raise NupesError(f"{what}: cell gate activation {str(p.cell_act)[:20]!r} (tanh or sigmoid)")
+    scales = np.asarray(p.w_scales)
+    if scales.dtype.kind != "f" or scales.shape != (8,) or not (np.isfinite(scales).all() and (scales > 0).all()) \
+            or not (isinstance(p.cell_scale, float) and math.isfinite(p.cell_scale) and p.cell_scale > 0):
+        raise NupesError(f"{what}: weight scales and the cell state's scale must be 8 + 1 positive finite numbers")
 
 
 MAX_TENSOR_ELEMENTS = 1 << 24  # 16 MB of int8: far beyond any microcontroller's RAM

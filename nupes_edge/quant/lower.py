@@ -215,7 +215,8 @@ def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> Int
                    hid_zp=int(h_zp), cell_mult=int(cell[0]), cell_shift=int(cell[1]), gate_mult=int(gate[0]),
                    gate_shift=int(gate[1]), hid_mult=int(hid[0]), hid_shift=int(hid[1]), tanh_mult=int(t_mult),
                    tanh_shift=int(t_shift), cell_clip=L.quantized_clip(node.attrs.get("cell_clip", 0.0), s_c),
-                   cell_act=str(node.attrs.get("cell_act", "tanh")))
+                   cell_act=str(node.attrs.get("cell_act", "tanh")),
+                   w_scales=np.asarray(rec["w_scales"], np.float32), cell_scale=float(s_c))
 
 
 def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights], kept: bool = False) -> dict:

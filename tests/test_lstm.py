@@ -1,0 +1,126 @@
+"""UNIDIRECTIONAL_SEQUENCE_LSTM (int8, int16 cell state) against TFLite Micro on files built here:
+sizes of 1, 3 and 17 units, one to nine steps, cell state scales on both sides of 2^-12 (the int16
+tanh's left-shift and rounding right-shift forms), no clip / a clip that bites, hidden zero points
+0 / -4 / 50, gates driven into saturation, and inputs at the int8 extremes. The integer reference
+must equal TFLite Micro on the file, and the host build (portable and DSP, sanitized) the reference."""
+import os
+import re
+
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as S
+
+from nupes_edge import build, tflite_export
+from nupes_edge.errors import NupesError
+from nupes_edge.importers import import_tflite_bytes
+from nupes_edge.interpreters import run_tflm
+from nupes_edge.intref import run_int
+from nupes_edge.intref.lstm import sigmoid_int16, sigmoid_table, tanh_int16
+from nupes_edge.layout import to_device
+from nupes_edge.quant.driver import quantize_graph
+
+RUNTIME = os.path.join(os.path.dirname(__file__), "..", "runtime_c")
+
+
+def lstm_file(rng, steps, feats, units, *, cell_power=-12, clip=10.0, hid_zp=0, w_scale=0.02, bias_range=3000,
+              in_q=(0.05, -3), hid_scale=0.008) -> bytes:
+    """One int8 LSTM as TFLite's converter writes it: [1, T, F] in, [1, T, S] out, int16 cell state."""
+    b = tflite_export._Builder()
+    x = b.tensor("x", [1, steps, feats], np.int8, scale=in_q[0], zp=in_q[1])
+    ws = [b.tensor(f"w{j}", [units, feats if j < 4 else units], np.int8,
+                   rng.integers(-127, 128, (units, feats if j < 4 else units)).astype(np.int8),
+                   scale=float(np.float32(w_scale * rng.uniform(0.5, 2.0))), zp=0) for j in range(8)]
+    bs = [b.tensor(f"b{g}", [units], np.int32, rng.integers(-bias_range, bias_range + 1, units).astype(np.int32),
+                   scale=float(np.float32(in_q[0]) * np.float32(b.tensors[ws[g]].quantization.scale[0])), zp=0)
+          for g in range(4)]
+    h = b.tensor("h", [1, units], np.int8, scale=hid_scale, zp=hid_zp)
+    c = b.tensor("c", [1, units], np.int16, scale=2.0 ** cell_power, zp=0)
+    for t in (h, c):
+        b.tensors[t].isVariable = True
+    y = b.tensor("y", [1, steps, units], np.int8, scale=hid_scale, zp=hid_zp)
+    o = S.UnidirectionalSequenceLSTMOptionsT()
+    o.fusedActivationFunction, o.cellClip, o.timeMajor = S.ActivationFunctionType.TANH, clip, False
+    b.op(S.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM, 1,
+         [x, *ws, -1, -1, -1, *bs, -1, -1, h, c, -1, -1, -1, -1], [y], S.BuiltinOptions.UnidirectionalSequenceLSTMOptions, o)
+    return b.finish([x], [y], "lstm test")
+
+
+CASES = {  # name: (steps, features, units, options)
+    "one_unit": (5, 3, 1, {}),
+    "three_units_clip_bites": (9, 5, 3, {"clip": 0.5, "hid_zp": -4}),
+    "seventeen_units_coarse_cell": (4, 33, 17, {"cell_power": -9, "hid_zp": 50}),
+    "fine_cell_rounding_shift": (6, 7, 3, {"cell_power": -15, "clip": 0.0}),
+    "saturating_gates": (3, 16, 5, {"w_scale": 0.5, "bias_range": 20000, "in_q": (0.2, 10)}),
+    "single_step": (1, 12, 8, {"cell_power": -11}),
+}
+
+
+def _inputs(rng, steps, feats, n=12):
+    x = rng.integers(-128, 128, (n, steps, feats)).astype(np.int8)
+    x[0], x[1] = -128, 127  # the extremes
+    return x
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_lstm_equals_tflite_micro_and_the_host_build(case, tmp_path):
+    steps, feats, units, opts = CASES[case]
+    rng = np.random.default_rng(len(case))
+    data = lstm_file(rng, steps, feats, units, **opts)
+    g = import_tflite_bytes(data, f"{case}.tflite")
+    qm = quantize_graph(g, None, "uniform", 8, name=case)
+    x = _inputs(rng, steps, feats)
+    want = run_tflm(data, x).reshape(len(x), -1)
+    xq = x.transpose(0, 2, 1)[:, :, None, :]  # (N, T, F) -> the IR's F x 1 x T
+    ref = to_device(run_int(qm, xq))
+    np.testing.assert_array_equal(ref, want)
+    assert len(np.unique(want)) > 2, "the case must exercise more than saturated outputs"
+    for dsp in (False, True):
+        hb = build.build_host(qm, str(tmp_path / f"dsp{int(dsp)}"), sanitize=True, dsp=dsp)
+        np.testing.assert_array_equal(build.run_host(hb.runner, to_device(xq)), ref)
+    again = run_tflm(tflite_export.export(qm, "int8"), to_device(xq)).reshape(len(x), -1)
+    np.testing.assert_array_equal(again, want)  # the exported file is the same model
+
+
+def test_each_inference_starts_from_the_reset_state():
+    """TFLite Micro keeps an LSTM's state between Invoke()s until reset; a nupes-edge inference is one
+    whole sequence, so the same input gives the same output whatever ran before."""
+    rng = np.random.default_rng(5)
+    data = lstm_file(rng, 3, 4, 6, hid_zp=7)
+    qm = quantize_graph(import_tflite_bytes(data, "t.tflite"), None, "uniform", 8)
+    x = _inputs(rng, 3, 4, n=4)
+    xq = x.transpose(0, 2, 1)[:, :, None, :]
+    first = to_device(run_int(qm, xq[[2]]))
+    np.testing.assert_array_equal(to_device(run_int(qm, xq))[2], first[0])
+    np.testing.assert_array_equal(run_tflm(data, x)[2], first[0])
+
+
+def test_the_c_table_is_the_one_the_reference_makes():
+    src = open(os.path.join(RUNTIME, "nupes_lstm.c")).read()
+    body = re.search(r"nupes_sigmoid_q16\[256\] = \{([^}]*)\}", src).group(1)
+    assert tuple(int(v) for v in body.replace("\n", " ").split(",") if v.strip()) == sigmoid_table()
+    t = np.asarray(sigmoid_table())
+    assert t[0] == 32768 and t[-1] == 65535 and np.all(np.diff(t) >= 0)
+
+
+def test_int16_sigmoid_and_tanh_follow_the_functions_within_two_codes():
+    """The table made from its definition, interpolated as TFLite does, over every Q3.12 input."""
+    x = np.arange(-32768, 32768, dtype=np.int64)
+    s = sigmoid_int16(x)
+    assert np.all(np.diff(s) >= 0)
+    assert np.abs(s - 32768 / (1 + np.exp(-x / 4096))).max() <= 2
+    th = tanh_int16(x, 3, 0)
+    assert np.all(np.diff(th) >= 0)
+    assert np.abs(th - 32768 * np.tanh(x / 4096)).max() <= 2
+
+
+def test_variants_tflite_micro_refuses_are_refused_by_name():
+    rng = np.random.default_rng(0)
+    data = bytearray(lstm_file(rng, 2, 3, 2))
+    m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(bytes(data), 0))
+    m.subgraphs[0].operators[0].builtinOptions.timeMajor = True
+    import flatbuffers
+
+    fb = flatbuffers.Builder(1024)
+    fb.Finish(m.Pack(fb), file_identifier=b"TFL3")
+    with pytest.raises(NupesError, match="time-major"):
+        import_tflite_bytes(bytes(fb.Output()), "time_major.tflite")
