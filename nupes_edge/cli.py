@@ -95,7 +95,8 @@ def cmd_quantize(args) -> int:
              "  per layer: weight bits, power exponent a (1 = uniform), table shift G (levels are scaled by 2^G;"
              " docs/numerics.md)"]
     if kept:
-        lines.insert(1, f"  from the .tflite file: activation {kept['activations']}; weights: {kept['weights']}")
+        lines.insert(1, f"  from the .tflite file: activation {kept['activations']}; weights: {kept['weights']}"
+                        + (f"; {kept['lstm']}" if kept.get("lstm") else ""))
     if fb is None:
         lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']}" for d in layers]
     else:

@@ -70,6 +70,10 @@ def check_kept(graph: Graph, params: dict) -> None:
 
 def describe(graph: Graph, weights_kept: bool) -> dict:
     fq = graph.file_quant
-    return {"activations": f"scales and zero points of {len(fq.act)} tensors",
-            "weights": (f"int8 weights, float32 scales and int32 biases of {len(fq.layers)} layers"
-                        if weights_kept else "re-quantized (not from the file)")}
+    out = {"activations": f"scales and zero points of {len(fq.act)} tensors",
+           "weights": (f"int8 weights, float32 scales and int32 biases of {len(fq.layers)} layers"
+                       if weights_kept else "re-quantized (not from the file)")}
+    if fq.lstms:  # whatever the method: nupes-edge computes an LSTM only as the file quantizes it
+        out["lstm"] = (f"int8 weights, int32 biases and the int16 cell state of {len(fq.lstms)} LSTM"
+                       f"{'s' if len(fq.lstms) > 1 else ''}, kept as stored")
+    return out
