@@ -540,7 +540,7 @@ static NUPES_NOINLINE void nupes_i2c_run(const int8_t *in, int8_t *out, const nu
 }
 
 #if defined(__ARM_FEATURE_MVE)
-#include <arm_mve.h>
+#include "nupes_mve.h"
 
 /* Helium (Cortex-M55): one position's window as int8 bytes in the rows' own (k_h, k_w, in_c) order,
  * in_zp for taps outside the image (the bias is folded as above), so a dot product of 16 bytes is one
@@ -571,12 +571,15 @@ static void nupes_i2c_mve_fill(const int8_t *in, const nupes_conv_geom_t *g, int
     }
 }
 
-/* The four sums of one row against four windows: whole 16-byte vectors unpredicated, then the
- * row's tail (k % 16 bytes) predicated. */
-static inline void nupes_i2c_mve_dot4(const int8_t *row, const int8_t *c0, int32_t k, int32_t *acc)
+/* The four sums of one row against four windows (c0, c0 + k, c0 + 2k, c0 + 3k), each started from
+ * the row's folded bias: whole 16-byte vectors unpredicated, then the row's tail (k % 16 bytes)
+ * predicated; the sums as the lanes of one vector. (Sums wrap like the DSP path's; the true
+ * accumulator fits int32, so the order of the additions does not matter.) */
+static inline int32x4_t nupes_i2c_mve_dot4(const int8_t *row, const int8_t *c0, int32_t k, int32_t bias)
 {
     const int8_t *c1 = c0 + k, *c2 = c1 + k, *c3 = c2 + k;
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, j;
+    int32_t a0 = bias, a1 = bias, a2 = bias, a3 = bias, j;
+    int32x4_t v;
     for (j = 0; j + 16 <= k; j += 16) {
         const int8x16_t wv = vldrbq_s8(row + j);
         a0 = vmladavaq_s8(a0, vldrbq_s8(c0 + j), wv);
@@ -592,47 +595,45 @@ static inline void nupes_i2c_mve_dot4(const int8_t *row, const int8_t *c0, int32
         a2 = vmladavaq_p_s8(a2, vldrbq_z_s8(c2 + j, pr), wv, pr);
         a3 = vmladavaq_p_s8(a3, vldrbq_z_s8(c3 + j, pr), wv, pr);
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    v = vdupq_n_s32(a0);
+    v = vsetq_lane_s32(a1, v, 1);
+    v = vsetq_lane_s32(a2, v, 2);
+    return vsetq_lane_s32(a3, v, 3);
 }
 
 /* Four positions' windows built once (scratch: 4 * k bytes, within the 2 * k int16 entries asked
- * for), then every output channel's row is loaded 16 bytes at a time and multiplied into all four
- * (VMLADAVA). The sums are exactly the DSP path's, and so is the requantization: its records for a
- * chunk of channels when every shift allows them, the plain one otherwise. */
+ * for; a pointwise convolution with stride 1 and no padding reads four whole positions straight
+ * from the input, k = in_c bytes apart), then every output channel's row is loaded 16 bytes at a
+ * time and multiplied into all four (VMLADAVA). The four sums are requantized at once
+ * (nupes_mve.h: VQRDMULH and a rounding shift, exactly nupes_requantize, for every shift) and
+ * stored by one scatter VSTRB, out_c bytes apart (predicated when fewer than four positions remain). */
 static void nupes_i2c_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
                              int16_t *scratch)
 {
     const int32_t k = g->k_h * g->k_w * g->in_c, out_c = g->out_c, n = g->out_h * g->out_w;
     const int32_t zp = w->in_zp, out_zp = w->out_zp, lo = w->act_min, hi = w->act_max, rb = w->row_bytes;
-    int8_t *const col = (int8_t *)(void *)scratch;
-    nupes_i2c_rq_t rq[NUPES_I2C_CHUNK];
-    const int32_t fast = nupes_i2c_fast(w, out_c);
-    int32_t c0, pos, oc, q;
-    for (c0 = 0; c0 < out_c; c0 += NUPES_I2C_CHUNK) {
-        const int32_t c1 = c0 + NUPES_I2C_CHUNK < out_c ? c0 + NUPES_I2C_CHUNK : out_c;
-        if (fast) {
-            nupes_i2c_rq_chunk(rq, w, c0, c1);
-        }
-        for (pos = 0; pos < n; pos += 4) {
-            const int32_t m = n - pos < 4 ? n - pos : 4;
+    const int32_t direct = g->k_h == 1 && g->k_w == 1 && g->stride_h == 1 && g->stride_w == 1 && g->pad_t == 0 &&
+                           g->pad_l == 0 && g->out_h == g->in_h && g->out_w == g->in_w;
+    int8_t *const scr = (int8_t *)(void *)scratch;
+    const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
+    int32_t pos, oc, q;
+    for (pos = 0; pos < n; pos += 4) {
+        const int32_t m = n - pos < 4 ? n - pos : 4;
+        const mve_pred16_t pm = vctp32q((uint32_t)m);
+        const int8_t *col = scr;
+        if (direct && m == 4) {
+            col = in + pos * k;
+        } else {
             for (q = 0; q < 4; ++q) { /* a missing fourth position repeats the last one (its sums unused) */
                 const int32_t p = pos + (q < m ? q : m - 1);
                 const int32_t oy = p / g->out_w, ox = p - oy * g->out_w;
-                nupes_i2c_mve_fill(in, g, zp, oy * g->stride_h - g->pad_t, ox * g->stride_w - g->pad_l, col + q * k);
+                nupes_i2c_mve_fill(in, g, zp, oy * g->stride_h - g->pad_t, ox * g->stride_w - g->pad_l, scr + q * k);
             }
-            for (oc = c0; oc < c1; ++oc) {
-                int32_t acc[4];
-                int8_t *o = out + pos * out_c + oc;
-                nupes_i2c_mve_dot4((const int8_t *)w->packed + oc * rb, col, k, acc);
-                for (q = 0; q < m; ++q, o += out_c) {
-                    const int32_t a = acc[q] + w->bias[oc];
-                    *o = fast ? nupes_i2c_rq(a, &rq[oc - c0], lo, hi)
-                              : nupes_clamp_s8(nupes_requantize(a, w->mult[oc], w->shift[oc]) + out_zp, lo, hi);
-                }
-            }
+        }
+        for (oc = 0; oc < out_c; ++oc) {
+            const nupes_mve_rq_t rq = nupes_mve_rq_dup(w->mult[oc], w->shift[oc]);
+            const int32x4_t acc = nupes_i2c_mve_dot4((const int8_t *)w->packed + oc * rb, col, k, w->bias[oc]);
+            vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs, nupes_mve_output(acc, &rq, out_zp, lo, hi), pm);
         }
     }
 }

@@ -182,7 +182,21 @@ def test_im2col_on_the_emulated_board(tmp_path, shape, bits, mutate):
     _im2col_on_board(tmp_path, shape, bits, mutate, "stm32")
 
 
-HELIUM = [case for case in BOARD if case[1] == 8]
+# Shapes for the Helium loop only (the host and M4 cases above cover the other paths): pointwise
+# layers read straight from the input (stride 1, no padding; a position count that is and is not a
+# multiple of four), output channel counts 1, 3, 17 and 100, a 100-channel input (k % 16 = 4).
+HELIUM_SHAPES = {
+    "pointwise_direct_100_to_17": (100, 4, 3, 17, (1, 1), (1, 1), [0, 0, 0, 0]),
+    "pointwise_direct_odd_positions": (12, 3, 5, 3, (1, 1), (1, 1), [0, 0, 0, 0]),
+    "one_output_channel": (8, 5, 7, 1, (3, 3), (1, 1), [1, 1, 1, 1]),
+    "three_output_channels_stride2": (20, 9, 7, 3, (3, 3), (2, 2), [1, 0, 1, 1]),
+    "wide_100_to_100": (100, 5, 3, 100, (3, 1), (1, 1), [1, 0, 1, 0]),
+}
+HELIUM = [case for case in BOARD if case[1] == 8] + [
+    ("pointwise_direct_100_to_17", 8, None), ("pointwise_direct_odd_positions", 8, _requant_corners),
+    ("one_output_channel", 8, _requant_fused_narrow), ("three_output_channels_stride2", 8, _requant_corners),
+    ("wide_100_to_100", 8, _requant_fused),
+]
 
 
 @_on_board
@@ -190,8 +204,10 @@ HELIUM = [case for case in BOARD if case[1] == 8]
                          ids=[f"{s}-w{b}-{m.__name__ if m else 'as_is'}" for s, b, m in HELIUM])
 def test_im2col_s8_with_helium_on_the_emulated_m55(tmp_path, shape, bits, mutate):
     """The Cortex-M55 runs nupes_conv2d_im2col_s8's Helium loop (VMLADAVA over int8 windows, four
-    positions at a time, a predicated row tail): windows of k % 16 != 0 bytes, a position count that
-    is not a multiple of four, padding, more than one chunk of channels, and both requantizations."""
+    positions at a time, a predicated row tail, the four outputs requantized as one vector and
+    stored by one scatter): windows of k % 16 != 0 bytes, a position count that is not a multiple
+    of four, padding, pointwise layers read in place, 1, 3, 17 and 100 output channels, shifts on
+    every side of the rounding."""
     _im2col_on_board(tmp_path, shape, bits, mutate, "mps3-an547")
 
 
@@ -201,7 +217,7 @@ def _im2col_on_board(tmp_path, shape, bits, mutate, board):
     from nupes_edge.protocol import Client
     from nupes_edge.verify import verify_device
 
-    c_in, h, w, c_out, k, stride, pads = REAL[shape]
+    c_in, h, w, c_out, k, stride, pads = {**REAL, **HELIUM_SHAPES}[shape]
     seed = 7 * bits + len(shape)
     rng = np.random.default_rng(seed)
     node = conv_node(rng, c_in, c_out, k, stride, pads, False, "relu" if bits == 8 else "none")

@@ -1,0 +1,73 @@
+/*
+ * nupes_mve.h - what the kernels' Helium paths (__ARM_FEATURE_MVE: Cortex-M55, -mcpu=cortex-m55) share:
+ * docs/numerics.md's requantization on four int32 lanes at once, bit for bit nupes_requantize
+ * (nupes_fixedpoint.h). Other cores never include <arm_mve.h>: this header is empty for them.
+ */
+#ifndef NUPES_MVE_H
+#define NUPES_MVE_H
+
+#if defined(__ARM_FEATURE_MVE)
+#include <arm_mve.h>
+#include <stdint.h>
+
+/*
+ * Per-lane requantization constants, from TFLite's (mult, shift), shift in -31..30:
+ * left = max(shift, 0), right = min(shift, 0) (a right shift by -right).
+ */
+typedef struct {
+    int32x4_t mult, left, right;
+} nupes_mve_rq_t;
+
+/* Lanes from four channels' (mult, shift) arrays; n < 4 lanes valid (the others: mult 0, shift 0). */
+static inline nupes_mve_rq_t nupes_mve_rq_load(const int32_t *mult, const int32_t *shift, int32_t n)
+{
+    const mve_pred16_t p = vctp32q((uint32_t)n);
+    const int32x4_t s = vldrwq_z_s32(shift, p);
+    nupes_mve_rq_t q;
+    q.mult = vldrwq_z_s32(mult, p);
+    q.left = vmaxq_s32(s, vdupq_n_s32(0));
+    q.right = vminq_s32(s, vdupq_n_s32(0));
+    return q;
+}
+
+/* Every lane with one channel's (mult, shift). */
+static inline nupes_mve_rq_t nupes_mve_rq_dup(int32_t mult, int32_t shift)
+{
+    nupes_mve_rq_t q;
+    q.mult = vdupq_n_s32(mult);
+    q.left = vdupq_n_s32(shift > 0 ? shift : 0);
+    q.right = vdupq_n_s32(shift < 0 ? shift : 0);
+    return q;
+}
+
+/*
+ * MBQM(acc) per lane, exactly nupes_requantize (9 instructions for four outputs, with out_zp and
+ * the clamp, instead of about 12 per output):
+ *  - VSHL by left: x * 2^max(shift, 0) fits int32 (the code generator checks it), as the scalar
+ *    (uint32_t)x << left;
+ *  - VQRDMULH: sat((2 x m + 2^31) >> 32) = floor((x m + 2^30) / 2^31) = SaturatingRoundingDoublingHighMul,
+ *    which saturates only at x = m = INT32_MIN (m >= 0 here);
+ *  - RoundingDivideByPOT(r, e), e = -right in 0..31, rounds ties away from zero: VRSHL by -e rounds
+ *    ties up, floor((r + 2^(e-1)) / 2^e), computed without overflow (Arm ARM: the rounding constant
+ *    is added at full precision). For r < 0 and e >= 1, floor((r - 1 + 2^(e-1)) / 2^e) rounds up
+ *    exactly when r mod 2^e >= 2^(e-1) + 1, TFLite's threshold (mask >> 1) + 1. The -1 is
+ *    (r AND right) >> 31 (right < 0 has its sign bit set; e = 0: right = 0, no fix), added with
+ *    VQADD: at r = INT32_MIN it stays INT32_MIN, and floor((INT32_MIN + 2^(e-1)) / 2^e) = INT32_MIN >> e,
+ *    which is RDBPOT(INT32_MIN, e) too (its remainder is 0).
+ */
+static inline int32x4_t nupes_mve_requantize(int32x4_t acc, const nupes_mve_rq_t *q)
+{
+    const int32x4_t r = vqrdmulhq_s32(vshlq_s32(acc, q->left), q->mult);
+    const int32x4_t fix = vshrq_n_s32(vandq_s32(r, q->right), 31);
+    return vrshlq_s32(vqaddq_s32(r, fix), q->right);
+}
+
+/* out_zp + MBQM(acc), clamped to [lo, hi] (int8 values in int32 lanes). */
+static inline int32x4_t nupes_mve_output(int32x4_t acc, const nupes_mve_rq_t *q, int32_t out_zp, int32_t lo, int32_t hi)
+{
+    const int32x4_t v = vaddq_n_s32(nupes_mve_requantize(acc, q), out_zp);
+    return vminq_s32(vmaxq_s32(v, vdupq_n_s32(lo)), vdupq_n_s32(hi));
+}
+#endif
+
+#endif /* NUPES_MVE_H */
