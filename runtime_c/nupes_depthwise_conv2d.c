@@ -378,8 +378,115 @@ static void nupes_dw_fast(const int8_t *in, int8_t *out, const nupes_conv_geom_t
 }
 #endif
 
+#if defined(__ARM_FEATURE_MVE)
+#include "nupes_mve.h"
+
+/*
+ * Helium (Cortex-M55), multiplier 1: four channels per int32x4 vector, every channel count (the
+ * last group predicated), every weight width (levels decoded once per group, as int32 lanes:
+ * level t of channel c0 + j in lane j of wq[t]). Per tap one widening VLDRB.S32 of the four
+ * channels' inputs (HWC: contiguous), VMUL and VADD (Helium's VMLA takes a scalar operand only), the group's levels read from the stack. A
+ * position whose window lies inside the image starts from bias - in_zp * (sum of all levels) and
+ * multiplies raw inputs; a border position starts from the bias and adds w * (x - in_zp) over its
+ * in-image taps only (zero padding). Any order of additions is fine: the true accumulator fits int32
+ * (acc_bound), VMUL and VADD wrap like the DSP path's SMLAD. Then nupes_mve.h's requantization of the four
+ * outputs (VQRDMULH and a rounding shift, exactly nupes_requantize, any shift) and one narrowing
+ * VSTRB.
+ */
+static void nupes_dw_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                         int16_t *scratch)
+{
+    const int32_t c = g->in_c, taps = g->k_h * g->k_w, row_stride = g->in_w * c, zp = w->in_zp;
+    const int32_t out_zp = w->out_zp, lo = w->act_min, hi = w->act_max;
+    const int32_t step = g->stride_w * c;
+    int32_t wq[4 * NUPES_DW_MAX_TAPS], off[NUPES_DW_MAX_TAPS];
+    int32_t c0, j, t, oy, ox, ky, kx;
+    for (t = 0; t < taps; ++t) { /* tap t's input, from the window's first */
+        off[t] = (t / g->k_w) * row_stride + (t % g->k_w) * c;
+    }
+    for (c0 = 0; c0 < c; c0 += 4) {
+        const int32_t nc = c - c0 < 4 ? c - c0 : 4;
+        const mve_pred16_t pc = vctp32q((uint32_t)nc);
+        const nupes_mve_rq_t rq = nupes_mve_rq_load(w->mult + c0, w->shift + c0, nc);
+        const int32x4_t bias = vldrwq_z_s32(w->bias + c0, pc);
+        int32x4_t sum = vdupq_n_s32(0), bias_in;
+        for (j = 0; j < 4; ++j) {
+            if (j < nc) {
+                nupes_decode_row(w->packed + (c0 + j) * w->row_bytes, w->bits, w->lut, taps, 1, scratch);
+            }
+            for (t = 0; t < taps; ++t) {
+                wq[4 * t + j] = j < nc ? scratch[t] : 0;
+            }
+        }
+        for (t = 0; t < taps; ++t) {
+            sum = vaddq_s32(sum, vldrwq_s32(wq + 4 * t));
+        }
+        bias_in = vmlaq_n_s32(bias, sum, -zp); /* the whole window inside: bias - in_zp * sum of the levels */
+        for (oy = 0; oy < g->out_h; ++oy) {
+            const int32_t iy0 = oy * g->stride_h - g->pad_t;
+            int32_t ky_lo, ky_hi;
+            nupes_window_taps(iy0, g->k_h, g->in_h, &ky_lo, &ky_hi);
+            for (ox = 0; ox < g->out_w; ++ox) {
+                const int32_t ix0 = ox * g->stride_w - g->pad_l;
+                int8_t *po = out + (oy * g->out_w + ox) * c + c0;
+                int32_t kx_lo, kx_hi;
+                int32x4_t acc;
+                nupes_window_taps(ix0, g->k_w, g->in_w, &kx_lo, &kx_hi);
+                if (nc == 4 && ky_lo == 0 && ky_hi == g->k_h && kx_lo == 0 && kx_hi == g->k_w) {
+                    /* a run of whole windows along the row: per tap LDR (its offset), VLDRB, VLDRW, VMUL, VADD */
+                    const int8_t *px = in + (iy0 * g->in_w + ix0) * c + c0;
+                    int32_t n = 1;
+                    while (ox + n < g->out_w && (ox + n) * g->stride_w - g->pad_l + g->k_w <= g->in_w) {
+                        ++n;
+                    }
+                    ox += n - 1;
+                    do {
+                        const int32_t *pw = wq;
+                        acc = bias_in;
+                        for (t = 0; t < taps; ++t, pw += 4) {
+                            acc = vaddq_s32(acc, vmulq_s32(vldrbq_s32(px + off[t]), vldrwq_s32(pw)));
+                        }
+                        vstrbq_s32(po, nupes_mve_output(acc, &rq, out_zp, lo, hi));
+                        px += step;
+                        po += c;
+                    } while (--n);
+                    continue;
+                }
+                if (ky_lo == 0 && ky_hi == g->k_h && kx_lo == 0 && kx_hi == g->k_w) {
+                    acc = bias_in;
+                    for (ky = 0; ky < g->k_h; ++ky) {
+                        const int8_t *px = in + ((iy0 + ky) * g->in_w + ix0) * c + c0;
+                        const int32_t *pw = wq + 4 * ky * g->k_w;
+                        for (kx = 0; kx < g->k_w; ++kx, px += c, pw += 4) {
+                            acc = vaddq_s32(acc, vmulq_s32(vldrbq_z_s32(px, pc), vldrwq_s32(pw)));
+                        }
+                    }
+                } else { /* a border: bias + sum of w * (x - in_zp) over the in-image taps */
+                    acc = bias;
+                    for (ky = ky_lo; ky < ky_hi; ++ky) {
+                        const int8_t *px = in + ((iy0 + ky) * g->in_w + ix0 + kx_lo) * c + c0;
+                        const int32_t *pw = wq + 4 * (ky * g->k_w + kx_lo);
+                        for (kx = kx_lo; kx < kx_hi; ++kx, px += c, pw += 4) {
+                            acc = vaddq_s32(acc, vmulq_s32(vsubq_n_s32(vldrbq_z_s32(px, pc), zp), vldrwq_s32(pw)));
+                        }
+                    }
+                }
+                vstrbq_p_s32(po, nupes_mve_output(acc, &rq, out_zp, lo, hi), pc);
+            }
+        }
+    }
+}
+#endif
+
 void nupes_depthwise_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w, int16_t *scratch)
 {
+#if defined(__ARM_FEATURE_MVE)
+    if (g->out_c == g->in_c && g->k_h * g->k_w <= NUPES_DW_MAX_TAPS) {
+        (void)nupes_dw_fast; /* the DSP path stays for the other cores */
+        nupes_dw_mve(in, out, g, w, scratch);
+        return;
+    }
+#endif
 #if NUPES_USE_DSP
     if (g->out_c == g->in_c && g->out_c >= 4 && g->k_h * g->k_w <= NUPES_DW_MAX_TAPS) {
         nupes_dw_fast(in, out, g, w, scratch);

@@ -2,9 +2,11 @@
 output positions sharing a window shape, precomputed one-SMLAL requantization) against the
 integer reference, on both C paths; and that requantization alone against nupes_requantize."""
 import os
+import shutil
 import subprocess
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +124,66 @@ def test_fast_requantization_equals_nupes_requantize(tmp_path):
     out = subprocess.run([str(exe)], input=lines, capture_output=True, text=True, check=True).stdout.split()
     got = np.array(out, np.int64)
     assert len(got) == len(acc) and np.all(got == 1), f"{np.sum(got != 1)} mismatches"
+
+
+# --- Helium (Cortex-M55, mps3-an547): nupes_depthwise_conv2d's __ARM_FEATURE_MVE path on the emulated board
+
+_on_board = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                               reason="make setup installs qemu-system-arm and arm-none-eabi-gcc")
+
+
+def _requant_corners(p, rng):
+    """Shifts on both sides of every fast form (left shifts where acc << shift fits, none, 1..31
+    to the right), the largest multiplier, zero points at the ends of int8, a narrow clamp."""
+    n = len(p.shift)
+    p.shift = rng.choice(np.array([-31, -24, -23, -12, -2, -1, 0, 1], np.int32), n).astype(np.int32)
+    p.mult = rng.integers(1 << 30, (1 << 31) - 1, n).astype(np.int32)
+    p.mult[0] = 2**31 - 1
+    p.out_zp = int(rng.choice([-128, 127, 5]))
+    lo = int(rng.integers(-128, 0))
+    p.act_min, p.act_max = lo, int(rng.integers(0, 128))
+
+
+# (channels, h, w, kernel, stride, pads t/l/b/r, multiplier, method, bits, mutation)
+HELIUM = {
+    "kws_3x3": (64, 25, 5, (3, 3), (1, 1), [1, 1, 1, 1], 1, "uniform", 8, None),
+    "two_channels_odd_width": (2, 7, 9, (3, 3), (1, 1), [1, 1, 1, 1], 1, "uniform", 8, None),
+    "three_channels_stride2": (3, 9, 7, (3, 3), (2, 2), [1, 1, 1, 1], 1, "uniform", 8, _requant_corners),
+    "17_channels_5x3_asymmetric": (17, 8, 11, (5, 3), (2, 1), [2, 0, 1, 2], 1, "uniform", 8, None),
+    "100_channels_stride_2x1": (100, 6, 5, (3, 3), (2, 1), [0, 1, 1, 0], 1, "uniform", 8, _requant_corners),
+    "image_smaller_than_kernel": (6, 2, 3, (5, 5), (1, 1), [2, 2, 2, 2], 1, "uniform", 8, None),
+    "powerquant_w4": (20, 6, 7, (3, 3), (1, 1), [1, 1, 1, 1], 1, "powerquant", 4, None),
+    "multiplier_2_scalar_path": (3, 5, 6, (3, 3), (1, 1), [1, 1, 1, 1], 2, "uniform", 8, None),
+}
+
+
+@_on_board
+@pytest.mark.parametrize("case", list(HELIUM), ids=list(HELIUM))
+def test_depthwise_with_helium_on_the_emulated_m55(tmp_path, case):
+    """The Cortex-M55 runs the Helium path (four channels per vector, the last group predicated,
+    whole windows from the folded bias, border windows over their in-image taps, the vector
+    requantization): channel counts 2, 3, 17, 100 and 64 (KWS; one channel is an ordinary
+    convolution here, nupes_conv2d_window's), odd widths, strides, asymmetric
+    padding, an image smaller than the kernel, 4-bit power levels, shifts on every side of the
+    rounding; a depth multiplier of 2 keeps the scalar path. Bit for bit the integer reference."""
+    from nupes_edge import boards, firmware
+    from nupes_edge.flash import start_qemu
+    from nupes_edge.protocol import Client
+    from nupes_edge.verify import verify_device
+
+    c, h, w, k, stride, pads, mult, method, bits, mutate = HELIUM[case]
+    rng = np.random.default_rng(len(case))
+    node = depthwise_node(rng, c, k, stride, pads, "relu6" if mutate is None else "none")
+    if mult > 1:
+        node.weight = rng.normal(0, 1, (c * mult, 1) + tuple(k)).astype(np.float32)
+        node.bias = rng.normal(0, 0.5, c * mult).astype(np.float32)
+    g, qm, x = quantized(node, (c, h, w), method, bits, len(case), n=8)
+    if mutate is not None:
+        mutate(qm.params["dw"], rng)
+    fb = firmware.build_firmware(qm, boards.get("mps3-an547"), str(tmp_path))
+    assert "nupes_depthwise_conv2d(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
+    with start_qemu(fb.board, fb.elf, max_seconds=300) as q:
+        with Client(q.url, timeout=5.0, retries=5) as cl:
+            cl.wait_banner(5.0)
+            r = verify_device(qm, cl, x, np.zeros(len(x), np.int64))
+    assert r.n == len(x) and r.mismatches == 0, r.first_diffs
