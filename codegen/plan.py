@@ -229,6 +229,10 @@ def lstm_call(node, p, in_shape, out_shape, src: str, dst: str, scratch: str) ->
     w_in, w_rec = np.asarray(p.w_in, np.int64), np.asarray(p.w_rec, np.int64)
     in_bias = c_ints(np.asarray(p.bias, np.int64) - int(p.in_zp) * w_in.sum(axis=2), *INT32, f"layer '{node.name}': bias")
     rec_bias = c_ints(-int(p.hid_zp) * w_rec.sum(axis=2), *INT32, f"layer '{node.name}': recurrent bias")
+    # the kernel sums w * x onto the folded bias: every partial sum within 128 * sum|w| + |folded bias|
+    for w, folded in ((w_in, in_bias), (w_rec, rec_bias)):
+        if (128 * np.abs(w).sum(axis=2) + np.abs(folded)).max(initial=0) > INT32_MAX:
+            raise _refuse(node, "a gate's sum with the zero point folded could overflow int32")
     ints = ", ".join
     init = (f"wi, wr, bi, br, {{ {ints(str(int(v)) for v in np.asarray(p.fc_mult).ravel())} }}, "
             f"{{ {ints(str(int(v)) for v in np.asarray(p.fc_shift).ravel())} }}, {int(p.hid_zp)}, {int(p.cell_mult)}, "
