@@ -86,6 +86,7 @@ class Plan:
     lifetimes: dict = field(default_factory=dict)  # arena tensor → (first step writing it, last step reading it)
     inplace: dict = field(default_factory=dict)  # convolutions written over their input → rows held aside
     tiled: dict = field(default_factory=dict)  # a tiled chain's first layer → (its layers, rows per band, tile bytes)
+    lstms: dict = field(default_factory=dict)  # C name → an LSTM's flash data (lstm_data)
 
 
 def _refuse(node, msg: str) -> NupesError:
@@ -214,15 +215,10 @@ def step_scratch(qm: QuantModel, node, flatten_src: dict) -> int:
     return 0
 
 
-def _c_array(ctype: str, name: str, values: np.ndarray) -> str:
-    flat = [str(int(v)) for v in np.asarray(values).ravel()]
-    rows = ",\n        ".join(", ".join(flat[i:i + 24]) for i in range(0, len(flat), 24))
-    return f"static const {ctype} {name}[{len(flat)}] = {{\n        {rows} }};"
-
-
-def lstm_call(node, p, in_shape, out_shape, src: str, dst: str, scratch: str) -> tuple[str, int]:
-    """nupes_lstm_s8's call with its flash arrays, the zero points folded into the biases (bias - in_zp *
-    sum w_in, -hid_zp * sum w_rec: the kernel sums w * x), and the flash bytes they take."""
+def lstm_data(node, p, in_shape, out_shape) -> dict:
+    """nupes_lstm_s8's flash data (model_data.c): the weights, the biases with the zero points folded
+    (bias - in_zp * sum w_in, -hid_zp * sum w_rec: the kernel sums w * x), and the scalar fields of its
+    nupes_lstm_t after the four arrays, every value checked."""
     check_lstm(node, p, in_shape, out_shape)
     f, _, steps = in_shape
     units = out_shape[0]
@@ -234,16 +230,13 @@ def lstm_call(node, p, in_shape, out_shape, src: str, dst: str, scratch: str) ->
         if (128 * np.abs(w).sum(axis=2) + np.abs(folded)).max(initial=0) > INT32_MAX:
             raise _refuse(node, "a gate's sum with the zero point folded could overflow int32")
     ints = ", ".join
-    init = (f"wi, wr, bi, br, {{ {ints(str(int(v)) for v in np.asarray(p.fc_mult).ravel())} }}, "
+    init = (f"{{ {ints(str(int(v)) for v in np.asarray(p.fc_mult).ravel())} }}, "
             f"{{ {ints(str(int(v)) for v in np.asarray(p.fc_shift).ravel())} }}, {int(p.hid_zp)}, {int(p.cell_mult)}, "
             f"{int(p.cell_shift)}, {int(p.gate_mult)}, {int(p.gate_shift)}, {int(p.hid_mult)}, {int(p.hid_shift)}, "
             f"{int(p.tanh_mult)}, {int(p.tanh_shift)}, {int(p.cell_clip)}, {int(p.cell_act == 'tanh')}, "
             f"{c_int(steps, 1, 1 << 20, 'steps')}, {c_int(f, 1, 1 << 20, 'features')}, {c_int(units, 1, 1 << 16, 'units')}")
-    call = "\n    ".join([
-        "{", _c_array("int8_t", "wi", w_in), _c_array("int8_t", "wr", w_rec), _c_array("int32_t", "bi", in_bias),
-        _c_array("int32_t", "br", rec_bias), f"static const nupes_lstm_t L = {{ {init} }};",
-        f"nupes_lstm_s8({src}, {dst}, &L, {scratch}); }}"])
-    return call, int(w_in.size + w_rec.size + 4 * (in_bias.size + rec_bias.size))
+    return {"w_in": w_in, "w_rec": w_rec, "in_bias": in_bias, "rec_bias": rec_bias, "init": init,
+            "bytes": int(w_in.size + w_rec.size + 4 * (in_bias.size + rec_bias.size))}
 
 
 def _folded_bias(p: IntLayer, levels: np.ndarray) -> np.ndarray:
@@ -787,7 +780,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     steps: list[Step] = []
     scratch = 0
     table_ops = 0
-    lstm_bytes = 0  # LSTM weights and biases (inline in their calls)
+    lstms: dict[str, dict] = {}  # C name → an LSTM's flash data (lstm_data)
     stages: dict[str, list[str]] = {}  # a tiled chain's first layer → its nupes_stage_t initializers
     for i, node in enumerate(real):
         p = qm.params.get(node.name)
@@ -921,8 +914,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                         f"{{ {p.mult}, {p.shift}, {p.in_zp}, {p.out_zp} }}; {kernel}({ins[0]}, {out}, &r, &m); }}")
         elif node.op == "lstm":
             kernel = "nupes_lstm_s8"
-            call, nbytes = lstm_call(node, p, g.shapes[node.inputs[0]], g.shapes[node.output], ins[0], out, scr(i))
-            lstm_bytes += nbytes
+            lstms[lname] = lstm_data(node, p, g.shapes[node.inputs[0]], g.shapes[node.output])
+            call = f"{kernel}({ins[0]}, {out}, &{lname}, {scr(i)});"
             scratch = max(scratch, 5 * g.shapes[node.output][0])
         elif node.op in TABLE_OPS:
             table = ", ".join(str(v) for v in check_table(node, p))
@@ -971,7 +964,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     report = {
         "params": params,
         "macs": macs(g),
-        "flash_weights_bytes": int(sum(L.packed.size for L in layers) + lstm_bytes),
+        "flash_weights_bytes": int(sum(L.packed.size for L in layers) + sum(d["bytes"] for d in lstms.values())),
         # per row: byte padding, and for the pairs kernel the codes padding the row to a group of four
         "flash_weights_bound_bytes": int(packed_bound + sum(
             L.p.bias.size * (1 if L.pairs is None else 2 + 3 * L.bits // 8) + 1 for L in layers)),
@@ -991,7 +984,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                 input_size=_hwc_size(g.input_shape), output_size=_hwc_size(g.output_shape), layers=layers, adds=adds,
                 steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
                 scratch_entries=1 if scratch_in_arena else max(scratch, 1), output_in_arena=output_in_arena, report=report,
-                table_free_adds=table_free, storage=dict(alias),
+                table_free_adds=table_free, storage=dict(alias), lstms=lstms,
                 lifetimes={t: (first[t], last[t]) for t in arena_tensors}, inplace=dict(inplace_steps),
                 tiled={h: ([n.name for n in chain_of[h]], lay.tiles[h][0],
                            sum(sizes[t] for t in lay.tiles[h][1]) + (sizes[lay.tiles[h][2]] if lay.tiles[h][2] else 0))
