@@ -87,6 +87,13 @@ class _Builder:
         o.builtinOptionsType, o.builtinOptions = opt_type, options
         self.ops.append((code, version, o))
 
+    def reshape(self, src: int, dst: int, shape, shape_name: str) -> None:
+        """A RESHAPE of tensor ``src`` into ``dst`` (of ``shape``), its shape also as an int32 input."""
+        opts = S.ReshapeOptionsT()
+        opts.newShape = [int(v) for v in shape]
+        st = self.tensor(shape_name, [len(opts.newShape)], np.int32, np.array(opts.newShape, np.int32))
+        self.op(S.BuiltinOperator.RESHAPE, 1, [src, st], [dst], S.BuiltinOptions.ReshapeOptions, opts)
+
     def finish(self, inputs, outputs, description: str) -> bytes:
         m = S.ModelT()
         m.version = 3
@@ -153,10 +160,7 @@ def _export_moves(b: _Builder, node, g, qm: QuantModel, act_tensor, dt, quant: b
 
     def reshape(x: int, shape, suffix: str) -> int:
         y = temp(suffix, shape)
-        opts = S.ReshapeOptionsT()
-        opts.newShape = [int(v) for v in shape]
-        st = b.tensor(f"{node.name}/{suffix}_shape", [len(shape)], np.int32, np.array(shape, np.int32))
-        b.op(S.BuiltinOperator.RESHAPE, 1, [x, st], [y], S.BuiltinOptions.ReshapeOptions, opts)
+        b.reshape(x, y, shape, f"{node.name}/{suffix}_shape")
         return y
 
     sizes = [int(np.prod(g.shapes[t])) for t in node.inputs]
@@ -186,11 +190,7 @@ def _export_moves(b: _Builder, node, g, qm: QuantModel, act_tensor, dt, quant: b
         code = S.BuiltinOperator.REDUCE_MAX if node.op == "reduce_max" else S.BuiltinOperator.MEAN
         b.op(code, 2 if quant else 1, [gathered, axes], [reduced], S.BuiltinOptions.ReducerOptions, ropts)
         gathered = reduced
-    out = act_tensor(node.output)
-    opts = S.ReshapeOptionsT()
-    opts.newShape = _nhwc(g.shapes[node.output])
-    st = b.tensor(f"{node.name}/out_shape", [len(opts.newShape)], np.int32, np.array(opts.newShape, np.int32))
-    b.op(S.BuiltinOperator.RESHAPE, 1, [gathered, st], [out], S.BuiltinOptions.ReshapeOptions, opts)
+    b.reshape(gathered, act_tensor(node.output), _nhwc(g.shapes[node.output]), f"{node.name}/out_shape")
 
 
 def _export_lstm(b: _Builder, node, g, qm: QuantModel, act_tensor, quant: bool) -> None:
@@ -207,10 +207,7 @@ def _export_lstm(b: _Builder, node, g, qm: QuantModel, act_tensor, quant: bool) 
         if dst is None:
             dst = b.tensor(f"{node.name}/{suffix}", shape, dt, scale=q.scale if quant else None,
                            zp=q.zero_point if quant else None)
-        shape_t = b.tensor(f"{node.name}/{suffix}/shape", [len(shape)], np.int32, np.array(shape, np.int32))
-        opts = S.ReshapeOptionsT()
-        opts.newShape = list(shape)
-        b.op(S.BuiltinOperator.RESHAPE, 1, [src, shape_t], [dst], S.BuiltinOptions.ReshapeOptions, opts)
+        b.reshape(src, dst, shape, f"{node.name}/{suffix}/shape")
         return dst
 
     x = reshaped(act_tensor(node.inputs[0]), [1, steps, f], q_in, "sequence")
@@ -275,11 +272,8 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
         if node.op in ("flatten", "reshape"):
             if node.op == "flatten":
                 flatten_src[node.output] = g.shapes[node.inputs[0]]
-            shape = np.array(_nhwc(g.shapes[node.output]), np.int32)
-            opts = S.ReshapeOptionsT()
-            opts.newShape = shape.tolist()
-            b.op(S.BuiltinOperator.RESHAPE, 1, [act_tensor(node.inputs[0]), b.tensor(node.name + "/shape", [len(shape)], np.int32, shape)],
-                 [act_tensor(node.output)], S.BuiltinOptions.ReshapeOptions, opts)
+            b.reshape(act_tensor(node.inputs[0]), act_tensor(node.output), _nhwc(g.shapes[node.output]),
+                      node.name + "/shape")
             continue
         if node.op in ("conv2d", "maxpool2d", "avgpool2d"):
             x = act_tensor(node.inputs[0])
