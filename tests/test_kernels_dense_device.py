@@ -13,6 +13,7 @@ import pytest
 
 from nupes_edge.ir import Graph, Node, infer_shapes
 from nupes_edge.quant.driver import quantize_graph
+from tests.boardrun import run_on_board
 from tests.test_kernels_im2col import _requant_corners, _requant_fused, _requant_fused_narrow
 
 KERNEL = {8: "nupes_fully_connected_s8", 4: "nupes_fully_connected_p4", 2: "nupes_fully_connected_p2"}
@@ -49,20 +50,6 @@ def dense_model(k, out_n, method, bits, seed, act="none", n=8, mutate=None):
     if mutate is not None:
         mutate(qm.params[node.name], rng)
     return qm, x
-
-
-def run_on_board(qm, x, out_dir, profile=False):
-    """Build for the emulated STM32, run every input, compare with the reference: the report."""
-    from nupes_edge import boards, firmware
-    from nupes_edge.flash import start_qemu
-    from nupes_edge.protocol import Client
-    from nupes_edge.verify import verify_device
-
-    fb = firmware.build_firmware(qm, boards.get("stm32"), str(out_dir))
-    with start_qemu(fb.board, fb.elf, max_seconds=300) as q:
-        with Client(q.url, timeout=5.0, retries=5) as c:
-            c.wait_banner(5.0)
-            return fb, verify_device(qm, c, x, np.zeros(len(x), np.int64), profile=profile)
 
 
 CASES = [  # (k, out_n, method, bits, act, mutation)

@@ -16,6 +16,7 @@ from nupes_edge.ir import Graph, Node, infer_shapes
 from nupes_edge.layout import from_device
 from nupes_edge.quant.driver import quantize_graph
 from nupes_edge.verify import reference_io
+from tests.boardrun import run_on_board
 
 
 def depthwise_node(rng, c, k, stride, pads, act):
@@ -166,11 +167,6 @@ def test_depthwise_with_helium_on_the_emulated_m55(tmp_path, case):
     convolution here, nupes_conv2d_window's), odd widths, strides, asymmetric
     padding, an image smaller than the kernel, 4-bit power levels, shifts on every side of the
     rounding; a depth multiplier of 2 keeps the scalar path. Bit for bit the integer reference."""
-    from nupes_edge import boards, firmware
-    from nupes_edge.flash import start_qemu
-    from nupes_edge.protocol import Client
-    from nupes_edge.verify import verify_device
-
     c, h, w, k, stride, pads, mult, method, bits, mutate = HELIUM[case]
     rng = np.random.default_rng(len(case))
     node = depthwise_node(rng, c, k, stride, pads, "relu6" if mutate is None else "none")
@@ -180,10 +176,6 @@ def test_depthwise_with_helium_on_the_emulated_m55(tmp_path, case):
     g, qm, x = quantized(node, (c, h, w), method, bits, len(case), n=8)
     if mutate is not None:
         mutate(qm.params["dw"], rng)
-    fb = firmware.build_firmware(qm, boards.get("mps3-an547"), str(tmp_path))
+    _, r = run_on_board(qm, x, tmp_path, "mps3-an547")
     assert "nupes_depthwise_conv2d(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
-    with start_qemu(fb.board, fb.elf, max_seconds=300) as q:
-        with Client(q.url, timeout=5.0, retries=5) as cl:
-            cl.wait_banner(5.0)
-            r = verify_device(qm, cl, x, np.zeros(len(x), np.int64))
     assert r.n == len(x) and r.mismatches == 0, r.first_diffs

@@ -18,6 +18,7 @@ from nupes_edge.ir import Graph, infer_shapes
 from nupes_edge.layout import from_device
 from nupes_edge.quant.driver import quantize_graph
 from nupes_edge.verify import reference_io
+from tests.boardrun import run_on_board
 from tests.test_kernels import conv_node
 from tests.test_kernels_specialized import kernels_of
 
@@ -222,10 +223,6 @@ def _im2col_on_board(tmp_path, shape, bits, mutate, board):
     rng = np.random.default_rng(seed)
     node = conv_node(rng, c_in, c_out, k, stride, pads, False, "relu" if bits == 8 else "none")
     _, qm, x = _quantized(node, (c_in, h, w), _method(bits, seed), bits, seed, 8, mutate)
-    fb = firmware.build_firmware(qm, boards.get(board), str(tmp_path))
+    _, r = run_on_board(qm, x, tmp_path, board)
     assert f"{KERNEL[bits]}(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
-    with start_qemu(fb.board, fb.elf, max_seconds=300) as q:
-        with Client(q.url, timeout=5.0, retries=5) as c:
-            c.wait_banner(5.0)
-            r = verify_device(qm, c, x, np.zeros(len(x), np.int64))
     assert r.n == len(x) and r.mismatches == 0, r.first_diffs

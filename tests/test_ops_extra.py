@@ -92,18 +92,11 @@ def test_cat_along_another_axis_is_a_clear_error():
 def test_concat_and_table_activation_on_the_emulated_board(act_name, method, bits, tmp_path):
     """The Cortex-M4 build (newlib's memcpy in the concatenation, the table kernel) over serial."""
     pytest.importorskip("nupes_edge.intref.lut_ops")
-    from nupes_edge import boards, firmware
-    from nupes_edge.flash import start_qemu
-    from nupes_edge.protocol import Client
-    from nupes_edge.verify import verify_device
+    from tests.boardrun import run_on_board
 
     qm = quantized(act_name, method, bits)
     x = np.random.default_rng(3).normal(0, 1, (12, 3, 8, 8)).astype(np.float32)
-    fb = firmware.build_firmware(qm, boards.get("stm32"), str(tmp_path))
+    _, r = run_on_board(qm, x, tmp_path, max_seconds=120)
     src = open(f"{tmp_path}/src/nupes_model_branches.c").read()
     assert "nupes_concat_hwc_s8(" in src and "nupes_lut_s8(" in src
-    with start_qemu(fb.board, fb.elf, max_seconds=120) as q:
-        with Client(q.url, timeout=5.0, retries=5) as c:
-            c.wait_banner(5.0)
-            r = verify_device(qm, c, x, np.zeros(len(x), np.int64))
     assert r.n == len(x) and r.mismatches == 0, r.first_diffs
