@@ -8,6 +8,7 @@ tensor lifetimes (TFLite Micro's idea), so tensors that are never alive together
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -501,18 +502,22 @@ def tile_band(g, chain: list, max_bands: int = DEFAULT_BANDS) -> tuple[int, list
     return band, tiles, ring
 
 
-def residual_add(g, real: list, part: list, alias: dict):
+def reader_counts(g) -> Counter:
+    """How many times each tensor is read (an input read twice by one node counts twice)."""
+    return Counter(t for n in g.nodes for t in n.inputs)
+
+
+def residual_add(g, real: list, part: list, alias: dict, readers: Counter):
     """The add that makes ``part`` a residual block: the next step, adding the part's output to the
     part's own input X, all three of one shape, X read by nothing else and no other name's bytes
-    (the block's result can then be written back over X); else None."""
+    (the block's result can then be written back over X); else None. ``readers``: reader_counts(g)."""
     i = real.index(part[-1])
     if i + 1 >= len(real):
         return None
     add, x, y = real[i + 1], part[0].inputs[0], part[-1].output
-    readers = [t for n in g.nodes for t in n.inputs]
     if add.op != "add" or sorted(add.inputs) != sorted([x, y]) or x == y or add.output == g.output_name:
         return None
-    if not (g.shapes[add.output] == g.shapes[x] == g.shapes[y]) or readers.count(x) != 2 or readers.count(y) != 1:
+    if not (g.shapes[add.output] == g.shapes[x] == g.shapes[y]) or readers[x] != 2 or readers[y] != 1:
         return None
     if x == g.input_name or x in alias or x in alias.values() or add.output in alias.values():
         return None
@@ -525,14 +530,11 @@ def tile_runs(g, real: list, alias: dict) -> list[list]:
     another name's bytes: any part of one can be a tiled chain (nupes_tiled_chain), its intermediate
     tensors never whole."""
     aliased = set(alias.values())
-    readers: dict[str, int] = {}
-    for node in g.nodes:
-        for t in node.inputs:
-            readers[t] = readers.get(t, 0) + 1
+    readers = reader_counts(g)
     runs, run = [], []
 
     def links(prev, node) -> bool:
-        return (node.op in TILE_OPS and node.inputs == [prev.output] and readers.get(prev.output) == 1
+        return (node.op in TILE_OPS and node.inputs == [prev.output] and readers[prev.output] == 1
                 and prev.output != g.output_name and prev.output not in aliased and prev.output not in alias
                 and len(run) < CHAIN_MAX)
 
@@ -556,6 +558,7 @@ def choose_chains(g, runs: list[list], max_bands: int, arena_of, real: list = ()
     chosen: list[list] = []
     best = arena_of(chosen)
     taken: set[str] = set()
+    real, readers = list(real), reader_counts(g)
     while True:
         pick, pick_arena = None, best
         for run in runs:
@@ -564,7 +567,7 @@ def choose_chains(g, runs: list[list], max_bands: int, arena_of, real: list = ()
                     part = run[i:j]
                     if any(n.name in taken for n in part):
                         continue
-                    add = residual_add(g, list(real), part, alias or {}) if real else None
+                    add = residual_add(g, real, part, alias or {}, readers) if real else None
                     for cand in (part, part + [add]) if add is not None else (part,):
                         if len(cand) < 2 or any(n.name in taken for n in cand) or tile_band(g, cand, max_bands) is None:
                             continue

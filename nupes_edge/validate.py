@@ -180,7 +180,7 @@ def check_lstm(node, p, in_shape, out_shape) -> None:
     in_zp = c_int(p.in_zp, -128, 127, f"{what}: input zero point")
     hid_zp = c_int(p.hid_zp, -128, 127, f"{what}: hidden zero point")
     for g in range(4):
-        for j, (w, zp, b) in enumerate(((w_in[g], in_zp, bias[g]), (w_rec[g], hid_zp, 0 * bias[g]))):
+        for j, (w, zp, b) in enumerate(((w_in[g], in_zp, bias[g]), (w_rec[g], hid_zp, np.zeros_like(bias[g])))):
             bound = int((np.abs(w).sum(axis=1) * max(128 + zp, 127 - zp) + np.abs(b)).max(initial=0))
             if bound << max(int(shift[j, g]), 0) > INT32[1]:
                 raise NupesError(f"{what}: gate {g}'s {'input' if j == 0 else 'recurrent'} sum can overflow int32")

@@ -41,6 +41,7 @@ def sigmoid_table() -> tuple[int, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=1)
 def _table() -> np.ndarray:
     return np.asarray(sigmoid_table(), np.int64)
 
