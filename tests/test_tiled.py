@@ -47,6 +47,15 @@ def _host_equals_reference(qm, xq, ref, folder, max_bands=None):
         np.testing.assert_array_equal(out, ref, err_msg=f"{folder.name}: max_bands={max_bands} dsp={dsp}")
 
 
+def _quantized(module, name, shape, method, bits, torch_seed, rng_seed, n=8):
+    """``module`` quantized on 32 random inputs of ``shape``; n random int8 inputs and their reference outputs."""
+    torch.manual_seed(torch_seed)
+    x = torch.randn(32, *shape)
+    qm = quantize_graph(import_module(module.eval(), x[:1], name), x.numpy(), method, bits, name=name)
+    xq = np.random.default_rng(rng_seed).integers(-128, 128, (n, *shape)).astype(np.int8)
+    return qm, xq, run_int(qm, xq)
+
+
 def _model(method, bits):
     torch.manual_seed(0)
     x = torch.randn(32, 3, 21, 19)
@@ -144,14 +153,10 @@ def test_depthwise_in_place_by_channel_groups_is_bit_exact(method, bits, tmp_pat
     plan_mod = importlib.import_module("nupes_edge.codegen.plan")
     monkeypatch.setattr(plan_mod, "inplace_band", lambda *a, **k: None)
     monkeypatch.setattr(plan_mod, "choose_chains", lambda *a, **k: [])  # in place, not tiled
-    torch.manual_seed(1)
-    x = torch.randn(32, 4, 15, 13)
-    qm = quantize_graph(import_module(Depthwise().eval(), x[:1], "dw"), x.numpy(), method, bits, name="dw")
+    qm, xq, ref = _quantized(Depthwise(), "dw", (4, 15, 13), method, bits, 1, 2)
     p = plan(qm, inplace=True)
     assert [n for n, how in p.inplace.items() if how[0] == "channels"] == ["conv2d_1", "conv2d_2"], p.inplace
     assert sum("nupes_depthwise_inplace(" in st.call for st in p.steps) == 2
-    xq = np.random.default_rng(2).integers(-128, 128, (8, 4, 15, 13)).astype(np.int8)
-    ref = run_int(qm, xq)
     _host_equals_reference(qm, xq, ref, tmp_path / "d")
 
 
@@ -175,11 +180,7 @@ class Residual(nn.Module):
 
 @pytest.mark.parametrize("method,bits", [("uniform", 8), ("nupes", 4), ("powerquant", 2)])
 def test_residual_blocks_written_back_over_their_input_are_bit_exact(method, bits, tmp_path):
-    torch.manual_seed(2)
-    x = torch.randn(32, 3, 19, 11)
-    qm = quantize_graph(import_module(Residual().eval(), x[:1], "res"), x.numpy(), method, bits, name="res")
-    xq = np.random.default_rng(4).integers(-128, 128, (8, 3, 19, 11)).astype(np.int8)
-    ref = run_int(qm, xq)
+    qm, xq, ref = _quantized(Residual(), "res", (3, 19, 11), method, bits, 2, 4)
     fast = plan(qm)
     for bands in BAND_LEVELS[1:]:  # the levels that tile (the first writes in place only)
         p = plan(qm, inplace=True, max_bands=bands)
@@ -211,11 +212,7 @@ class Inverted(nn.Module):
 def test_inverted_residual_blocks_tile_and_stay_exact(method, bits, tmp_path):
     """The expanded tensors (six times the block's channels) are never whole, and the block's result
     is written back over its input."""
-    torch.manual_seed(3)
-    x = torch.randn(32, 4, 20, 18)
-    qm = quantize_graph(import_module(Inverted().eval(), x[:1], "ir"), x.numpy(), method, bits, name="ir")
-    xq = np.random.default_rng(6).integers(-128, 128, (6, 4, 20, 18)).astype(np.int8)
-    ref = run_int(qm, xq)
+    qm, xq, ref = _quantized(Inverted(), "ir", (4, 20, 18), method, bits, 3, 6, n=6)
     fast = plan(qm)
     p = plan(qm, inplace=True)
     chains = [chain for chain, _, _ in p.tiled.values()]
