@@ -571,40 +571,6 @@ static void nupes_i2c_mve_fill(const int8_t *in, const nupes_conv_geom_t *g, int
     }
 }
 
-/* The four sums of one row against four windows (c0, c0 + k, c0 + 2k, c0 + 3k), each started from
- * the row's folded bias, as the lanes of one vector. One tail-predicated low-overhead loop
- * (DLSTP.8 / LETP: the last k % 16 bytes are predicated by the loop itself, and no byte past a row
- * or window is read): per 16 bytes one VLDRB of the row, four VLDRB of the windows and four
- * VMLADAVA, 10 instructions for 64 MACs. (GCC's own loop kept its pointers on the stack: about
- * twice as many.) The sums wrap like the DSP path's; the true accumulator fits int32, so the order
- * of the additions does not matter. */
-static inline int32x4_t nupes_i2c_mve_dot4(const int8_t *row, const int8_t *c0, int32_t k, int32_t bias)
-{
-    const int8_t *p0 = c0, *p1 = c0 + k, *p2 = p1 + k, *p3 = p2 + k;
-    int32_t a0 = bias, a1 = bias, a2 = bias, a3 = bias;
-    int32x4_t v;
-    __asm__ volatile("dlstp.8 lr, %[k]\n"
-                     "1:\n\t"
-                     "vldrb.8 q0, [%[w]], #16\n\t"
-                     "vldrb.8 q1, [%[p0]], #16\n\t"
-                     "vmladava.s8 %[a0], q1, q0\n\t"
-                     "vldrb.8 q1, [%[p1]], #16\n\t"
-                     "vmladava.s8 %[a1], q1, q0\n\t"
-                     "vldrb.8 q1, [%[p2]], #16\n\t"
-                     "vmladava.s8 %[a2], q1, q0\n\t"
-                     "vldrb.8 q1, [%[p3]], #16\n\t"
-                     "vmladava.s8 %[a3], q1, q0\n\t"
-                     "letp lr, 1b\n"
-                     : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [w] "+r"(row), [p0] "+r"(p0),
-                       [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
-                     : [k] "r"(k)
-                     : "q0", "q1", "lr", "memory");
-    v = vdupq_n_s32(a0);
-    v = vsetq_lane_s32(a1, v, 1);
-    v = vsetq_lane_s32(a2, v, 2);
-    return vsetq_lane_s32(a3, v, 3);
-}
-
 /* Four positions' windows built once (scratch: 4 * k bytes, within the 2 * k int16 entries asked
  * for; a pointwise convolution with stride 1 and no padding reads four whole positions straight
  * from the input, k = in_c bytes apart), then every output channel's row is loaded 16 bytes at a
@@ -636,7 +602,7 @@ static void nupes_i2c_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geo
         }
         for (oc = 0; oc < out_c; ++oc) {
             const nupes_mve_rq_t rq = nupes_mve_rq_dup(w->mult[oc], w->shift[oc]);
-            const int32x4_t acc = nupes_i2c_mve_dot4((const int8_t *)w->packed + oc * rb, col, k, w->bias[oc]);
+            const int32x4_t acc = nupes_mve_dot4_s8((const int8_t *)w->packed + oc * rb, col, k, w->bias[oc]);
             vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs, nupes_mve_output(acc, &rq, out_zp, lo, hi), pm);
         }
     }

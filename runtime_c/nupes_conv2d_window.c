@@ -154,6 +154,55 @@ static void nupes_win_widen(const int8_t *bw, int32_t taps, int32_t zp, int32_t 
     }
 }
 
+#if defined(__ARM_FEATURE_MVE)
+#include "nupes_mve.h"
+
+/*
+ * Helium (Cortex-M55), 8-bit identity levels (the row is the int8 weights, no table): four output
+ * positions' windows gathered as int8 bytes (in_zp for padding, so the bias folds in_zp out exactly:
+ * bias - in_zp * sum(w)), each row multiplied into all four by nupes_mve_dot4_s8 (VMLADAVA), the
+ * four sums requantized as one vector (exactly nupes_requantize) and stored by one scatter, out_c
+ * bytes apart. The folded biases of NUPES_WINDOW_CHUNK channels at a time are made on the stack.
+ * Scratch: 4 * taps bytes, within the window kernel's own.
+ */
+static void nupes_win_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                             int16_t *scratch)
+{
+    const int32_t taps = g->k_h * g->k_w * g->in_c, n = g->out_h * g->out_w, out_c = g->out_c;
+    const int32_t zp = w->in_zp, out_zp = w->out_zp, lo = w->act_min, hi = w->act_max, rb = w->row_bytes;
+    int8_t *const win = (int8_t *)(void *)scratch;
+    const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
+    int32_t fold[NUPES_WINDOW_CHUNK];
+    int32_t c0, oc, pos, q, t;
+    for (c0 = 0; c0 < out_c; c0 += NUPES_WINDOW_CHUNK) {
+        const int32_t c1 = c0 + NUPES_WINDOW_CHUNK < out_c ? c0 + NUPES_WINDOW_CHUNK : out_c;
+        for (oc = c0; oc < c1; ++oc) {
+            const int8_t *row = (const int8_t *)w->packed + oc * rb;
+            int32_t sum = 0;
+            for (t = 0; t < taps; ++t) {
+                sum += row[t];
+            }
+            fold[oc - c0] = w->bias[oc] - zp * sum;
+        }
+        for (pos = 0; pos < n; pos += 4) {
+            const int32_t m = n - pos < 4 ? n - pos : 4;
+            const mve_pred16_t pm = vctp32q((uint32_t)m);
+            for (q = 0; q < 4; ++q) { /* a missing fourth position repeats the last one (its sums unused) */
+                const int32_t p = pos + (q < m ? q : m - 1);
+                const int32_t oy = p / g->out_w, ox = p - oy * g->out_w;
+                nupes_win_gather(in, g, zp, oy * g->stride_h - g->pad_t, ox * g->stride_w - g->pad_l, taps,
+                                 win + q * taps);
+            }
+            for (oc = c0; oc < c1; ++oc) {
+                const nupes_mve_rq_t rq = nupes_mve_rq_dup(w->mult[oc], w->shift[oc]);
+                const int32x4_t acc = nupes_mve_dot4_s8((const int8_t *)w->packed + oc * rb, win, taps, fold[oc - c0]);
+                vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs, nupes_mve_output(acc, &rq, out_zp, lo, hi), pm);
+            }
+        }
+    }
+}
+#endif
+
 /*
  * Convolution of an input with few channels (a first layer: 1 to 4 channels), with
  * k_h * k_w * in_c <= NUPES_WINDOW_MAX. A kernel row is only k_w * c_in long here, so instead each
@@ -180,6 +229,12 @@ void nupes_conv2d_window(const int8_t *in, int8_t *out, const nupes_conv_geom_t 
 #if NUPES_USE_DSP
     const int32_t lo4 = (int32_t)((uint32_t)(uint8_t)act_min * 0x01010101u);
     const int32_t hi4 = (int32_t)((uint32_t)(uint8_t)act_max * 0x01010101u);
+#endif
+#if defined(__ARM_FEATURE_MVE)
+    if (w->lut == 0 && w->bits == 8) { /* int8 weights: the Helium loop (the DSP one stays for the other cores) */
+        nupes_win_mve_s8(in, out, g, w, scratch);
+        return;
+    }
 #endif
     memset(bw, in_zp, sizeof bw); /* the odd tap and the bytes past the window: zp */
     lin[taps2 - 1] = 0;           /* the odd level */

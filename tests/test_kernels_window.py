@@ -4,6 +4,8 @@ AddressSanitizer and UndefinedBehaviorSanitizer: the shapes of the real first la
 KWS 10x4 stride 2 SAME, mnist5k / digits 3x3), random shapes with asymmetric padding, odd position
 and channel counts, chunk boundaries, every width, and requantizations outside the kernel's fused
 path (shifts >= 0 or < -23) and extreme zero points and activation ranges."""
+import shutil
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +16,7 @@ from nupes_edge.ir import Graph, infer_shapes
 from nupes_edge.layout import from_device
 from nupes_edge.quant.driver import quantize_graph
 from nupes_edge.verify import reference_io
+from tests.boardrun import run_on_board
 from tests.test_kernels import conv_node
 from tests.test_kernels_specialized import kernels_of
 
@@ -100,3 +103,32 @@ def test_window_requantization(tmp_path, seed, mutate, dsp):
     rng = np.random.default_rng(seed)
     node = conv_node(rng, 1, 2 * seed + 3, (10, 4), (2, 2), [4, 1, 5, 1], False, "none")
     _check(tmp_path, node, (1, 15, 7), "uniform", 8, seed, dsp, n=12, mutate=mutate)
+
+
+# --- the Cortex-M55 (mps3-an547): nupes_conv2d_window's Helium loop for int8 weights
+
+HELIUM = [  # (shape of REAL, mutation): two chunks of channels (37 > 32), one output channel,
+    # positions not a multiple of four, padding wider than the image, three and four input channels
+    ("kws_odd_c", None), ("mnist5k", _requant_fused), ("rgb_s2", _requant_corners), ("max_taps", None),
+    ("one_channel_out", _requant_corners), ("whole_input", None), ("kernel_1x1", _requant_fused),
+]
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="make setup installs qemu-system-arm and arm-none-eabi-gcc")
+@pytest.mark.parametrize("shape,mutate", HELIUM, ids=[f"{s}-{m.__name__ if m else 'as_is'}" for s, m in HELIUM])
+def test_window_s8_with_helium_on_the_emulated_m55(tmp_path, shape, mutate):
+    """Four positions' int8 windows (in_zp for padding, the bias folded), VMLADAVA, the vector
+    requantization and a predicated scatter store: bit for bit the integer reference on the board."""
+    c_in, h, w, c_out, k, stride, pads = REAL[shape]
+    rng = np.random.default_rng(len(shape))
+    node = conv_node(rng, c_in, c_out, k, stride, pads, False, "relu" if mutate is None else "none")
+    g = Graph("x", (c_in, h, w), node.output, [node])
+    infer_shapes(g)
+    x = rng.normal(0.3, 1.0, (8, c_in, h, w)).astype(np.float32)
+    qm = quantize_graph(g, x, "uniform", 8, name="k")
+    if mutate is not None:
+        mutate(qm.params[node.name], rng)
+    _, r = run_on_board(qm, x, tmp_path, "mps3-an547")
+    assert "nupes_conv2d_window(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
+    assert r.n == len(x) and r.mismatches == 0, r.first_diffs
