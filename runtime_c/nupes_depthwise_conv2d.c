@@ -393,16 +393,46 @@ static void nupes_dw_fast(const int8_t *in, int8_t *out, const nupes_conv_geom_t
  * outputs (VQRDMULH and a rounding shift, exactly nupes_requantize, any shift) and one narrowing
  * VSTRB.
  */
+/* A group's four channels of the whole padded plane, (out_h - 1) * stride + k rows and columns
+ * (in_zp outside the image), 4 bytes per pixel, when it fits this many bytes on the stack: every
+ * window is then whole, with no border case and no per-position bounds. */
+#define NUPES_DW_STAGE 2048
+
+static void nupes_dw_stage(const int8_t *in, const nupes_conv_geom_t *g, int32_t c0, int32_t nc, int32_t zp,
+                           int32_t ph, int32_t pw, int8_t *stage)
+{
+    const int32_t c = g->in_c;
+    int32_t iy, ix, j;
+    memset(stage, zp, (size_t)(ph * pw * 4));
+    for (iy = 0; iy < g->in_h && iy + g->pad_t < ph; ++iy) {
+        const int8_t *src = in + iy * g->in_w * c + c0;
+        int8_t *dst = stage + ((iy + g->pad_t) * pw + g->pad_l) * 4;
+        for (ix = 0; ix < g->in_w && ix + g->pad_l < pw; ++ix, src += c, dst += 4) {
+            if (nc == 4) {
+                memcpy(dst, src, 4);
+            } else {
+                for (j = 0; j < nc; ++j) {
+                    dst[j] = src[j];
+                }
+            }
+        }
+    }
+}
+
 static void nupes_dw_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
                          int16_t *scratch)
 {
     const int32_t c = g->in_c, taps = g->k_h * g->k_w, row_stride = g->in_w * c, zp = w->in_zp;
     const int32_t out_zp = w->out_zp, lo = w->act_min, hi = w->act_max;
     const int32_t step = g->stride_w * c;
-    int32_t wq[4 * NUPES_DW_MAX_TAPS], off[NUPES_DW_MAX_TAPS];
+    const int32_t ph = (g->out_h - 1) * g->stride_h + g->k_h, pw = (g->out_w - 1) * g->stride_w + g->k_w;
+    const int32_t staged = ph * pw * 4 <= NUPES_DW_STAGE;
+    int8_t stage[NUPES_DW_STAGE];
+    int32_t wq[4 * NUPES_DW_MAX_TAPS], off[NUPES_DW_MAX_TAPS], soff[NUPES_DW_MAX_TAPS];
     int32_t c0, j, t, oy, ox, ky, kx;
-    for (t = 0; t < taps; ++t) { /* tap t's input, from the window's first */
+    for (t = 0; t < taps; ++t) { /* tap t's input, from the window's first (in the input; in the stage) */
         off[t] = (t / g->k_w) * row_stride + (t % g->k_w) * c;
+        soff[t] = ((t / g->k_w) * pw + t % g->k_w) * 4;
     }
     for (c0 = 0; c0 < c; c0 += 4) {
         const int32_t nc = c - c0 < 4 ? c - c0 : 4;
@@ -422,6 +452,22 @@ static void nupes_dw_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t 
             sum = vaddq_s32(sum, vldrwq_s32(wq + 4 * t));
         }
         bias_in = vmlaq_n_s32(bias, sum, -zp); /* the whole window inside: bias - in_zp * sum of the levels */
+        if (staged) { /* the padded plane on the stack: every window whole (in_zp taps add w * zp, folded out) */
+            nupes_dw_stage(in, g, c0, nc, zp, ph, pw, stage);
+            for (oy = 0; oy < g->out_h; ++oy) {
+                const int8_t *px = stage + oy * g->stride_h * pw * 4;
+                int8_t *po = out + oy * g->out_w * c + c0;
+                for (ox = 0; ox < g->out_w; ++ox, px += g->stride_w * 4, po += c) {
+                    const int32_t *pq = wq;
+                    int32x4_t acc = bias_in;
+                    for (t = 0; t < taps; ++t, pq += 4) {
+                        acc = vaddq_s32(acc, vmulq_s32(vldrbq_s32(px + soff[t]), vldrwq_s32(pq)));
+                    }
+                    vstrbq_p_s32(po, nupes_mve_output(acc, &rq, out_zp, lo, hi), pc);
+                }
+            }
+            continue;
+        }
         for (oy = 0; oy < g->out_h; ++oy) {
             const int32_t iy0 = oy * g->stride_h - g->pad_t;
             int32_t ky_lo, ky_hi;
