@@ -393,22 +393,24 @@ static void nupes_dw_fast(const int8_t *in, int8_t *out, const nupes_conv_geom_t
  * outputs (VQRDMULH and a rounding shift, exactly nupes_requantize, any shift) and one narrowing
  * VSTRB.
  */
-/* A group's four channels of the whole padded plane, (out_h - 1) * stride + k rows and columns
- * (in_zp outside the image), 4 bytes per pixel, when it fits this many bytes on the stack: every
- * window is then whole, with no border case and no per-position bounds. */
+/* A group's channels (lanes: 4 or 8) of the whole padded plane, (out_h - 1) * stride + k rows and
+ * columns (in_zp outside the image), `lanes` bytes per pixel, when it fits this many bytes on the
+ * stack: every window is then whole, with no border case and no per-position bounds. */
 #define NUPES_DW_STAGE 2048
 
 static void nupes_dw_stage(const int8_t *in, const nupes_conv_geom_t *g, int32_t c0, int32_t nc, int32_t zp,
-                           int32_t ph, int32_t pw, int8_t *stage)
+                           int32_t ph, int32_t pw, int32_t lanes, int8_t *stage)
 {
     const int32_t c = g->in_c;
     int32_t iy, ix, j;
-    memset(stage, zp, (size_t)(ph * pw * 4));
+    memset(stage, zp, (size_t)(ph * pw * lanes));
     for (iy = 0; iy < g->in_h && iy + g->pad_t < ph; ++iy) {
         const int8_t *src = in + iy * g->in_w * c + c0;
-        int8_t *dst = stage + ((iy + g->pad_t) * pw + g->pad_l) * 4;
-        for (ix = 0; ix < g->in_w && ix + g->pad_l < pw; ++ix, src += c, dst += 4) {
-            if (nc == 4) {
+        int8_t *dst = stage + ((iy + g->pad_t) * pw + g->pad_l) * lanes;
+        for (ix = 0; ix < g->in_w && ix + g->pad_l < pw; ++ix, src += c, dst += lanes) {
+            if (nc == 8 && lanes == 8) { /* constant sizes: two word copies, no call */
+                memcpy(dst, src, 8);
+            } else if (nc == 4 && lanes == 4) {
                 memcpy(dst, src, 4);
             } else {
                 for (j = 0; j < nc; ++j) {
@@ -419,7 +421,71 @@ static void nupes_dw_stage(const int8_t *in, const nupes_conv_geom_t *g, int32_t
     }
 }
 
-static void nupes_dw_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+/*
+ * Eight channels per pass over the staged plane (when 8 bytes per pixel fit the stage): per tap one
+ * widening VLDRB.S16 of the eight inputs, the eight levels as int16, VMULLB / VMULLT into the even
+ * and the odd channels' int32 sums (eight MACs in six instructions), each sum started from its folded
+ * bias; then both halves requantized, narrowed back into channel order (VMOVNB / VMOVNT) and stored
+ * by one predicated VSTRB.16.
+ */
+static NUPES_NOINLINE void nupes_dw_mve8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                          int16_t *scratch, int32_t ph, int32_t pw)
+{
+    const int32_t c = g->in_c, taps = g->k_h * g->k_w, zp = w->in_zp;
+    const int32_t out_zp = w->out_zp, lo = w->act_min, hi = w->act_max, s8 = g->stride_w * 8;
+    int8_t stage[NUPES_DW_STAGE];
+    int16_t wq[8 * NUPES_DW_MAX_TAPS];
+    int32_t soff[NUPES_DW_MAX_TAPS], fold[8], mult[8], shift[8];
+    int32_t c0, j, t, oy, ox;
+    for (t = 0; t < taps; ++t) {
+        soff[t] = ((t / g->k_w) * pw + t % g->k_w) * 8;
+    }
+    for (c0 = 0; c0 < c; c0 += 8) {
+        const int32_t nc = c - c0 < 8 ? c - c0 : 8, ne = (nc + 1) >> 1, no = nc >> 1;
+        const mve_pred16_t pc = vctp16q((uint32_t)nc);
+        nupes_mve_rq_t rq_e, rq_o;
+        int32x4_t bias_e, bias_o;
+        for (j = 0; j < 8; ++j) { /* even channels in 0..3, odd ones in 4..7 */
+            const int32_t slot = (j >> 1) + 4 * (j & 1);
+            if (j < nc) {
+                nupes_decode_row(w->packed + (c0 + j) * w->row_bytes, w->bits, w->lut, taps, 1, scratch);
+                fold[slot] = w->bias[c0 + j];
+                mult[slot] = w->mult[c0 + j];
+                shift[slot] = w->shift[c0 + j];
+            } else {
+                fold[slot] = mult[slot] = shift[slot] = 0;
+            }
+            for (t = 0; t < taps; ++t) {
+                wq[8 * t + j] = j < nc ? scratch[t] : 0;
+                fold[slot] -= zp * wq[8 * t + j];
+            }
+        }
+        rq_e = nupes_mve_rq_load(mult, shift, ne);
+        rq_o = nupes_mve_rq_load(mult + 4, shift + 4, no);
+        bias_e = vldrwq_s32(fold);
+        bias_o = vldrwq_s32(fold + 4);
+        nupes_dw_stage(in, g, c0, nc, zp, ph, pw, 8, stage);
+        for (oy = 0; oy < g->out_h; ++oy) {
+            const int8_t *px = stage + oy * g->stride_h * pw * 8;
+            int8_t *po = out + oy * g->out_w * c + c0;
+            for (ox = 0; ox < g->out_w; ++ox, px += s8, po += c) {
+                const int16_t *pq = wq;
+                int32x4_t ae = bias_e, ao = bias_o;
+                int16x8_t v = vdupq_n_s16(0);
+                for (t = 0; t < taps; ++t, pq += 8) {
+                    const int16x8_t x = vldrbq_s16(px + soff[t]), wv = vldrhq_s16(pq);
+                    ae = vaddq_s32(ae, vmullbq_int_s16(x, wv));
+                    ao = vaddq_s32(ao, vmulltq_int_s16(x, wv));
+                }
+                v = vmovnbq_s32(v, nupes_mve_output(ae, &rq_e, out_zp, lo, hi));
+                v = vmovntq_s32(v, nupes_mve_output(ao, &rq_o, out_zp, lo, hi));
+                vstrbq_p_s16(po, v, pc);
+            }
+        }
+    }
+}
+
+static NUPES_NOINLINE void nupes_dw_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
                          int16_t *scratch)
 {
     const int32_t c = g->in_c, taps = g->k_h * g->k_w, row_stride = g->in_w * c, zp = w->in_zp;
@@ -453,7 +519,7 @@ static void nupes_dw_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t 
         }
         bias_in = vmlaq_n_s32(bias, sum, -zp); /* the whole window inside: bias - in_zp * sum of the levels */
         if (staged) { /* the padded plane on the stack: every window whole (in_zp taps add w * zp, folded out) */
-            nupes_dw_stage(in, g, c0, nc, zp, ph, pw, stage);
+            nupes_dw_stage(in, g, c0, nc, zp, ph, pw, 4, stage);
             for (oy = 0; oy < g->out_h; ++oy) {
                 const int8_t *px = stage + oy * g->stride_h * pw * 4;
                 int8_t *po = out + oy * g->out_w * c + c0;
@@ -528,8 +594,13 @@ void nupes_depthwise_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom
 {
 #if defined(__ARM_FEATURE_MVE)
     if (g->out_c == g->in_c && g->k_h * g->k_w <= NUPES_DW_MAX_TAPS) {
+        const int32_t ph = (g->out_h - 1) * g->stride_h + g->k_h, pw = (g->out_w - 1) * g->stride_w + g->k_w;
         (void)nupes_dw_fast; /* the DSP path stays for the other cores */
-        nupes_dw_mve(in, out, g, w, scratch);
+        if (ph * pw * 8 <= NUPES_DW_STAGE) {
+            nupes_dw_mve8(in, out, g, w, scratch, ph, pw);
+        } else {
+            nupes_dw_mve(in, out, g, w, scratch);
+        }
         return;
     }
 #endif

@@ -155,6 +155,8 @@ HELIUM = {
     "image_smaller_than_kernel": (6, 2, 3, (5, 5), (1, 1), [2, 2, 2, 2], 1, "uniform", 8, None),
     "powerquant_w4": (20, 6, 7, (3, 3), (1, 1), [1, 1, 1, 1], 1, "powerquant", 4, None),
     "multiplier_2_scalar_path": (3, 5, 6, (3, 3), (1, 1), [1, 1, 1, 1], 2, "uniform", 8, None),
+    # a padded plane of 324 pixels: staged four channels at a time (eight would not fit 2 KB)
+    "plane_staged_by_four": (5, 16, 16, (3, 3), (1, 1), [1, 1, 1, 1], 1, "uniform", 8, _requant_corners),
     # a padded plane over the 2 KB stage: the windows read the input itself, borders over their taps
     "plane_too_large_to_stage": (6, 24, 23, (3, 3), (1, 1), [1, 1, 1, 1], 1, "uniform", 8, _requant_corners),
     "plane_too_large_w4": (5, 25, 22, (5, 5), (2, 1), [2, 2, 2, 2], 1, "powerquant", 4, None),
@@ -166,8 +168,8 @@ HELIUM = {
 def test_depthwise_with_helium_on_the_emulated_m55(tmp_path, case):
     """The Cortex-M55 runs the Helium path (four channels per vector, the last group predicated,
     whole windows from the folded bias: over the group's padded plane staged on the stack when it
-    fits 2 KB, else over the input with border windows over their in-image taps; the vector
-    requantization): channel counts 2, 3, 17, 100 and 64 (KWS; one channel is an ordinary
+    fits 2 KB, eight channels at a time (VMULLB / VMULLT) or four, else over the input with border
+    windows over their in-image taps; the vector requantization): channel counts 2, 3, 17, 100 and 64 (KWS; one channel is an ordinary
     convolution here, nupes_conv2d_window's), odd widths, strides, asymmetric
     padding, an image smaller than the kernel, 4-bit power levels, shifts on every side of the
     rounding; a depth multiplier of 2 keeps the scalar path. Bit for bit the integer reference."""
