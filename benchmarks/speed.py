@@ -41,7 +41,7 @@ MLPERF_DIR = os.path.join(ROOT, "..", "shared", "models", "mlperf-tiny")
 MLPERF = {"ic": "pretrainedResnet.tflite", "kws": "kws_ref_model_float32.tflite"}
 
 
-def _quantized(model: str, method: str, bits: int):
+def _quantized(model: str, method: str, bits: int, levels: int = 16):
     """(quantized model, .npz of inputs for verify or None for the bundled test split)."""
     if model in MLPERF:
         path = os.path.join(MLPERF_DIR, MLPERF[model])
@@ -49,14 +49,27 @@ def _quantized(model: str, method: str, bits: int):
             return None, None
         g = import_tflite(path)
         x = np.random.default_rng(0).normal(0, 1, (64,) + tuple(g.input_shape)).astype(np.float32)
-        return quantize_graph(g, x, method, bits, name=model, recon=ReconConfig(iters=40, batch=16)), x[:3]
+        return quantize_graph(g, x, method, bits, name=model, recon=ReconConfig(iters=40, batch=16),
+                              levels=levels), x[:3]
     g = import_module(examples.model(model, progress=False), examples.models.example_input(model), model)
-    return quantize_graph(g, examples.load(model, "calib")[0], method, bits, name=model), None
+    return quantize_graph(g, examples.load(model, "calib")[0], method, bits, name=model, levels=levels), None
 
 
-def measure(model: str, method: str, bits: int, n: int = 5, board: str = "stm32", quantized=None) -> dict | None:
+def parse_config(cfg: str) -> tuple[str, int, int]:
+    """'nupes:4' or 'nupes:4:int8' (quantize --levels int8) -> (method, bits, level bits)."""
+    parts = cfg.split(":")
+    levels = {"int16": 16, "int8": 8}[parts[2]] if len(parts) > 2 else 16
+    return parts[0], int(parts[1]), levels
+
+
+def config_name(method: str, bits: int, levels: int = 16) -> str:
+    return f"{method} W{bits}" + (" int8 levels" if levels == 8 else "")
+
+
+def measure(model: str, method: str, bits: int, n: int = 5, board: str = "stm32", quantized=None,
+            levels: int = 16) -> dict | None:
     """Build and run one configuration on an emulated board; None if the model file is absent."""
-    qm, x = quantized or _quantized(model, method, bits)
+    qm, x = quantized or _quantized(model, method, bits, levels)
     if qm is None:
         return None
     with tempfile.TemporaryDirectory() as d:
@@ -72,7 +85,8 @@ def measure(model: str, method: str, bits: int, n: int = 5, board: str = "stm32"
                                  profile=True, progress=False)
     if r.mismatches:
         raise RuntimeError(f"{model} {method} W{bits}: {r.mismatches} mismatches on the board")
-    return {"model": model, "method": method, "wbits": bits, "board": fb.board.name, "total": round(r.count_mean),
+    return {"model": model, "method": method, "wbits": bits, "levels": levels, "board": fb.board.name,
+            "total": round(r.count_mean),
             "flash": fb.sizes["flash_used"], "ram": fb.sizes["ram_used"],
             "arena": fb.sizes["arena_bytes"], "scratch": fb.sizes["scratch_bytes"],
             "layers": [{"layer": p["layer"], "op": p["op"], "count": p["count"]} for p in r.profile]}
@@ -100,6 +114,7 @@ def summary_markdown(rows: list[dict]) -> str:
     return md
 
 
+HELIUM = ("mps3-an547",)  # the boards whose core has Helium (MVE): int8 levels change their kernels
 CORES = {"microbit": "M0", "stm32f205": "M3", "stm32f405": "M4", "mps2-an500": "M7", "mps2-an505": "M33", "mps3-an547": "M55"}
 
 
@@ -107,18 +122,24 @@ def cores_markdown(rows: list[dict], missing: list[str] = ()) -> str:
     boards = [b for b in CORES if any(r["board"] == b for r in rows)]
     md = ("| model | weights | " + " | ".join(f"{CORES[b]} (`{b}`)" for b in boards) + " |\n"
           "|---|---|" + "---:|" * len(boards) + "\n")
-    keys = list(dict.fromkeys((r["model"], r["method"], r["wbits"]) for r in rows))
+    def key_of(r):
+        return r["model"], r["method"], r["wbits"], r.get("levels", 16)
+
+    keys = list(dict.fromkeys(key_of(r) for r in rows))
     for key in keys:
         cells = []
         for b in boards:
-            r = next((r for r in rows if (r["model"], r["method"], r["wbits"]) == key and r["board"] == b), None)
-            cells.append("-" if r is None else f"{r['total']:,}")
-        md += f"| {key[0]} | {key[1]} W{key[2]} | " + " | ".join(cells) + " |\n"
+            r = next((r for r in rows if key_of(r) == key and r["board"] == b), None)
+            cells.append(("·" if key[3] == 8 else "-") if r is None else f"{r['total']:,}")
+        md += f"| {key[0]} | {config_name(*key[1:])} | " + " | ".join(cells) + " |\n"
+    if any(k[3] == 8 for k in keys):
+        md += ("\n\"int8 levels\": quantized with `--levels int8`, measured on the Helium core only (\"·\"): the "
+               "other cores run the same kernels as with int16 levels.\n")
     if missing:  # grouped: "kws (3 widths) on microbit: RAM overflowed by 5912 B"
         groups: dict = {}
         for m in missing:
             what, why = m.split(": ", 1)
-            model, _, _, _, board = what.split(" ")
+            model, board = what.split(" ")[0], what.split(" ")[-1]
             groups.setdefault((model, board, why), 0)
             groups[(model, board, why)] += 1
         md += "\n\"-\": does not fit: " + "; ".join(f"{model} on {board} ({why})" for model, board, why in groups) + ".\n"
@@ -134,21 +155,24 @@ def main_cores(args) -> None:
     rows, missing = [], []
     for model in args.models.split(","):
         for cfg in args.configs.split(","):
-            method, bits = cfg.split(":")
-            q = _quantized(model, method, int(bits))
+            method, bits, levels = parse_config(cfg)
+            q = _quantized(model, method, bits, levels)
             if q[0] is None:
                 print(f"[speed] {model}: {MLPERF[model]} not found in {os.path.abspath(MLPERF_DIR)}: skipped",
                       file=sys.stderr)
                 break
             for board in names:
-                print(f"[speed] {model} {method} W{bits} on {board} ...", file=sys.stderr, flush=True)
+                if levels == 8 and board not in HELIUM:
+                    continue  # the same kernels as int16 levels there
+                print(f"[speed] {model} {config_name(method, bits, levels)} on {board} ...", file=sys.stderr, flush=True)
                 try:
-                    rows.append(measure(model, method, int(bits), board=board, quantized=q))
+                    rows.append(measure(model, method, bits, board=board, quantized=q, levels=levels))
                 except Exception as e:  # a model that does not fit a board's memory: said, not fatal
                     why = str(e).splitlines()[0]
                     print(f"[speed] {model} {method} W{bits} on {board}: {why}", file=sys.stderr)
                     over = re.search(r"(RAM|FLASH) overflowed by \d+ B", why)
-                    missing.append(f"{model} {method} W{bits} on {board}: {over.group(0) if over else why[:120]}")
+                    missing.append(f"{model} {config_name(method, bits, levels)} on {board}: "
+                                   f"{over.group(0) if over else why[:120]}")
     md = cores_markdown(rows, missing)
     print("\n" + md)
     os.makedirs(RESULTS, exist_ok=True)
@@ -162,20 +186,24 @@ def main_cores(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="uniform:8,nupes:4,nupes:2")
+    ap.add_argument("--configs", default=None,
+                    help="method:bits[:int8] (int8: quantize --levels int8), comma-separated; default "
+                         "uniform:8,nupes:4,nupes:2, and with --boards also nupes:4:int8")
     ap.add_argument("--models", default="digits,mnist5k,ic,kws")
     ap.add_argument("--update-readme", action="store_true")
     ap.add_argument("--update-guard", action="store_true")
     ap.add_argument("--boards", default=None, help="emulated boards (comma-separated, or 'all'): the per-core table")
     args = ap.parse_args()
     if args.boards:
+        args.configs = args.configs or "uniform:8,nupes:4,nupes:4:int8,nupes:2"
         return main_cores(args)
+    args.configs = args.configs or "uniform:8,nupes:4,nupes:2"
     rows = []
     for model in args.models.split(","):
         for cfg in args.configs.split(","):
-            method, bits = cfg.split(":")
-            print(f"[speed] {model} {method} W{bits} ...", file=sys.stderr, flush=True)
-            r = measure(model, method, int(bits))
+            method, bits, levels = parse_config(cfg)
+            print(f"[speed] {model} {config_name(method, bits, levels)} ...", file=sys.stderr, flush=True)
+            r = measure(model, method, bits, levels=levels)
             if r is None:
                 print(f"[speed] {model}: {MLPERF[model]} not found in {os.path.abspath(MLPERF_DIR)}: skipped",
                       file=sys.stderr)

@@ -45,7 +45,7 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
              overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = True,
              example_input: torch.Tensor | None = None, name: str | None = None,
              flash_budget: int | str | None = None, recalibrate: bool = False,
-             keep_softmax: bool | None = None) -> tuple[QuantModel, str]:
+             keep_softmax: bool | None = None, levels: int = 16) -> tuple[QuantModel, str]:
     """Quantize ``model`` calibrating on ``data``; returns the model and its hash.
 
     model: a bundled example name, a .pt2 / .tflite path, or a ``torch.nn.Module`` together with
@@ -57,6 +57,7 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
     model exactly), so ``data`` may be None for data-free methods; ``recalibrate`` computes the
     activation quantization again from ``data`` instead. keep_softmax: a final Softmax runs on the
     device (int8 probabilities) instead of the caller getting logits; default only for a kept int8 file.
+    levels: 16 (int16 table levels) or 8 (int8 levels times a power of two: Helium's; quantize_graph).
     """
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
     if isinstance(model, torch.nn.Module):
@@ -84,7 +85,7 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
         except ValueError as e:
             raise NupesError(f"flash budget: {e}") from None
     qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name, flash_budget=flash_budget,
-                        recalibrate=recalibrate, keep_softmax=keep_softmax)
+                        recalibrate=recalibrate, keep_softmax=keep_softmax, levels=levels)
     # a file is recorded by its absolute path, so verify/run/analyze find it from any folder
     qm.meta["calibration"]["data"] = os.path.abspath(data) if isinstance(data, str) and os.path.isfile(data) else data
     h = artifact.save(qm, out) if out else artifact.hash_of(qm)

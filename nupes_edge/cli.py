@@ -81,12 +81,14 @@ def cmd_quantize(args) -> int:
 
     qm, h = api.quantize(args.model, args.data, args.method, args.wbits, args.output, dict(args.layer_wbits or []),
                          args.seed, progress=not args.quiet, flash_budget=args.flash_budget,
-                         recalibrate=args.recalibrate, keep_softmax=args.keep_softmax)
+                         recalibrate=args.recalibrate, keep_softmax=args.keep_softmax,
+                         levels={"int16": 16, "int8": 8}[args.levels])
     fb = qm.meta.get("flash_budget")
     layers = [{"name": n, "bits": p.bits, "a": p.a, "G": p.G} for n, p in qm.params.items() if hasattr(p, "G")]
     widths = sorted({d["bits"] for d in layers})
     wname = f"W{widths[0]}" if len(widths) == 1 else f"W{widths[0]}-{widths[-1]} mixed"
     obj = {"output": args.output, "hash": h, "method": qm.method, "wbits": args.wbits if fb is None else None,
+           "levels": qm.meta.get("levels", 16),
            "seconds": qm.meta["seconds"], "layers": layers}
     kept = qm.meta.get("kept_from_file")
     if kept:
@@ -500,6 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose each layer's weight bits (2..8) so the model's flash (weights, tables, bias and "
                         "requantization, as codegen --json counts them) fits SIZE bytes, e.g. 24576, 24K, 24KiB "
                         "(K = KB = KiB = 1,024 B); replaces --wbits (docs/mixed_precision.md)")
+    q.add_argument("--levels", choices=("int16", "int8"), default="int16",
+                   help="the weight tables' levels: int16 (default), or int8 times a power of two, which the "
+                        "Cortex-M55's Helium kernels multiply directly (2- and 4-bit layers about 2.5x faster there; "
+                        "non-uniform 3- to 8-bit levels a little coarser; docs/numerics.md)")
     q.add_argument("--seed", type=_bounded(int, 0, (1 << 31) - 1, "--seed"), default=0, help="random seed of the learned methods (default 0)")
     q.add_argument("-o", "--output", required=True, help="the model.nq to write")
     q.add_argument("--quiet", action="store_true", help="no progress on stderr")

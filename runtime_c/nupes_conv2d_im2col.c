@@ -577,8 +577,10 @@ static void nupes_i2c_mve_fill(const int8_t *in, const nupes_conv_geom_t *g, int
  * time and multiplied into all four (VMLADAVA). The four sums are requantized at once
  * (nupes_mve.h: VQRDMULH and a rounding shift, exactly nupes_requantize, for every shift) and
  * stored by one scatter VSTRB, out_c bytes apart (predicated when fewer than four positions remain). */
-static void nupes_i2c_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
-                             int16_t *scratch)
+static inline __attribute__((always_inline)) void nupes_i2c_mve(const int8_t *in, int8_t *out,
+                                                                const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                                                                int16_t *scratch, const int32_t bits, const void *tbl,
+                                                                int32_t e)
 {
     const int32_t k = g->k_h * g->k_w * g->in_c, out_c = g->out_c, n = g->out_h * g->out_w;
     const int32_t zp = w->in_zp, out_zp = w->out_zp, lo = w->act_min, hi = w->act_max, rb = w->row_bytes;
@@ -602,7 +604,14 @@ static void nupes_i2c_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geo
         }
         for (oc = 0; oc < out_c; ++oc) {
             const nupes_mve_rq_t rq = nupes_mve_rq_dup(w->mult[oc], w->shift[oc]);
-            const int32x4_t acc = nupes_mve_dot4_s8((const int8_t *)w->packed + oc * rb, col, k, w->bias[oc]);
+            int32x4_t acc;
+            if (bits == 8) {
+                acc = nupes_mve_dot4_s8((const int8_t *)w->packed + oc * rb, col, k, w->bias[oc]);
+            } else { /* int8 levels times 2^e: the sums shifted back, then the folded bias */
+                acc = bits == 4 ? nupes_mve_dot4_p4(w->packed + oc * rb, col, k, (const int8_t *)tbl)
+                                : nupes_mve_dot4_p2(w->packed + oc * rb, col, k, (const uint32_t *)tbl);
+                acc = vaddq_n_s32(vshlq_s32(acc, vdupq_n_s32(e)), w->bias[oc]);
+            }
             vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs, nupes_mve_output(acc, &rq, out_zp, lo, hi), pm);
         }
     }
@@ -615,7 +624,7 @@ void nupes_conv2d_im2col_s8(const int8_t *in, int8_t *out, const nupes_conv_geom
 {
 #if defined(__ARM_FEATURE_MVE)
     (void)NUPES_I2C_S8; /* the DSP loop stays for the other cores */
-    nupes_i2c_mve_s8(in, out, g, w, scratch);
+    nupes_i2c_mve(in, out, g, w, scratch, 8, 0, 0);
 #else
     nupes_i2c_run(in, out, g, w, scratch, NUPES_I2C_S8, 0);
 #endif
@@ -629,6 +638,14 @@ void nupes_conv2d_im2col_p4(const int8_t *in, int8_t *out, const nupes_conv_geom
 {
     uint32_t pairs[256];
     int32_t hi, lo;
+#if defined(__ARM_FEATURE_MVE)
+    int8_t t8[16];
+    const int32_t e = nupes_mve_lut8(w->lut, 16, t8);
+    if (e >= 0) { /* int8 levels (times 2^e): decoded in Helium's loop */
+        nupes_i2c_mve(in, out, g, w, scratch, 4, t8, e);
+        return;
+    }
+#endif
     for (hi = 0; hi < 16; ++hi) {
         const uint32_t h = (uint32_t)(uint16_t)w->lut[hi] << 16;
         for (lo = 0; lo < 16; ++lo) {
@@ -643,6 +660,32 @@ void nupes_conv2d_im2col_p2(const int8_t *in, int8_t *out, const nupes_conv_geom
 {
     uint32_t pairs[16];
     int32_t i;
+#if defined(__ARM_FEATURE_MVE)
+    int8_t t8[4];
+    const int32_t e = nupes_mve_lut8(w->lut, 4, t8);
+    if (e >= 0) { /* always for a 2-bit table: a byte's four levels, in (c0, c1, c2, c3) order */
+        /* the byte holds (c0, c2, c1, c3), two bits each: quads[hi << 4 | lo] = lows[lo] | highs[hi], the
+         * low nibble giving c0 and c2 (bytes 0 and 2), the high one c1 and c3 (bytes 1 and 3); 16 rows
+         * of four VORR + VSTRW */
+        uint32_t quads[256], lows[16];
+        for (i = 0; i < 16; ++i) {
+            lows[i] = (uint32_t)(uint8_t)t8[i & 3] | (uint32_t)(uint8_t)t8[i >> 2] << 16;
+        }
+        {
+            const uint32x4_t l0 = vld1q_u32(lows), l1 = vld1q_u32(lows + 4), l2 = vld1q_u32(lows + 8),
+                             l3 = vld1q_u32(lows + 12);
+            for (i = 0; i < 16; ++i) {
+                const uint32x4_t h = vdupq_n_u32(lows[i] << 8); /* c1, c3 where lows has c0, c2 */
+                vst1q_u32(quads + 16 * i, vorrq_u32(l0, h));
+                vst1q_u32(quads + 16 * i + 4, vorrq_u32(l1, h));
+                vst1q_u32(quads + 16 * i + 8, vorrq_u32(l2, h));
+                vst1q_u32(quads + 16 * i + 12, vorrq_u32(l3, h));
+            }
+        }
+        nupes_i2c_mve(in, out, g, w, scratch, 2, quads, e);
+        return;
+    }
+#endif
     for (i = 0; i < 16; ++i) {
         pairs[i] = (uint32_t)(uint16_t)w->lut[i & 3] | ((uint32_t)(uint16_t)w->lut[i >> 2] << 16);
     }

@@ -157,32 +157,62 @@ static void nupes_win_widen(const int8_t *bw, int32_t taps, int32_t zp, int32_t 
 #if defined(__ARM_FEATURE_MVE)
 #include "nupes_mve.h"
 
+/* One packed row of b-bit fields (LSB-first) as the int8 levels t8[field]. */
+static void nupes_win_decode8(const uint8_t *p, int32_t bits, const int8_t *t8, int32_t k, int8_t *dst)
+{
+    const uint32_t mask = (1u << bits) - 1u;
+    uint32_t buf = 0;
+    int32_t have = 0, i;
+    for (i = 0; i < k; ++i) {
+        if (have < bits) {
+            buf |= (uint32_t)(*p++) << have;
+            have += 8;
+        }
+        dst[i] = t8[buf & mask];
+        buf >>= bits;
+        have -= bits;
+    }
+}
+
 /*
- * Helium (Cortex-M55), 8-bit identity levels (the row is the int8 weights, no table): four output
- * positions' windows gathered as int8 bytes (in_zp for padding, so the bias folds in_zp out exactly:
- * bias - in_zp * sum(w)), each row multiplied into all four by nupes_mve_dot4_s8 (VMLADAVA), the
- * four sums requantized as one vector (exactly nupes_requantize) and stored by one scatter, out_c
- * bytes apart. The folded biases of NUPES_WINDOW_CHUNK channels at a time are made on the stack.
+ * Helium (Cortex-M55), int8 levels: the row itself (8-bit identity levels, t8 NULL) or, for a table
+ * whose levels are int8 values times 2^e (nupes_mve_lut8), a chunk's rows decoded to those int8
+ * values on the stack. Four output positions' windows gathered as int8 bytes (in_zp for padding, so
+ * the bias folds in_zp out exactly: bias - in_zp * sum(w)), each row multiplied into all four by
+ * nupes_mve_dot4_s8 (VMLADAVA), the sums shifted back by e, the four requantized as one vector
+ * (exactly nupes_requantize) and stored by one scatter, out_c bytes apart. The folded biases of
+ * NUPES_WINDOW_CHUNK channels at a time are made on the stack (with the decoded rows: 2.2 KB).
  * Scratch: 4 * taps bytes, within the window kernel's own.
  */
-static void nupes_win_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
-                             int16_t *scratch)
+static void nupes_win_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,
+                          int16_t *scratch, const int8_t *t8, int32_t e)
 {
     const int32_t taps = g->k_h * g->k_w * g->in_c, n = g->out_h * g->out_w, out_c = g->out_c;
-    const int32_t zp = w->in_zp, out_zp = w->out_zp, lo = w->act_min, hi = w->act_max, rb = w->row_bytes;
+    const int32_t zp = w->in_zp, out_zp = w->out_zp, lo = w->act_min, hi = w->act_max;
     int8_t *const win = (int8_t *)(void *)scratch;
     const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
+    const int32x4_t back = vdupq_n_s32(e);
+    int8_t rows8[NUPES_WINDOW_CHUNK * NUPES_WINDOW_MAX];
     int32_t fold[NUPES_WINDOW_CHUNK];
     int32_t c0, oc, pos, q, t;
     for (c0 = 0; c0 < out_c; c0 += NUPES_WINDOW_CHUNK) {
         const int32_t c1 = c0 + NUPES_WINDOW_CHUNK < out_c ? c0 + NUPES_WINDOW_CHUNK : out_c;
+        const int8_t *rows = (const int8_t *)w->packed + c0 * w->row_bytes;
+        int32_t rb = w->row_bytes;
+        if (t8 != 0) {
+            for (oc = c0; oc < c1; ++oc) {
+                nupes_win_decode8(w->packed + oc * w->row_bytes, w->bits, t8, taps, rows8 + (oc - c0) * taps);
+            }
+            rows = rows8;
+            rb = taps;
+        }
         for (oc = c0; oc < c1; ++oc) {
-            const int8_t *row = (const int8_t *)w->packed + oc * rb;
+            const int8_t *row = rows + (oc - c0) * rb;
             int32_t sum = 0;
             for (t = 0; t < taps; ++t) {
                 sum += row[t];
             }
-            fold[oc - c0] = w->bias[oc] - zp * sum;
+            fold[oc - c0] = w->bias[oc] - zp * (sum * (1 << e)); /* the levels' sum, within acc_bound */
         }
         for (pos = 0; pos < n; pos += 4) {
             const int32_t m = n - pos < 4 ? n - pos : 4;
@@ -195,7 +225,10 @@ static void nupes_win_mve_s8(const int8_t *in, int8_t *out, const nupes_conv_geo
             }
             for (oc = c0; oc < c1; ++oc) {
                 const nupes_mve_rq_t rq = nupes_mve_rq_dup(w->mult[oc], w->shift[oc]);
-                const int32x4_t acc = nupes_mve_dot4_s8((const int8_t *)w->packed + oc * rb, win, taps, fold[oc - c0]);
+                int32x4_t acc = nupes_mve_dot4_s8(rows + (oc - c0) * rb, win, taps, e == 0 ? fold[oc - c0] : 0);
+                if (e != 0) {
+                    acc = vaddq_n_s32(vshlq_s32(acc, back), fold[oc - c0]);
+                }
                 vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs, nupes_mve_output(acc, &rq, out_zp, lo, hi), pm);
             }
         }
@@ -232,8 +265,16 @@ void nupes_conv2d_window(const int8_t *in, int8_t *out, const nupes_conv_geom_t 
 #endif
 #if defined(__ARM_FEATURE_MVE)
     if (w->lut == 0 && w->bits == 8) { /* int8 weights: the Helium loop (the DSP one stays for the other cores) */
-        nupes_win_mve_s8(in, out, g, w, scratch);
+        nupes_win_mve(in, out, g, w, scratch, 0, 0);
         return;
+    }
+    {
+        int8_t t8[256];
+        const int32_t e = nupes_mve_lut8(w->lut, 1 << w->bits, t8);
+        if (e >= 0) { /* int8 levels times 2^e: the same loop over the decoded rows */
+            nupes_win_mve(in, out, g, w, scratch, t8, e);
+            return;
+        }
     }
 #endif
     memset(bw, in_zp, sizeof bw); /* the odd tap and the bytes past the window: zp */

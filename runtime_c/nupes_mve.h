@@ -97,6 +97,103 @@ static inline int32x4_t nupes_mve_dot4_s8(const int8_t *row, const int8_t *c0, i
     return vsetq_lane_s32(a3, v, 3);
 }
 
+/*
+ * A layer's signed table (2^bits int16 levels, lut[field]) as int8 levels times 2^E: E is the
+ * largest shift every level is a multiple of, t8[f] = lut[f] >> E. Returns E, or -1 when some
+ * lut[f] >> E is beyond int8 (int16 levels: the caller keeps its DSP loop). A 2-bit table,
+ * {0, +-2^G}, is always 1 << G; quantize --levels int8 makes every table this form.
+ */
+static inline int32_t nupes_mve_lut8(const int16_t *lut, int32_t n, int8_t *t8)
+{
+    uint32_t any = 0;
+    int32_t e = 0, f;
+    for (f = 0; f < n; ++f) {
+        any |= (uint32_t)(lut[f] < 0 ? -lut[f] : lut[f]);
+    }
+    if (any != 0) {
+        e = (int32_t)__builtin_ctz(any);
+    }
+    for (f = 0; f < n; ++f) {
+        const int32_t v = lut[f] >> e; /* exact: lut[f] is a multiple of 2^e */
+        if (v > 127 || v < -128) {
+            return -1;
+        }
+        t8[f] = (int8_t)v;
+    }
+    return e;
+}
+
+/* The four sums (from 0) of one row of 4-bit codes, each group of four codes stored (c0, c2, c1, c3)
+ * (nupes_kernels.h: _p4 rows), against four int8 windows, the codes decoded to int8 levels in the
+ * loop: per 16 codes one VLDRH.U32 (two bytes, four codes, per lane: c0 | c2 << 4 | c1 << 8 |
+ * c3 << 12), VAND / VSHR / VAND / VSLI to the bytes (c0, c1, c2, c3), a VLDRB gather from the 16-byte
+ * table t8 (indexed by the whole sign-magnitude field), then the four VLDRB + VMLADAVA of the s8
+ * loop: 15 instructions for 64 MACs. k % 4 == 0, so DLSTP.8's tail predicate covers whole lanes of
+ * the 32-bit steps and no byte past the row (k / 2 bytes) is read. */
+static inline int32x4_t nupes_mve_dot4_p4(const uint8_t *row, const int8_t *c0, int32_t k, const int8_t *t8)
+{
+    const int8_t *p0 = c0, *p1 = c0 + k, *p2 = p1 + k, *p3 = p2 + k;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int32x4_t v;
+    __asm__ volatile("vmov.i8 q2, #15\n\t"
+                     "dlstp.8 lr, %[k]\n"
+                     "1:\n\t"
+                     "vldrh.u32 q0, [%[w]], #8\n\t"
+                     "vand q1, q0, q2\n\t"
+                     "vshr.u32 q0, q0, #4\n\t"
+                     "vand q0, q0, q2\n\t"
+                     "vsli.32 q1, q0, #16\n\t"
+                     "vldrb.u8 q0, [%[t], q1]\n\t"
+                     "vldrb.8 q3, [%[p0]], #16\n\t"
+                     "vmladava.s8 %[a0], q3, q0\n\t"
+                     "vldrb.8 q3, [%[p1]], #16\n\t"
+                     "vmladava.s8 %[a1], q3, q0\n\t"
+                     "vldrb.8 q3, [%[p2]], #16\n\t"
+                     "vmladava.s8 %[a2], q3, q0\n\t"
+                     "vldrb.8 q3, [%[p3]], #16\n\t"
+                     "vmladava.s8 %[a3], q3, q0\n\t"
+                     "letp lr, 1b\n"
+                     : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [w] "+l"(row), [p0] "+r"(p0),
+                       [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
+                     : [k] "r"(k), [t] "r"(t8)
+                     : "q0", "q1", "q2", "q3", "lr", "memory");
+    v = vdupq_n_s32(a0);
+    v = vsetq_lane_s32(a1, v, 1);
+    v = vsetq_lane_s32(a2, v, 2);
+    return vsetq_lane_s32(a3, v, 3);
+}
+
+/* The same for 2-bit codes: one byte holds a group (c0, c2, c1, c3), and t32[byte] is its four int8
+ * levels in order (c0, c1, c2, c3), so per 16 codes one VLDRB.U32 (four bytes) and one VLDRW gather
+ * of four words: 11 instructions for 64 MACs. */
+static inline int32x4_t nupes_mve_dot4_p2(const uint8_t *row, const int8_t *c0, int32_t k, const uint32_t *t32)
+{
+    const int8_t *p0 = c0, *p1 = c0 + k, *p2 = p1 + k, *p3 = p2 + k;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int32x4_t v;
+    __asm__ volatile("dlstp.8 lr, %[k]\n"
+                     "1:\n\t"
+                     "vldrb.u32 q1, [%[w]], #4\n\t"
+                     "vldrw.u32 q0, [%[t], q1, uxtw #2]\n\t"
+                     "vldrb.8 q3, [%[p0]], #16\n\t"
+                     "vmladava.s8 %[a0], q3, q0\n\t"
+                     "vldrb.8 q3, [%[p1]], #16\n\t"
+                     "vmladava.s8 %[a1], q3, q0\n\t"
+                     "vldrb.8 q3, [%[p2]], #16\n\t"
+                     "vmladava.s8 %[a2], q3, q0\n\t"
+                     "vldrb.8 q3, [%[p3]], #16\n\t"
+                     "vmladava.s8 %[a3], q3, q0\n\t"
+                     "letp lr, 1b\n"
+                     : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [w] "+l"(row), [p0] "+r"(p0),
+                       [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
+                     : [k] "r"(k), [t] "r"(t32)
+                     : "q0", "q1", "q3", "lr", "memory");
+    v = vdupq_n_s32(a0);
+    v = vsetq_lane_s32(a1, v, 1);
+    v = vsetq_lane_s32(a2, v, 2);
+    return vsetq_lane_s32(a3, v, 3);
+}
+
 /* out_zp + MBQM(acc), clamped to [lo, hi] (int8 values in int32 lanes). */
 static inline int32x4_t nupes_mve_output(int32x4_t acc, const nupes_mve_rq_t *q, int32_t out_zp, int32_t lo, int32_t hi)
 {

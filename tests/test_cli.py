@@ -27,6 +27,28 @@ def test_quantize_then_eval_json(tmp_path):
     assert 0.9 <= e["int_top1"] <= 1 and 0.9 <= e["agreement"] <= 1 and e["sqnr_db"] > 5
 
 
+def test_quantize_with_int8_levels(tmp_path):
+    """--levels int8: every table's levels are int8 values times a power of two (Helium's form), the
+    choice is in the JSON and the model.nq, and the model still evaluates."""
+    from nupes_edge import artifact
+
+    out = tmp_path / "m.nq"
+    r = cli("quantize", "digits", "--data", "digits", "--method", "powerquant", "--levels", "int8", "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["levels"] == 8
+    qm = artifact.load(str(out))
+    assert qm.meta["levels"] == 8
+    for p in qm.params.values():
+        if hasattr(p, "lut"):
+            lut = np.asarray(p.lut, np.int64)
+            step = 1 << max(int(p.G) - 4, 0)  # W4: int8 levels up to 7 * 2^4 = 112, times 2^(G - 4)
+            assert lut[-1] > 127 and np.all(lut % step == 0) and (lut // step).max() <= 127
+    e = json.loads(cli("eval", str(out), "--data", "digits", "--json").stdout)
+    assert e["int_top1"] > 0.9
+    r = cli("quantize", "digits", "--data", "digits", "--levels", "int4", "-o", str(out))
+    assert r.returncode == 2 and "int4" in r.stderr
+
+
 def test_eval_on_a_user_npz(tmp_path):
     from nupes_edge import examples
 

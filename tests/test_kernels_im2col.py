@@ -31,12 +31,12 @@ def _method(bits, seed):
     return "uniform" if bits == 8 or seed % 3 == 0 else "powerquant"
 
 
-def _quantized(node, in_shape, method, bits, seed, n, mutate):
+def _quantized(node, in_shape, method, bits, seed, n, mutate, levels=16):
     rng = np.random.default_rng(seed)
     g = Graph("x", tuple(in_shape), node.output, [node])
     infer_shapes(g)
     x = rng.normal(0.3, 1.0, (n,) + tuple(in_shape)).astype(np.float32)
-    qm = quantize_graph(g, x, method, bits, name="k")
+    qm = quantize_graph(g, x, method, bits, name="k", levels=levels)
     if mutate is not None:
         mutate(qm.params[node.name], rng)
     return g, qm, x
@@ -212,7 +212,30 @@ def test_im2col_s8_with_helium_on_the_emulated_m55(tmp_path, shape, bits, mutate
     _im2col_on_board(tmp_path, shape, bits, mutate, "mps3-an547")
 
 
-def _im2col_on_board(tmp_path, shape, bits, mutate, board):
+# 4- and 2-bit codes on the M55, decoded to int8 levels inside the Helium loop (a VLDRB gather from
+# the 16-entry table; for 2 bits a VLDRW gather of a byte's four levels): power tables with
+# --levels int8 and 2-bit tables of either kind, on the shapes above; and a 4-bit table of int16
+# levels, which keeps the DSP loop: (shape, bits, mutation, level bits)
+HELIUM_CODES = [
+    ("digits_conv2d_3", 4, None, 8), ("three_chunks_odd_positions", 4, _requant_corners, 8),
+    ("pointwise_direct_100_to_17", 4, _requant_fused, 8), ("pointwise_direct_odd_positions", 2, None, 16),
+    ("one_output_channel", 4, _requant_fused_narrow, 8), ("three_output_channels_stride2", 2, _requant_corners, 8),
+    ("wide_100_to_100", 2, _requant_fused, 16), ("odd_groups", 4, None, 8), ("asymmetric", 2, None, 16),
+    ("kws_pointwise", 4, None, 16),
+]
+
+
+@_on_board
+@pytest.mark.parametrize("shape,bits,mutate,levels", HELIUM_CODES,
+                         ids=[f"{s}-w{b}-{m.__name__ if m else 'as_is'}-int{lv}" for s, b, m, lv in HELIUM_CODES])
+def test_im2col_codes_with_helium_on_the_emulated_m55(tmp_path, shape, bits, mutate, levels):
+    """nupes_conv2d_im2col_p4 / _p2 on the Cortex-M55: codes decoded in the loop (rows stored
+    (c0, c2, c1, c3), a k % 16 tail under DLSTP's predicate), the sums shifted back by the table's
+    2^E, the folded bias: bit for bit the integer reference."""
+    _im2col_on_board(tmp_path, shape, bits, mutate, "mps3-an547", method="powerquant", levels=levels)
+
+
+def _im2col_on_board(tmp_path, shape, bits, mutate, board, method=None, levels=16):
     from nupes_edge import boards, firmware
     from nupes_edge.flash import start_qemu
     from nupes_edge.protocol import Client
@@ -222,7 +245,11 @@ def _im2col_on_board(tmp_path, shape, bits, mutate, board):
     seed = 7 * bits + len(shape)
     rng = np.random.default_rng(seed)
     node = conv_node(rng, c_in, c_out, k, stride, pads, False, "relu" if bits == 8 else "none")
-    _, qm, x = _quantized(node, (c_in, h, w), _method(bits, seed), bits, seed, 8, mutate)
+    _, qm, x = _quantized(node, (c_in, h, w), method or _method(bits, seed), bits, seed, 8, mutate, levels)
+    if method == "powerquant" and bits == 4:  # a real table: int8 levels times 2^E, or int16 levels
+        lut = np.asarray(qm.params[node.name].lut, np.int64)
+        step = lut[-1] // 112  # 2^E: L[7] = 7 * 2^G = 112 * 2^E with int8 levels
+        assert lut[-1] > 127 and (np.all(lut % step == 0) if levels == 8 else np.any(lut % step != 0))
     _, r = run_on_board(qm, x, tmp_path, board)
     assert f"{KERNEL[bits]}(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
     assert r.n == len(x) and r.mismatches == 0, r.first_diffs

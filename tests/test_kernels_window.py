@@ -132,3 +132,30 @@ def test_window_s8_with_helium_on_the_emulated_m55(tmp_path, shape, mutate):
     _, r = run_on_board(qm, x, tmp_path, "mps3-an547")
     assert "nupes_conv2d_window(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
     assert r.n == len(x) and r.mismatches == 0, r.first_diffs
+
+
+# (shape of REAL, method, bits, level bits): tables whose levels are int8 values times 2^E (quantize
+# --levels int8, and every 2-bit table) run the same loop over rows decoded on the stack (two chunks,
+# 3- and 5-bit fields that cross bytes); int16 levels keep the DSP loop on the M55
+HELIUM_TABLES = [("kws_odd_c", "nupes", 4, 8), ("rgb_s2", "powerquant", 3, 8), ("max_taps", "powerquant", 5, 8),
+                 ("mnist5k", "powerquant", 2, 16), ("one_channel_out", "powerquant", 8, 8),
+                 ("digits", "powerquant", 4, 16)]
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="make setup installs qemu-system-arm and arm-none-eabi-gcc")
+@pytest.mark.parametrize("shape,method,bits,levels", HELIUM_TABLES,
+                         ids=[f"{s}-{m}-w{b}-int{lv}" for s, m, b, lv in HELIUM_TABLES])
+def test_window_tables_with_helium_on_the_emulated_m55(tmp_path, shape, method, bits, levels):
+    c_in, h, w, c_out, k, stride, pads = REAL[shape]
+    rng = np.random.default_rng(bits + levels)
+    node = conv_node(rng, c_in, c_out, k, stride, pads, False, "relu")
+    g = Graph("x", (c_in, h, w), node.output, [node])
+    infer_shapes(g)
+    x = rng.normal(0.3, 1.0, (6, c_in, h, w)).astype(np.float32)
+    qm = quantize_graph(g, x, method, bits, name="k", levels=levels)
+    lut = np.asarray(qm.params[node.name].lut, np.int64)
+    assert lut[-1] > 127  # a real table (G > 0), not the identity
+    _, r = run_on_board(qm, x, tmp_path, "mps3-an547")
+    assert "nupes_conv2d_window(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
+    assert r.n == len(x) and r.mismatches == 0, r.first_diffs

@@ -1,8 +1,12 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nupes_edge.quant.power import decode, encode, make_lut, max_table_shift, minmax_alpha, qmax
+from nupes_edge.errors import NupesError
+from nupes_edge.ir import Graph
+from nupes_edge.quant.driver import quantize_graph
+from nupes_edge.quant.power import decode, encode, level_shift, make_lut, max_table_shift, minmax_alpha, qmax
 
 weights = st.builds(lambda seed, o, k: np.random.default_rng(seed).standard_normal((o, k)).astype(np.float32),
                     st.integers(0, 10_000), st.integers(1, 8), st.integers(1, 40))
@@ -51,6 +55,26 @@ def test_lut_is_identity_for_uniform_and_monotone_otherwise():
             assert lut[0] == 0 and lut[-1] == qmax(bits) << g
             assert np.all(np.diff(lut) >= 0)
             assert lut.max() <= 32767
+
+
+def test_int8_levels_are_int8_values_times_a_power_of_two():
+    """--levels int8: L = 2^E * round(Qmax * 2^(G-E) * (m/Qmax)^(1/a)), the mantissas within int8, the
+    same top level Qmax * 2^G (so scales and bias grids do not change), monotone; uniform tables and
+    2-bit ones are the same tables as int16 levels; each level within 2^(E-1) of the int16 one."""
+    for bits in range(2, 9):
+        np.testing.assert_array_equal(make_lut(1.0, bits, 0, 8), np.arange(qmax(bits) + 1))
+        for a in (0.3, 0.7, 1.4):
+            for g in range(max_table_shift(bits) + 1):
+                fine = make_lut(a, bits, g).astype(np.int64)
+                lut = make_lut(a, bits, g, 8).astype(np.int64)
+                e = level_shift(bits, g, 8)
+                assert np.all(lut % (1 << e) == 0) and np.abs(lut >> e).max() <= 127
+                assert lut[0] == 0 and lut[-1] == qmax(bits) << g and np.all(np.diff(lut) >= 0)
+                assert np.abs(lut - fine).max() <= (1 << e) >> 1
+                if bits == 2 or qmax(bits) << g <= 127:
+                    np.testing.assert_array_equal(lut, fine)
+    with pytest.raises(NupesError, match="levels must be 8 or 16"):
+        quantize_graph(Graph("x", (1, 4), "y", []), np.zeros((1, 1, 4), np.float32), "uniform", 4, levels=12)
 
 
 def test_all_zero_channel_gets_a_finite_scale():

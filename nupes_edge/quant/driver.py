@@ -15,6 +15,7 @@ from . import mixed, powerquant, reconstruct, uniform
 from .biascorr import correct_biases
 from .calibrate import calibrate
 from .lower import lower
+from .power import LEVELS
 from .types import METHODS
 
 __all__ = ["quantize_graph", "layer_bits"]
@@ -36,7 +37,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
                    overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = False,
                    recon: reconstruct.ReconConfig | None = None, name: str = "model",
                    bias_correction: bool = True, flash_budget: int | None = None,
-                   recalibrate: bool = False, keep_softmax: bool | None = None) -> QuantModel:
+                   recalibrate: bool = False, keep_softmax: bool | None = None, levels: int = 16) -> QuantModel:
     """Calibrate activations, quantize weights with ``method``, derive the integer parameters.
 
     The data-free methods (uniform, uniform-mse, powerquant) get empirical bias correction unless
@@ -51,9 +52,15 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
 
     ``keep_softmax``: a model ending in Softmax runs it on the device (int8 probabilities, TFLite
     Micro's arithmetic) instead of outputting the logits; default: only for a kept int8 file.
+
+    ``levels``: 16, the weight tables' levels are int16; 8, they are int8 values times a power of two
+    (power.make_lut), what the Cortex-M55's Helium kernels multiply directly (a little coarser for
+    non-uniform 3- to 8-bit weights; uniform tables and 2-bit ones are the same either way).
     """
     if method not in METHODS:
         raise NupesError(f"unknown method '{method}' (one of {', '.join(METHODS)})")
+    if levels not in LEVELS:
+        raise NupesError(f"levels must be 8 or 16 bits, not {levels!r}")
     keep = graph.file_quant is not None and not recalibrate
     if x_calib is None:
         if not keep:
@@ -95,7 +102,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
         weights = {n.name: fn(n.weight, bits[n.name]) for n in graph.weight_nodes()}
         if bias_correction and x_calib is not None:
             weights = correct_biases(graph, x_calib, act, weights)
-    params = lower(graph, act, weights, kept=weights_kept)
+    params = lower(graph, act, weights, kept=weights_kept, levels=levels)
     if weights_kept:
         keep_mod.check_kept(graph, params)
     seconds = time.perf_counter() - t0
@@ -110,5 +117,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
         meta["kept_from_file"] = keep_mod.describe(graph, weights_kept)  # the CLI prints it once
     if allocation is not None:
         meta["flash_budget"] = allocation.as_meta()
+    if levels != 16:
+        meta["levels"] = levels
     return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta,
                       source=graph.source_tflite)

@@ -83,21 +83,22 @@ def floor_scales(node: Node, lw: LayerWeights, s_in: float, G: int) -> LayerWeig
     return LayerWeights(lw.bits, lw.a, alpha, codes, lw.bias)
 
 
-def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant) -> IntLayer:
-    return lower_layer_weights(node, lw, a_in, a_out)[0]
+def lower_layer(node: Node, lw: LayerWeights, a_in: ActQuant, a_out: ActQuant, levels: int = 16) -> IntLayer:
+    return lower_layer_weights(node, lw, a_in, a_out, levels=levels)[0]
 
 
 def lower_layer_weights(node: Node, lw: LayerWeights, a_in: ActQuant,
-                        a_out: ActQuant, kept: bool = False) -> tuple[IntLayer, LayerWeights]:
+                        a_out: ActQuant, kept: bool = False, levels: int = 16) -> tuple[IntLayer, LayerWeights]:
     """The layer's integer parameters, and its weights as lowered (scales floored where needed).
 
     ``kept``: a file's own int8 layer: its biases are kept whatever their size (TFLite Micro has no
-    2^30 limit); the exact per-channel bound from these weights, bias and input range must still fit."""
+    2^30 limit); the exact per-channel bound from these weights, bias and input range must still fit.
+    ``levels``: 16, int16 table levels; 8, int8 levels times a power of two (power.make_lut)."""
     x_max = max(128 + a_in.zero_point, 127 - a_in.zero_point)  # max |x - in_zp| over int8 x
     g_candidates = [0] if lw.a == 1.0 else range(max_table_shift(lw.bits), -1, -1)
     given = lw
     for G in g_candidates:
-        lut = make_lut(given.a, given.bits, G)
+        lut = make_lut(given.a, given.bits, G, levels)
         lw = given if kept else floor_scales(node, given, a_in.scale, G)
         mags = np.abs(lw.codes.reshape(lw.codes.shape[0], -1).astype(np.int64))
         s_w = weight_scale(lw, G)
@@ -219,7 +220,8 @@ def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> Int
                    w_scales=np.asarray(rec["w_scales"], np.float32), cell_scale=float(s_c))
 
 
-def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights], kept: bool = False) -> dict:
+def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights], kept: bool = False,
+          levels: int = 16) -> dict:
     """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
     its lowered weights written back into ``weights``, so the fake-quant model stays the same.
     ``kept``: the weights are a file's own (no flooring, see lower_layer_weights)."""
@@ -228,7 +230,7 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
         try:
             if node.op in ("conv2d", "linear"):
                 params[node.name], weights[node.name] = lower_layer_weights(
-                    node, weights[node.name], act[node.inputs[0]], act[node.output], kept)
+                    node, weights[node.name], act[node.inputs[0]], act[node.output], kept, levels)
             elif node.op == "add":
                 params[node.name] = lower_add(node, act[node.inputs[0]], act[node.inputs[1]], act[node.output])
             elif node.op in ("relu", "relu6"):

@@ -44,11 +44,24 @@ def decode(codes: np.ndarray, alpha: np.ndarray, a: float, bits: int) -> np.ndar
     return np.sign(codes) * channel_view(alpha, codes.ndim) * (np.abs(codes.astype(np.float64)) / q) ** (1.0 / a)
 
 
-def make_lut(a: float, bits: int, G: int) -> np.ndarray:
-    """L[m] = round(Qmax · 2^G · (m/Qmax)^(1/a)) for m = 0..Qmax, as int16 levels."""
+LEVELS = (16, 8)  # quantize --levels: int16 levels (the default), or int8 levels times 2^E
+
+
+def level_shift(bits: int, G: int, levels: int = 16) -> int:
+    """E: with ``levels`` = 8 the table's levels are int8 values times 2^E (what Helium's 8-bit dot
+    products take), E = G minus the largest shift with Qmax · 2^shift <= 127; 0 for int16 levels."""
+    if levels == 16:
+        return 0
+    return max(int(G) - int(np.floor(np.log2(127 / qmax(bits)))), 0)
+
+
+def make_lut(a: float, bits: int, G: int, levels: int = 16) -> np.ndarray:
+    """L[m] = 2^E · round(Qmax · 2^(G-E) · (m/Qmax)^(1/a)) for m = 0..Qmax, as int16 levels
+    (E = level_shift(bits, G, levels): 0 for int16 levels)."""
     q = qmax(bits)
     m = np.arange(q + 1, dtype=np.float64)
-    lut = np.floor(q * 2.0 ** G * (m / q) ** (1.0 / a) + 0.5)
+    e = level_shift(bits, G, levels)
+    lut = np.floor(q * 2.0 ** (G - e) * (m / q) ** (1.0 / a) + 0.5) * 2.0 ** e
     if lut.max() > INT16_MAX:
         raise ValueError(f"LUT level {lut.max()} exceeds int16 (a={a}, bits={bits}, G={G})")
     return lut.astype(np.int16)
