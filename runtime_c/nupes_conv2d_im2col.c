@@ -588,6 +588,7 @@ static inline __attribute__((always_inline)) void nupes_i2c_mve(const int8_t *in
                            g->pad_l == 0 && g->out_h == g->in_h && g->out_w == g->in_w;
     int8_t *const scr = (int8_t *)(void *)scratch;
     const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
+    const int32x4_t lo4 = vdupq_n_s32(lo), hi4 = vdupq_n_s32(hi);
     int32_t pos, oc, q;
     for (pos = 0; pos < n; pos += 4) {
         const int32_t m = n - pos < 4 ? n - pos : 4;
@@ -603,16 +604,16 @@ static inline __attribute__((always_inline)) void nupes_i2c_mve(const int8_t *in
             }
         }
         for (oc = 0; oc < out_c; ++oc) {
-            const nupes_mve_rq_t rq = nupes_mve_rq_dup(w->mult[oc], w->shift[oc]);
             int32x4_t acc;
             if (bits == 8) {
                 acc = nupes_mve_dot4_s8((const int8_t *)w->packed + oc * rb, col, k, w->bias[oc]);
             } else { /* int8 levels times 2^e: the sums shifted back, then the folded bias */
                 acc = bits == 4 ? nupes_mve_dot4_p4(w->packed + oc * rb, col, k, (const int8_t *)tbl)
                                 : nupes_mve_dot4_p2(w->packed + oc * rb, col, k, (const uint32_t *)tbl);
-                acc = vaddq_n_s32(vshlq_s32(acc, vdupq_n_s32(e)), w->bias[oc]);
+                acc = vaddq_n_s32(vshlq_r_s32(acc, e), w->bias[oc]);
             }
-            vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs, nupes_mve_output(acc, &rq, out_zp, lo, hi), pm);
+            vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs,
+                                        nupes_mve_output1(acc, w->mult[oc], w->shift[oc], out_zp, lo4, hi4), pm);
         }
     }
 }

@@ -163,6 +163,17 @@ static void nupes_win_decode8(const uint8_t *p, int32_t bits, const int8_t *t8, 
     const uint32_t mask = (1u << bits) - 1u;
     uint32_t buf = 0;
     int32_t have = 0, i;
+    if (bits == 4) { /* two fields a byte */
+        for (i = 0; i + 2 <= k; i += 2) {
+            const uint32_t b = *p++;
+            dst[i] = t8[b & 15u];
+            dst[i + 1] = t8[b >> 4];
+        }
+        if (i < k) {
+            dst[i] = t8[*p & 15u];
+        }
+        return;
+    }
     for (i = 0; i < k; ++i) {
         if (have < bits) {
             buf |= (uint32_t)(*p++) << have;
@@ -191,7 +202,7 @@ static void nupes_win_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t
     const int32_t zp = w->in_zp, out_zp = w->out_zp, lo = w->act_min, hi = w->act_max;
     int8_t *const win = (int8_t *)(void *)scratch;
     const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
-    const int32x4_t back = vdupq_n_s32(e);
+    const int32x4_t lo4 = vdupq_n_s32(lo), hi4 = vdupq_n_s32(hi);
     int8_t rows8[NUPES_WINDOW_CHUNK * NUPES_WINDOW_MAX];
     int32_t fold[NUPES_WINDOW_CHUNK];
     int32_t c0, oc, pos, q, t;
@@ -224,12 +235,12 @@ static void nupes_win_mve(const int8_t *in, int8_t *out, const nupes_conv_geom_t
                                  win + q * taps);
             }
             for (oc = c0; oc < c1; ++oc) {
-                const nupes_mve_rq_t rq = nupes_mve_rq_dup(w->mult[oc], w->shift[oc]);
                 int32x4_t acc = nupes_mve_dot4_s8(rows + (oc - c0) * rb, win, taps, e == 0 ? fold[oc - c0] : 0);
                 if (e != 0) {
-                    acc = vaddq_n_s32(vshlq_s32(acc, back), fold[oc - c0]);
+                    acc = vaddq_n_s32(vshlq_r_s32(acc, e), fold[oc - c0]);
                 }
-                vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs, nupes_mve_output(acc, &rq, out_zp, lo, hi), pm);
+                vstrbq_scatter_offset_p_s32(out + pos * out_c + oc, offs,
+                                            nupes_mve_output1(acc, w->mult[oc], w->shift[oc], out_zp, lo4, hi4), pm);
             }
         }
     }

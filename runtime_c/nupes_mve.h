@@ -63,6 +63,16 @@ static inline int32x4_t nupes_mve_requantize(int32x4_t acc, const nupes_mve_rq_t
     return vrshlq_s32(vqaddq_s32(r, fix), q->right);
 }
 
+/* (a0, a1, a2, a3) as the lanes of one vector. (Not vcreateq_s32: GCC 12's puts its two halves the
+ * other way round.) */
+static inline int32x4_t nupes_mve_lanes(int32_t a0, int32_t a1, int32_t a2, int32_t a3)
+{
+    int32x4_t v = vdupq_n_s32(a0);
+    v = vsetq_lane_s32(a1, v, 1);
+    v = vsetq_lane_s32(a2, v, 2);
+    return vsetq_lane_s32(a3, v, 3);
+}
+
 /* The four sums of one row against four windows (c0, c0 + k, c0 + 2k, c0 + 3k), each started from
  * the row's folded bias, as the lanes of one vector. One tail-predicated low-overhead loop
  * (DLSTP.8 / LETP: the last k % 16 bytes are predicated by the loop itself, and no byte past a row
@@ -74,7 +84,6 @@ static inline int32x4_t nupes_mve_dot4_s8(const int8_t *row, const int8_t *c0, i
 {
     const int8_t *p0 = c0, *p1 = c0 + k, *p2 = p1 + k, *p3 = p2 + k;
     int32_t a0 = bias, a1 = bias, a2 = bias, a3 = bias;
-    int32x4_t v;
     __asm__ volatile("dlstp.8 lr, %[k]\n"
                      "1:\n\t"
                      "vldrb.8 q0, [%[w]], #16\n\t"
@@ -91,10 +100,7 @@ static inline int32x4_t nupes_mve_dot4_s8(const int8_t *row, const int8_t *c0, i
                        [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
                      : [k] "r"(k)
                      : "q0", "q1", "lr", "memory");
-    v = vdupq_n_s32(a0);
-    v = vsetq_lane_s32(a1, v, 1);
-    v = vsetq_lane_s32(a2, v, 2);
-    return vsetq_lane_s32(a3, v, 3);
+    return nupes_mve_lanes(a0, a1, a2, a3);
 }
 
 /*
@@ -134,7 +140,6 @@ static inline int32x4_t nupes_mve_dot4_p4(const uint8_t *row, const int8_t *c0, 
 {
     const int8_t *p0 = c0, *p1 = c0 + k, *p2 = p1 + k, *p3 = p2 + k;
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int32x4_t v;
     __asm__ volatile("vmov.i8 q2, #15\n\t"
                      "dlstp.8 lr, %[k]\n"
                      "1:\n\t"
@@ -157,10 +162,7 @@ static inline int32x4_t nupes_mve_dot4_p4(const uint8_t *row, const int8_t *c0, 
                        [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
                      : [k] "r"(k), [t] "r"(t8)
                      : "q0", "q1", "q2", "q3", "lr", "memory");
-    v = vdupq_n_s32(a0);
-    v = vsetq_lane_s32(a1, v, 1);
-    v = vsetq_lane_s32(a2, v, 2);
-    return vsetq_lane_s32(a3, v, 3);
+    return nupes_mve_lanes(a0, a1, a2, a3);
 }
 
 /* The same for 2-bit codes: one byte holds a group (c0, c2, c1, c3), and t32[byte] is its four int8
@@ -170,7 +172,6 @@ static inline int32x4_t nupes_mve_dot4_p2(const uint8_t *row, const int8_t *c0, 
 {
     const int8_t *p0 = c0, *p1 = c0 + k, *p2 = p1 + k, *p3 = p2 + k;
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int32x4_t v;
     __asm__ volatile("dlstp.8 lr, %[k]\n"
                      "1:\n\t"
                      "vldrb.u32 q1, [%[w]], #4\n\t"
@@ -188,10 +189,7 @@ static inline int32x4_t nupes_mve_dot4_p2(const uint8_t *row, const int8_t *c0, 
                        [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
                      : [k] "r"(k), [t] "r"(t32)
                      : "q0", "q1", "q3", "lr", "memory");
-    v = vdupq_n_s32(a0);
-    v = vsetq_lane_s32(a1, v, 1);
-    v = vsetq_lane_s32(a2, v, 2);
-    return vsetq_lane_s32(a3, v, 3);
+    return nupes_mve_lanes(a0, a1, a2, a3);
 }
 
 /* out_zp + MBQM(acc), clamped to [lo, hi] (int8 values in int32 lanes). */
@@ -199,6 +197,23 @@ static inline int32x4_t nupes_mve_output(int32x4_t acc, const nupes_mve_rq_t *q,
 {
     const int32x4_t v = vaddq_n_s32(nupes_mve_requantize(acc, q), out_zp);
     return vminq_s32(vmaxq_s32(v, vdupq_n_s32(lo)), vdupq_n_s32(hi));
+}
+/* out_zp + MBQM(acc) clamped to [lo, hi] with one channel's (mult, shift) in every lane, as scalar
+ * operands (VSHL, VQRDMULH and VRSHL by a register: no constant vectors to keep live): exactly
+ * nupes_mve_output(acc, nupes_mve_rq_dup(mult, shift), ...) (for shift < 0 the fix-up (r AND
+ * right) >> 31 is r >> 31, right's sign bit being set). */
+static inline int32x4_t nupes_mve_output1(int32x4_t acc, int32_t mult, int32_t shift, int32_t out_zp, int32x4_t lo,
+                                          int32x4_t hi)
+{
+    int32x4_t r;
+    if (shift > 0) {
+        acc = vshlq_r_s32(acc, shift);
+    }
+    r = vqrdmulhq_n_s32(acc, mult);
+    if (shift < 0) {
+        r = vrshlq_n_s32(vqaddq_s32(r, vshrq_n_s32(r, 31)), shift);
+    }
+    return vminq_s32(vmaxq_s32(vaddq_n_s32(r, out_zp), lo), hi);
 }
 #endif
 
