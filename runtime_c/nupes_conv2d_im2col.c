@@ -572,8 +572,9 @@ static void nupes_i2c_mve_fill(const int8_t *in, const nupes_conv_geom_t *g, int
 }
 
 /* Four positions' windows built once (scratch: 4 * k bytes, within the 2 * k int16 entries asked
- * for; a pointwise convolution with stride 1 and no padding reads four whole positions straight
- * from the input, k = in_c bytes apart), then every output channel's row is loaded 16 bytes at a
+ * for; a pointwise convolution with stride 1 and no padding reads its groups of four whole positions
+ * straight from the input, k = in_c bytes apart, channel by channel, and only a last group of fewer
+ * than four goes through scratch), then every output channel's row is loaded 16 bytes at a
  * time and multiplied into all four (VMLADAVA). The four sums are requantized at once
  * (nupes_mve.h: VQRDMULH and a rounding shift, exactly nupes_requantize, for every shift) and
  * stored by one scatter VSTRB, out_c bytes apart (predicated when fewer than four positions remain). */
@@ -589,8 +590,28 @@ static inline __attribute__((always_inline)) void nupes_i2c_mve(const int8_t *in
     int8_t *const scr = (int8_t *)(void *)scratch;
     const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
     const int32x4_t lo4 = vdupq_n_s32(lo), hi4 = vdupq_n_s32(hi);
+    const int32_t whole = direct ? n & ~3 : 0; /* positions read in place, channel by channel */
     int32_t pos, oc, q;
-    for (pos = 0; pos < n; pos += 4) {
+    for (oc = 0; whole > 0 && oc < out_c; ++oc) {
+        /* in place: each channel's row runs over every group of four positions, with its bias and
+         * requantization held for the whole pass (per group only the dot loop and the tail) */
+        const uint8_t *row = w->packed + oc * rb;
+        const int32_t bias = w->bias[oc], mult = w->mult[oc], shift = w->shift[oc];
+        const int8_t *col = in;
+        int8_t *o = out + oc;
+        for (pos = 0; pos < whole; pos += 4, col += 4 * k, o += 4 * out_c) {
+            int32x4_t acc;
+            if (bits == 8) {
+                acc = nupes_mve_dot4_s8((const int8_t *)row, col, k, bias);
+            } else {
+                acc = bits == 4 ? nupes_mve_dot4_p4(row, col, k, (const int8_t *)tbl)
+                                : nupes_mve_dot4_p2(row, col, k, (const uint32_t *)tbl);
+                acc = vaddq_n_s32(vshlq_r_s32(acc, e), bias);
+            }
+            vstrbq_scatter_offset_s32(o, offs, nupes_mve_output1(acc, mult, shift, out_zp, lo4, hi4));
+        }
+    }
+    for (pos = whole; pos < n; pos += 4) {
         const int32_t m = n - pos < 4 ? n - pos : 4;
         const mve_pred16_t pm = vctp32q((uint32_t)m);
         const int8_t *col = scr;

@@ -107,3 +107,20 @@ def test_dense_on_the_emulated_board(tmp_path, k, out_n, method, bits, act, muta
         from nupes_edge.codegen import plan
         assert [L.lshift for L in plan(qm).layers] == [int(mutate.__name__[len("lshift"):])]
     assert r.n == len(x) and r.mismatches == 0, r.first_diffs
+
+
+# The Cortex-M55 (mps3-an547) runs the same Thumb-2 jobs (the dense kernels have no Helium form yet):
+# wide layers (300 inputs, 100 outputs), 17, 3 and 1 outputs, every weight format
+M55_CASES = [(300, 100, "uniform", 8, "relu", None), (300, 17, "powerquant", 4, "none", _requant_corners),
+             (100, 3, "powerquant", 2, "relu6", _requant_fused_narrow), (37, 1, "uniform", 4, "none", _requant_fused),
+             (64, 12, "powerquant", 8, "none", _shifted_levels(3))]
+
+
+@_on_board
+@pytest.mark.parametrize("k,out_n,method,bits,act,mutate", M55_CASES,
+                         ids=[f"{k}x{o}-{m}-w{b}-{a}-{f.__name__ if f else 'as_is'}" for k, o, m, b, a, f in M55_CASES])
+def test_dense_on_the_emulated_m55(tmp_path, k, out_n, method, bits, act, mutate):
+    qm, x = dense_model(k, out_n, method, bits, 5 * k + out_n + bits, act, n=6, mutate=mutate)
+    _, r = run_on_board(qm, x, tmp_path, "mps3-an547")
+    assert f"{KERNEL[bits]}(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
+    assert r.n == len(x) and r.mismatches == 0, r.first_diffs
