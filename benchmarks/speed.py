@@ -146,6 +146,25 @@ def cores_markdown(rows: list[dict], missing: list[str] = ()) -> str:
     return md
 
 
+TFLM_M55 = json.load(open(os.path.join(HERE, "data", "tflm_cmsis_nn_m55.json")))
+
+
+def m55_markdown(rows: list[dict]) -> str:
+    """The Cortex-M55 rows beside TFLite Micro + CMSIS-NN's MVE kernels (instructions and flash)."""
+    extra = TFLM_M55["board_code_bytes"]
+    md = ("| model | weights | nupes-edge instructions | TFLM + CMSIS-NN MVE | ratio | nupes-edge flash B | "
+          "TFLM flash B | ratio |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+    for r in rows:
+        t = TFLM_M55["models"].get(r["model"])
+        if r["board"] not in HELIUM or t is None:
+            continue
+        flash = t["flash_harness"] + extra
+        md += (f"| {r['model']} | {config_name(r['method'], r['wbits'], r.get('levels', 16))} | {r['total']:,} | "
+               f"{t['instructions']:,} | {r['total'] / t['instructions']:.2f}x | {r['flash']:,} | {flash:,} | "
+               f"{r['flash'] / flash:.2f}x |\n")
+    return md
+
+
 def main_cores(args) -> None:
     """Every model and configuration on every emulated core (one quantization each)."""
     from nupes_edge import boards as board_defs
@@ -182,6 +201,10 @@ def main_cores(args) -> None:
                "inference, QEMU `-icount`, each board's counter checked against a loop of known length; every "
                "run bit-exact on the board):\n\n")
         readme_block.replace("speed-cores", cmd + md)
+        m55 = m55_markdown(rows)
+        if m55.count("\n") > 2:
+            readme_block.replace("speed-m55", "Measured with the same command (TFLite Micro's figures: "
+                                 "benchmarks/data/tflm_cmsis_nn_m55.json, with how they were measured):\n\n" + m55)
 
 
 def main() -> None:
