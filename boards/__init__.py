@@ -33,6 +33,11 @@ class Board:
         return self.qemu is not None
 
     @property
+    def helium(self) -> bool:
+        """A core with Helium (MVE): its kernels multiply int8 weight levels (quantize --levels int8)."""
+        return self.cpu in ("cortex-m55", "cortex-m85")
+
+    @property
     def flash_bytes(self) -> int:
         return int(self.memory["flash_size"])
 

@@ -323,6 +323,32 @@ def signed_lut(lut: np.ndarray, bits: int) -> np.ndarray:
     return np.where(fields >> (bits - 1), -mag, mag).astype(np.int16)
 
 
+def helium_levels(lut: np.ndarray, bits: int) -> bool:
+    """Whether the Helium kernels take this table (runtime_c/nupes_mve.h, nupes_mve_lut8): every level
+    an int8 value times one power of two (quantize --levels int8; uniform and 2-bit tables always)."""
+    mags = np.abs(signed_lut(lut, bits).astype(np.int64))
+    bits_set = int(np.bitwise_or.reduce(mags))
+    e = (bits_set & -bits_set).bit_length() - 1 if bits_set else 0
+    return int((mags >> e).max()) <= 127
+
+
+def int16_level_convs(qm: QuantModel) -> list[str]:
+    """Convolutions whose kernel has a Helium form for int8 levels (im2col at 2 / 4 bits, the
+    few-channel window at any width) but whose table holds int16 levels: on a Cortex-M55 they run
+    the DSP loop."""
+    names = []
+    for node in qm.graph.nodes:
+        p = qm.params.get(node.name)
+        if node.op != "conv2d" or node.attrs["groups"] != 1 or not isinstance(p, IntLayer):
+            continue
+        use_im2col, identity8 = _conv_uses_im2col(node, p)
+        c_in, kh, kw = (int(v) for v in node.weight.shape[1:])
+        window = not use_im2col and c_in <= WINDOW_MAX_CIN and kh * kw * c_in <= WINDOW_MAX
+        if ((use_im2col and p.bits in (2, 4)) or (window and not identity8)) and not helium_levels(p.lut, p.bits):
+            names.append(node.name)
+    return names
+
+
 def table_free_adds(qm: QuantModel) -> set[str]:
     """Names of the add nodes a flash-budget search built without rescaling tables (model.nq
     meta.flash_budget.table_free_adds; names from the file are only compared, never emitted)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import jinja2
 
 from . import boards, codegen
+from .codegen.plan import int16_level_convs
 from .errors import NupesError
 from .fileio import atomic_write_bytes
 from .locking import folder_lock, fresh_folder
@@ -158,6 +159,12 @@ def build_firmware(qm: QuantModel, board: boards.Board, out_dir: str, name: str 
             fb = _build_in(qm, board, work, name, True, bands)  # its own overflow error if even that does not fit
             print(f"nupes-edge: note: the fastest plan overflows {board.name}'s RAM; built with a least-RAM plan "
                   f"({fb.sizes['ram_plan']}; arena {fb.sizes['arena_bytes']:,} B)", file=sys.stderr)
+        if board.helium:
+            slow = int16_level_convs(qm)
+            if slow:
+                print(f"nupes-edge: note: {len(slow)} convolution(s) ({', '.join(slow[:3])}{', ...' if len(slow) > 3 else ''}) "
+                      f"have int16 weight levels, which {board.name}'s Helium loops do not multiply: they run the DSP "
+                      "loop; `nupes-edge quantize --levels int8` gives them Helium's (docs/numerics.md)", file=sys.stderr)
         if model_file:
             shutil.copyfile(model_file, os.path.join(work, "model.nq"))
         if before_swap is not None:

@@ -50,6 +50,15 @@ class Project:
     layer_wbits: dict | None = None  # layer name -> bits
     keep_softmax: bool | None = None
     recalibrate: bool = False
+    levels: str = ""  # "int16" / "int8"; empty: int8 on a Helium board (Cortex-M55), else int16
+
+    def level_bits(self) -> int:
+        """The weight levels the project quantizes with (quantize --levels)."""
+        if self.levels:
+            return 8 if self.levels == "int8" else 16
+        from . import boards
+
+        return 8 if self.board != "host" and boards.get(self.board).helium else 16
 
     def path(self, rel: str) -> str:
         return rel if os.path.isabs(rel) or rel in examples.NAMES or rel == RANDOM else os.path.join(self.root, rel)
@@ -65,7 +74,8 @@ class Project:
             else:
                 h.update(spec.encode())
         h.update(json.dumps([self.method, self.wbits, self.seed, __version__, artifact.VERSION, self.flash_budget,
-                             sorted((self.layer_wbits or {}).items()), self.keep_softmax, self.recalibrate]).encode())
+                             sorted((self.layer_wbits or {}).items()), self.keep_softmax, self.recalibrate]
+                            + ([] if self.level_bits() == 16 else ["levels", 8])).encode())
         return h.hexdigest()[:24]
 
     def cached_model_path(self) -> str:
@@ -142,6 +152,7 @@ SCHEMA = {
     "layer_wbits": (dict, "a table of layer name = bits (2..8)"),
     "keep_softmax": (bool, "true or false"),
     "recalibrate": (bool, "true or false"),
+    "levels": (str, "\"int16\" or \"int8\" (default: int8 for a Helium board such as the Cortex-M55, else int16)"),
 }
 
 
@@ -192,6 +203,8 @@ def validate(d: dict, path: str) -> dict:
     for layer, bits in (proj.get("layer_wbits") or {}).items():
         if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
             raise NupesError(f"{path}: [project] layer_wbits.{layer} = {bits!r}: expected bits 2..8")
+    if proj.get("levels", "int16") not in ("int16", "int8"):
+        raise NupesError(f"{path}: [project] levels = {proj['levels']!r}: expected \"int16\" or \"int8\"")
     if "flash_budget" in proj:
         proj["flash_budget"] = str(proj["flash_budget"])
     return proj
@@ -280,6 +293,6 @@ def quantized_model(p: Project, progress: bool = True) -> str:
 
         api.quantize(p.path(p.model), None if p.data == RANDOM else p.path(p.data), p.method, p.wbits, out, overrides=dict(p.layer_wbits or {}),
                      seed=p.seed, progress=progress, flash_budget=p.flash_budget or None,
-                     recalibrate=p.recalibrate, keep_softmax=p.keep_softmax)
+                     recalibrate=p.recalibrate, keep_softmax=p.keep_softmax, levels=p.level_bits())
         share(p.cache_key(), out)
     return out

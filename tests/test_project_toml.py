@@ -24,6 +24,7 @@ def write(tmp_path, body: str):
     ("keep_softmax = 1\n", "expected true or false"),
     ("layer_wbits = { conv2d = 12 }\n", "layer_wbits.conv2d = 12"),
     ("[board]\nname = \"x\"\n", "unknown table or key 'board'"),
+    ("levels = \"int4\"\n", "levels = 'int4': expected \"int16\" or \"int8\""),
 ])
 def test_bad_toml_is_refused_naming_the_key(tmp_path, body, needle):
     write(tmp_path, body)
@@ -50,6 +51,28 @@ def test_every_quantize_option_can_be_set_and_the_file_is_found_from_a_subfolder
     assert qm.meta["flash_budget"]["budget_bytes"] == 6 * 1024
     assert qm.params["conv2d"].bits == 8  # pinned by layer_wbits
     assert json.loads(r.stdout)["n"] > 0
+
+
+def test_a_helium_board_quantizes_with_int8_levels(tmp_path):
+    """A project for the Cortex-M55 quantizes with int8 levels unless it says otherwise; the levels are
+    part of the cached model's key; an M4 project keeps int16 levels. The M55 build notes the
+    convolutions that int16 levels keep off Helium."""
+    from nupes_edge.codegen.plan import int16_level_convs
+
+    keys = {}
+    for board, levels, want in [("mps3-an547", "", 8), ("stm32", "", 16), ("mps3-an547", "levels = \"int16\"\n", 16),
+                                ("stm32", "levels = \"int8\"\n", 8)]:
+        d = tmp_path / f"{board}{len(levels)}"
+        d.mkdir()
+        write(d, f"method = \"powerquant\"\nboard = \"{board}\"\n" + levels)
+        proj = project.load(str(d))
+        assert proj.level_bits() == want
+        keys[(board, want)] = proj.cache_key()
+        if board == "mps3-an547":
+            qm = artifact.load(project.quantized_model(proj, progress=False))
+            assert qm.meta.get("levels", 16) == want
+            assert (int16_level_convs(qm) == []) == (want == 8)
+    assert keys[("mps3-an547", 8)] != keys[("mps3-an547", 16)] and keys[("stm32", 16)] != keys[("stm32", 8)]
 
 
 def test_init_for_a_users_own_models(tmp_path):
