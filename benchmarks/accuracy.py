@@ -6,6 +6,8 @@ With --update-readme the README's results table is replaced by this run's table.
 
     python benchmarks/accuracy.py                       # everything (~10 min on one thread)
     python benchmarks/accuracy.py --example mnist5k --method nupes,uniform --wbits 4
+    python benchmarks/accuracy.py --method nupes,powerquant --wbits 3,4 --levels int8 \
+        --json benchmarks/results/accuracy_int8_levels.json --plot benchmarks/results/accuracy_int8_levels.png
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from nupes_edge.report import ACCURACY_COLUMNS, table  # noqa: E402
 
 
 
-def run(example_names, methods, wbits_list):
+def run(example_names, methods, wbits_list, levels=16):
     rows = []
     for name in example_names:
         net = examples.model(name)
@@ -42,10 +44,11 @@ def run(example_names, methods, wbits_list):
             for method in methods:
                 print(f"[bench] {name} W{wbits} {method} ...", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
-                qm = quantize_graph(graph, x_cal, method, wbits, name=name)
+                qm = quantize_graph(graph, x_cal, method, wbits, name=name, levels=levels)
                 seconds = time.perf_counter() - t0
                 r = evaluate(qm, x, y)
-                rows.append({"example": name, "method": method, "wbits": wbits, "seconds": round(seconds, 2),
+                rows.append({"example": name, "method": method, "wbits": wbits, "levels": levels,
+                             "seconds": round(seconds, 2),
                              "n_test": r.n, **{k: v for k, v in r.as_dict().items() if k != "n"}})
                 print(table(rows[-1:], ACCURACY_COLUMNS).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
@@ -93,14 +96,20 @@ def main() -> int:
     p.add_argument("--wbits", default="2,3,4,8")
     p.add_argument("--json", default=os.path.join(HERE, "results", "accuracy.json"))
     p.add_argument("--plot", default=os.path.join(HERE, "results", "accuracy.png"))
+    p.add_argument("--levels", choices=("int16", "int8"), default="int16",
+                   help="quantize --levels (int8: Helium's weight levels; with --update-readme refused, the README "
+                        "table is int16's)")
     p.add_argument("--update-readme", action="store_true")
     p.add_argument("--from-json", action="store_true", help="re-render the table and plot from --json, measure nothing")
     args = p.parse_args()
+    if args.levels == "int8" and args.update_readme:
+        p.error("--levels int8 does not rewrite the README's table (it is the default int16 levels')")
     torch.set_num_threads(1)
     if args.from_json:
         rows = json.load(open(args.json))
     else:
-        rows = run(args.example.split(","), args.method.split(","), [int(b) for b in args.wbits.split(",")])
+        rows = run(args.example.split(","), args.method.split(","), [int(b) for b in args.wbits.split(",")],
+                   16 if args.levels == "int16" else 8)
         atomic_write_bytes(args.json, (json.dumps(rows, indent=1) + "\n").encode())
     plot(rows, args.plot)
     md = markdown(rows)

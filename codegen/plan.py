@@ -332,21 +332,25 @@ def helium_levels(lut: np.ndarray, bits: int) -> bool:
     return int((mags >> e).max()) <= 127
 
 
+def helium_table_kernel(node, bits: int) -> bool:
+    """Whether the kernel ``conv_kernel`` gives this layer at ``bits`` has a Helium form for a table
+    of int8 levels: nupes_conv2d_im2col_p4 / _p2, or nupes_conv2d_window (any width). Only these
+    layers get int8 levels from quantize --levels int8 (elsewhere they would cost precision for
+    nothing: the other kernels run the same loop either way)."""
+    if node.op != "conv2d" or node.attrs["groups"] != 1:
+        return False
+    c_in, kh, kw = (int(v) for v in node.weight.shape[1:])
+    stride, pads = tuple(node.attrs["stride"][:2]), node.attrs["pads"]
+    kernel, _ = conv_kernel(False, c_in, 0, kh, kw, stride, pads, im2col=bits if bits in (2, 4) else 0)
+    return kernel in ("nupes_conv2d_im2col_p4", "nupes_conv2d_im2col_p2", "nupes_conv2d_window")
+
+
 def int16_level_convs(qm: QuantModel) -> list[str]:
-    """Convolutions whose kernel has a Helium form for int8 levels (im2col at 2 / 4 bits, the
-    few-channel window at any width) but whose table holds int16 levels: on a Cortex-M55 they run
-    the DSP loop."""
-    names = []
-    for node in qm.graph.nodes:
-        p = qm.params.get(node.name)
-        if node.op != "conv2d" or node.attrs["groups"] != 1 or not isinstance(p, IntLayer):
-            continue
-        use_im2col, identity8 = _conv_uses_im2col(node, p)
-        c_in, kh, kw = (int(v) for v in node.weight.shape[1:])
-        window = not use_im2col and c_in <= WINDOW_MAX_CIN and kh * kw * c_in <= WINDOW_MAX
-        if ((use_im2col and p.bits in (2, 4)) or (window and not identity8)) and not helium_levels(p.lut, p.bits):
-            names.append(node.name)
-    return names
+    """Convolutions whose kernel has a Helium form for int8 levels (``helium_table_kernel``) but
+    whose table holds int16 levels: on a Cortex-M55 they run the DSP loop."""
+    return [node.name for node in qm.graph.nodes
+            if isinstance(qm.params.get(node.name), IntLayer) and helium_table_kernel(node, qm.params[node.name].bits)
+            and not helium_levels(qm.params[node.name].lut, qm.params[node.name].bits)]
 
 
 def table_free_adds(qm: QuantModel) -> set[str]:

@@ -68,7 +68,8 @@ void nupes_conv2d(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, con
  * output positions' windows are built once (int16, in_zp for padding) for every output channel.
  * The same result as nupes_conv2d. Scratch: nupes_conv2d_im2col_get_buffer_size bytes, int32-aligned
  * (2 * k_h * k_w * in_c int16 entries). Stack: about 700 bytes (requantization records of 32
- * channels), 1.7 KB for _p4 (its pair table). */
+ * channels), 1.7 KB for _p4 (its pair table); on the Cortex-M55 about 1.4 KB for _p2 (a table of
+ * four levels per code byte). The window kernel's Helium form adds 2.3 KB (a chunk's decoded rows). */
 int32_t nupes_conv2d_im2col_get_buffer_size(const nupes_conv_geom_t *g);
 /* one entry point per weight format (a model links only what it calls): int8 levels, 4-, 2-bit */
 void nupes_conv2d_im2col_s8(const int8_t *in, int8_t *out, const nupes_conv_geom_t *g, const nupes_layer_t *w,

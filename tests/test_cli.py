@@ -28,9 +28,12 @@ def test_quantize_then_eval_json(tmp_path):
 
 
 def test_quantize_with_int8_levels(tmp_path):
-    """--levels int8: every table's levels are int8 values times a power of two (Helium's form), the
-    choice is in the JSON and the model.nq, and the model still evaluates."""
+    """--levels int8: the tables of the convolutions Helium multiplies (digits: the first layer's
+    window kernel, the two im2col ones) hold int8 values times a power of two; the depthwise and dense
+    layers keep int16 levels (their kernels run the same loop either way); the choice is in the JSON
+    and the model.nq, and the model still evaluates."""
     from nupes_edge import artifact
+    from nupes_edge.codegen.plan import helium_levels
 
     out = tmp_path / "m.nq"
     r = cli("quantize", "digits", "--data", "digits", "--method", "powerquant", "--levels", "int8", "-o", str(out), "--json")
@@ -38,11 +41,13 @@ def test_quantize_with_int8_levels(tmp_path):
     assert json.loads(r.stdout)["levels"] == 8
     qm = artifact.load(str(out))
     assert qm.meta["levels"] == 8
-    for p in qm.params.values():
-        if hasattr(p, "lut"):
-            lut = np.asarray(p.lut, np.int64)
-            step = 1 << max(int(p.G) - 4, 0)  # W4: int8 levels up to 7 * 2^4 = 112, times 2^(G - 4)
-            assert lut[-1] > 127 and np.all(lut % step == 0) and (lut // step).max() <= 127
+    int8 = {n for n, p in qm.params.items() if hasattr(p, "lut") and helium_levels(p.lut, p.bits)}
+    assert int8 == {"conv2d", "conv2d_2", "conv2d_3"}, int8
+    for n in int8:
+        p = qm.params[n]
+        lut = np.asarray(p.lut, np.int64)
+        step = 1 << max(int(p.G) - 4, 0)  # W4: int8 levels up to 7 * 2^4 = 112, times 2^(G - 4)
+        assert lut[-1] > 127 and np.all(lut % step == 0) and (lut // step).max() <= 127
     e = json.loads(cli("eval", str(out), "--data", "digits", "--json").stdout)
     assert e["int_top1"] > 0.9
     r = cli("quantize", "digits", "--data", "digits", "--levels", "int4", "-o", str(out))

@@ -93,8 +93,14 @@ def lower_layer_weights(node: Node, lw: LayerWeights, a_in: ActQuant,
 
     ``kept``: a file's own int8 layer: its biases are kept whatever their size (TFLite Micro has no
     2^30 limit); the exact per-channel bound from these weights, bias and input range must still fit.
-    ``levels``: 16, int16 table levels; 8, int8 levels times a power of two (power.make_lut)."""
+    ``levels``: 16, int16 table levels; 8, int8 levels times a power of two (power.make_lut) for a
+    convolution whose kernel multiplies them with Helium (codegen.plan.helium_table_kernel), int16
+    for every other layer."""
     x_max = max(128 + a_in.zero_point, 127 - a_in.zero_point)  # max |x - in_zp| over int8 x
+    if levels != 16:
+        from ..codegen.plan import helium_table_kernel
+
+        levels = levels if helium_table_kernel(node, lw.bits) else 16
     g_candidates = [0] if lw.a == 1.0 else range(max_table_shift(lw.bits), -1, -1)
     given = lw
     for G in g_candidates:
