@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(K = KB = KiB = 1,024 B); replaces --wbits (docs/mixed_precision.md)")
     q.add_argument("--levels", choices=("int16", "int8"), default="int16",
                    help="the weight tables' levels: int16 (default), or for the convolutions Helium multiplies int8 times a power of two, which the "
-                        "Cortex-M55's Helium kernels multiply directly (nupes W4 models 2-3.4x faster there; "
+                        "Cortex-M55's Helium kernels multiply directly (nupes W4 models 2.1-3.5x faster there; "
                         "non-uniform 3- to 8-bit levels a little coarser; docs/numerics.md)")
     q.add_argument("--seed", type=_bounded(int, 0, (1 << 31) - 1, "--seed"), default=0, help="random seed of the learned methods (default 0)")
     q.add_argument("-o", "--output", required=True, help="the model.nq to write")

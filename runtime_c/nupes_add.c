@@ -1,6 +1,7 @@
 #include "nupes_dsp.h"
 #include "nupes_fixedpoint.h"
 #include "nupes_kernels.h"
+#include "nupes_mve.h"
 
 #if NUPES_USE_DSP
 /*
@@ -86,6 +87,24 @@ void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, con
     const int32_t out_mult = p->out_mult, out_shift = p->out_shift, out_zp = p->out_zp;
     const int32_t act_min = p->act_min, act_max = p->act_max;
     int32_t i = 0;
+#if defined(__ARM_FEATURE_MVE)
+    {
+        /* Helium, four elements per step: two VLDRB.S32, the indices moved to 0..255, two VLDRW gathers
+         * from the tables, VADD, then the vector requantization (nupes_mve.h, exactly nupes_requantize
+         * for every shift), out_zp, the clamp and one narrowing VSTRB: about 4 instructions an element
+         * instead of 14. The last n % 4 go through the loop below. */
+        const uint32_t *const u1 = (const uint32_t *)(const void *)p->in1_table;
+        const uint32_t *const u2 = (const uint32_t *)(const void *)p->in2_table;
+        const int32x4_t lo4 = vdupq_n_s32(act_min), hi4 = vdupq_n_s32(act_max);
+        for (; i + 4 <= n; i += 4) {
+            const uint32x4_t x1 = vreinterpretq_u32_s32(vaddq_n_s32(vldrbq_s32(in1 + i), 128));
+            const uint32x4_t x2 = vreinterpretq_u32_s32(vaddq_n_s32(vldrbq_s32(in2 + i), 128));
+            const int32x4_t s = vaddq_s32(vreinterpretq_s32_u32(vldrwq_gather_shifted_offset_u32(u1, x1)),
+                                          vreinterpretq_s32_u32(vldrwq_gather_shifted_offset_u32(u2, x2)));
+            vstrbq_s32(out + i, nupes_mve_output1(s, out_mult, out_shift, out_zp, lo4, hi4));
+        }
+    }
+#endif
 #if NUPES_USE_DSP
     if (out_shift <= -1 && out_shift >= -30) {
         const int32_t right = -out_shift, half = 1 << (right - 1);

@@ -193,3 +193,26 @@ def test_max_pool_then_add_sanitized(tmp_path):
     check_both_paths(tmp_path / "tables", qm, x, sanitize=True)
     qm.meta["flash_budget"] = {"table_free_adds": ["add"]}  # and the computed add
     check_both_paths(tmp_path / "computed", qm, x, sanitize=True)
+
+
+@pytest.mark.skipif(__import__("shutil").which("qemu-system-arm") is None, reason="make setup installs qemu-system-arm")
+@pytest.mark.parametrize("c,h,w,shift,clamp", [(5, 3, 7, None, False), (16, 4, 4, None, True), (3, 5, 5, 1, False),
+                                               (3, 5, 5, 0, True), (7, 1, 1, -1, False)])
+def test_add_with_helium_on_the_emulated_m55(tmp_path, c, h, w, shift, clamp):
+    """nupes_add's Helium loop (four elements a step: gathers from the two tables, the vector
+    requantization, a narrowing store; the last n % 4 elements scalar): element counts that are and are
+    not multiples of four, output shifts 1, 0, -1 and the calibrated one, a narrow clamp."""
+    from tests.boardrun import run_on_board
+
+    rng = np.random.default_rng(c * h * w)
+    x = rng.normal(0.0, 1.0, (6, c, h, w)).astype(np.float32)
+    qm = quantized(add_graph(rng, c, 1.0, "none"), (c, h, w), x)
+    p = qm.params["add"]
+    if shift is not None:
+        mo, so = quantize_multiplier({1: 1.7, 0: 0.75, -1: 0.3}[shift])
+        p = qm.params["add"] = dataclasses.replace(p, left_shift=0, out_mult=mo, out_shift=so)
+    if clamp:
+        qm.params["add"] = dataclasses.replace(p, act_min=-20, act_max=90)
+    _, r = run_on_board(qm, x, tmp_path, "mps3-an547")
+    assert "nupes_add(" in open(f"{tmp_path}/src/nupes_model_k.c").read()
+    assert r.n == len(x) and r.mismatches == 0, r.first_diffs
