@@ -91,8 +91,8 @@ void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, con
     {
         /* Helium, four elements per step: two VLDRB.S32, the indices moved to 0..255, two VLDRW gathers
          * from the tables, VADD, then the vector requantization (nupes_mve.h, exactly nupes_requantize
-         * for every shift), out_zp, the clamp and one narrowing VSTRB: about 4 instructions an element
-         * instead of 14. The last n % 4 go through the loop below. */
+         * for every shift), out_zp, the clamp and one narrowing VSTRB. The last n % 4 go through the
+         * loop below. */
         const uint32_t *const u1 = (const uint32_t *)(const void *)p->in1_table;
         const uint32_t *const u2 = (const uint32_t *)(const void *)p->in2_table;
         const int32x4_t lo4 = vdupq_n_s32(act_min), hi4 = vdupq_n_s32(act_max);
@@ -107,7 +107,7 @@ void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, con
 #endif
 #if NUPES_USE_DSP
     if (out_shift <= -1 && out_shift >= -30) {
-        const int32_t right = -out_shift, half = 1 << (right - 1);
+        const int32_t right = -out_shift, half = 1 << (right - 1), first = i; /* Helium's already clamped */
         /* Four elements per step. Per element: 2 LDRSB, 2 LDR (table), ADD, the 7 of nupes_add_out,
          * STRB, and a quarter of the loop's pointer steps and test: ~14 instructions. */
         for (; i + 4 <= n; i += 4) {
@@ -118,7 +118,7 @@ void nupes_add(const int8_t *in1, const int8_t *in2, int8_t *out, int32_t n, con
         }
         if (act_min > -128 || act_max < 127) { /* a fused ReLU / ReLU6 narrower than int8 */
             int32_t j;
-            for (j = 0; j < i; ++j) {
+            for (j = first; j < i; ++j) {
                 out[j] = nupes_clamp_s8(out[j], act_min, act_max);
             }
         }

@@ -80,6 +80,23 @@ static inline int32x4_t nupes_mve_lanes(int32_t a0, int32_t a1, int32_t a2, int3
  * VMLADAVA, 10 instructions for 64 MACs. (GCC's own loop kept its pointers on the stack: about
  * twice as many.) The sums wrap like the DSP path's; the true accumulator fits int32, so the order
  * of the additions does not matter. */
+/* What the three dot loops below share: per 16 bytes the four windows' VLDRB (q3), each multiplied
+ * into the weights in q0 by one VMLADAVA, then the loop's end; and their operands (the four sums in
+ * even registers, the row in a low register as the widening loads need, the four window pointers). */
+#define NUPES_MVE_WINDOWS4                      \
+    "vldrb.8 q3, [%[p0]], #16\n\t"              \
+    "vmladava.s8 %[a0], q3, q0\n\t"             \
+    "vldrb.8 q3, [%[p1]], #16\n\t"              \
+    "vmladava.s8 %[a1], q3, q0\n\t"             \
+    "vldrb.8 q3, [%[p2]], #16\n\t"              \
+    "vmladava.s8 %[a2], q3, q0\n\t"             \
+    "vldrb.8 q3, [%[p3]], #16\n\t"              \
+    "vmladava.s8 %[a3], q3, q0\n\t"             \
+    "letp lr, 1b\n"
+#define NUPES_MVE_DOT4_OUT                                                                               \
+    [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [w] "+l"(row), [p0] "+r"(p0), \
+        [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
+
 static inline int32x4_t nupes_mve_dot4_s8(const int8_t *row, const int8_t *c0, int32_t k, int32_t bias)
 {
     const int8_t *p0 = c0, *p1 = c0 + k, *p2 = p1 + k, *p3 = p2 + k;
@@ -87,19 +104,10 @@ static inline int32x4_t nupes_mve_dot4_s8(const int8_t *row, const int8_t *c0, i
     __asm__ volatile("dlstp.8 lr, %[k]\n"
                      "1:\n\t"
                      "vldrb.8 q0, [%[w]], #16\n\t"
-                     "vldrb.8 q1, [%[p0]], #16\n\t"
-                     "vmladava.s8 %[a0], q1, q0\n\t"
-                     "vldrb.8 q1, [%[p1]], #16\n\t"
-                     "vmladava.s8 %[a1], q1, q0\n\t"
-                     "vldrb.8 q1, [%[p2]], #16\n\t"
-                     "vmladava.s8 %[a2], q1, q0\n\t"
-                     "vldrb.8 q1, [%[p3]], #16\n\t"
-                     "vmladava.s8 %[a3], q1, q0\n\t"
-                     "letp lr, 1b\n"
-                     : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [w] "+r"(row), [p0] "+r"(p0),
-                       [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
+                     NUPES_MVE_WINDOWS4
+                     : NUPES_MVE_DOT4_OUT
                      : [k] "r"(k)
-                     : "q0", "q1", "lr", "memory");
+                     : "q0", "q3", "lr", "memory");
     return nupes_mve_lanes(a0, a1, a2, a3);
 }
 
@@ -107,7 +115,8 @@ static inline int32x4_t nupes_mve_dot4_s8(const int8_t *row, const int8_t *c0, i
  * A layer's signed table (2^bits int16 levels, lut[field]) as int8 levels times 2^E: E is the
  * largest shift every level is a multiple of, t8[f] = lut[f] >> E. Returns E, or -1 when some
  * lut[f] >> E is beyond int8 (int16 levels: the caller keeps its DSP loop). A 2-bit table,
- * {0, +-2^G}, is always 1 << G; quantize --levels int8 makes every table this form.
+ * {0, +-2^G}, is always 1 << G; quantize --levels int8 gives this form to the tables of the
+ * convolutions whose Helium loops multiply int8 levels (codegen/plan.py, helium_table_kernel).
  */
 static inline int32_t nupes_mve_lut8(const int16_t *lut, int32_t n, int8_t *t8)
 {
@@ -149,17 +158,8 @@ static inline int32x4_t nupes_mve_dot4_p4(const uint8_t *row, const int8_t *c0, 
                      "vand q0, q0, q2\n\t"
                      "vsli.32 q1, q0, #16\n\t"
                      "vldrb.u8 q0, [%[t], q1]\n\t"
-                     "vldrb.8 q3, [%[p0]], #16\n\t"
-                     "vmladava.s8 %[a0], q3, q0\n\t"
-                     "vldrb.8 q3, [%[p1]], #16\n\t"
-                     "vmladava.s8 %[a1], q3, q0\n\t"
-                     "vldrb.8 q3, [%[p2]], #16\n\t"
-                     "vmladava.s8 %[a2], q3, q0\n\t"
-                     "vldrb.8 q3, [%[p3]], #16\n\t"
-                     "vmladava.s8 %[a3], q3, q0\n\t"
-                     "letp lr, 1b\n"
-                     : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [w] "+l"(row), [p0] "+r"(p0),
-                       [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
+                     NUPES_MVE_WINDOWS4
+                     : NUPES_MVE_DOT4_OUT
                      : [k] "r"(k), [t] "r"(t8)
                      : "q0", "q1", "q2", "q3", "lr", "memory");
     return nupes_mve_lanes(a0, a1, a2, a3);
@@ -176,17 +176,8 @@ static inline int32x4_t nupes_mve_dot4_p2(const uint8_t *row, const int8_t *c0, 
                      "1:\n\t"
                      "vldrb.u32 q1, [%[w]], #4\n\t"
                      "vldrw.u32 q0, [%[t], q1, uxtw #2]\n\t"
-                     "vldrb.8 q3, [%[p0]], #16\n\t"
-                     "vmladava.s8 %[a0], q3, q0\n\t"
-                     "vldrb.8 q3, [%[p1]], #16\n\t"
-                     "vmladava.s8 %[a1], q3, q0\n\t"
-                     "vldrb.8 q3, [%[p2]], #16\n\t"
-                     "vmladava.s8 %[a2], q3, q0\n\t"
-                     "vldrb.8 q3, [%[p3]], #16\n\t"
-                     "vmladava.s8 %[a3], q3, q0\n\t"
-                     "letp lr, 1b\n"
-                     : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [w] "+l"(row), [p0] "+r"(p0),
-                       [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
+                     NUPES_MVE_WINDOWS4
+                     : NUPES_MVE_DOT4_OUT
                      : [k] "r"(k), [t] "r"(t32)
                      : "q0", "q1", "q3", "lr", "memory");
     return nupes_mve_lanes(a0, a1, a2, a3);
