@@ -119,7 +119,13 @@ def summary_markdown(rows: list[dict]) -> str:
     return md
 
 
-HELIUM = ("mps3-an547",)  # the boards whose core has Helium (MVE): int8 levels change their kernels
+def helium(board: str) -> bool:
+    """A board whose core has Helium (MVE): int8 levels change its kernels (boards/: Board.helium)."""
+    from nupes_edge import boards as board_defs
+
+    return board_defs.get(board).helium
+
+
 CORES = {"microbit": "M0", "stm32f205": "M3", "stm32f405": "M4", "mps2-an500": "M7", "mps2-an505": "M33", "mps3-an547": "M55"}
 
 
@@ -161,7 +167,7 @@ def m55_markdown(rows: list[dict]) -> str:
           "TFLM flash B | ratio |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
     for r in rows:
         t = TFLM_M55["models"].get(r["model"])
-        if r["board"] not in HELIUM or t is None:
+        if not helium(r["board"]) or t is None:
             continue
         flash = t["flash_harness"] + extra
         md += (f"| {r['model']} | {config_name(r['method'], r['wbits'], r.get('levels', 16))} | {r['total']:,} | "
@@ -186,7 +192,7 @@ def main_cores(args) -> None:
                       file=sys.stderr)
                 break
             for board in names:
-                if levels == 8 and board not in HELIUM:
+                if levels == 8 and not helium(board):
                     continue  # the same kernels as int16 levels there
                 print(f"[speed] {model} {config_name(method, bits, levels)} on {board} ...", file=sys.stderr, flush=True)
                 try:
@@ -203,7 +209,7 @@ def main_cores(args) -> None:
         path = os.path.join(RESULTS, "speed_guard.json")
         guard = json.load(open(path)) if os.path.isfile(path) else {}
         guard.update({guard_key(r["model"], r["method"], r["wbits"], r.get("levels", 16), r["board"]): r["total"]
-                      for r in rows if r["board"] in HELIUM and r["model"] in examples.NAMES})
+                      for r in rows if helium(r["board"]) and r["model"] in examples.NAMES})
         atomic_write_bytes(path, json.dumps(guard, indent=1).encode())
     os.makedirs(RESULTS, exist_ok=True)
     atomic_write_bytes(os.path.join(RESULTS, "speed_cores.json"), json.dumps(rows, indent=1).encode())
