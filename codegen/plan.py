@@ -31,7 +31,7 @@ _ALLOWED_ATTRS = {
     "maxpool2d": {"kernel", "stride", "pads"}, "avgpool2d": {"kernel", "stride", "pads"},
     "global_avgpool": set(), "mean": set(), "reshape": {"shape"}, "relu": set(), "relu6": set(), "flatten": set(), "softmax": {"beta"},
     "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "requantize": set(), "concat": set(),
-    "copy": {"shape", "moves"}, "reduce_max": {"shape", "reduce"}, "mean_reduce": {"shape", "reduce"}, "clamp": {"lo", "hi"}, "maximum": set(),
+    "copy": {"shape", "moves", "fill"}, "reduce_max": {"shape", "reduce"}, "mean_reduce": {"shape", "reduce"}, "clamp": {"lo", "hi"}, "maximum": set(),
     "minimum": set(), "lstm": {"cell_clip", "cell_act"},
 }
 
@@ -922,12 +922,15 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             sizes_in = [int(np.prod(g.shapes[t])) for t in node.inputs]
             n_out = int(np.prod(g.shapes[node.output]))
             try:
-                moves.check_moves(node.attrs["moves"], sizes_in, n_out)
+                moves.check_moves(node.attrs["moves"], sizes_in, n_out, fill=node.attrs.get("fill", False))
             except moves.MoveError as e:
                 raise _refuse(node, str(e)) from None
             kernel = "nupes_copy_s8"
             call = " ".join(f"{{ static const nupes_move_t m = {{ {_move_init(mv)} }}; {kernel}({src}, {out}, &m); }}"
                             for src, mv in zip(ins, node.attrs["moves"]))
+            if node.attrs.get("fill", False):  # a zero insertion: the bytes between hold the zero point
+                zp = c_int(qm.act[node.inputs[0]].zero_point, -128, 127, f"layer '{node.name}': zero point")
+                call = f"nupes_fill_s8({out}, {n_out}, {zp}); {call}"
         elif node.op in ("reduce_max", "mean_reduce"):
             try:
                 moves.reduce_positions(node.attrs["reduce"], int(np.prod(g.shapes[node.inputs[0]])),

@@ -106,6 +106,24 @@ def repeats_split(src: np.ndarray, dst: np.ndarray, maps: list[np.ndarray]) -> t
     return src, dst
 
 
+def zero_insertion(shape: tuple[int, int, int], stride, pads) -> tuple[list[int], list[int]]:
+    """A transposed convolution's input as a stride-1 convolution reads it: the C×H×W input's pixels
+    ``stride`` apart, ``pads`` (top, left, bottom, right; negative crops) around them, zeros between.
+    Returns the output's C×H×W shape and the one move (unwritten bytes take the zero point: fill)."""
+    c, h, w = shape
+    (sh, sw), (pt, pl, pb, pr) = stride, pads
+    oh, ow = pt + (h - 1) * sh + 1 + pb, pl + (w - 1) * sw + 1 + pr
+    if min(c, oh, ow) < 1:
+        raise MoveError(f"a zero insertion of {h}x{w} with stride {sh}x{sw} and pads {list(pads)} is empty")
+    ys, xs = pt + np.arange(h) * sh, pl + np.arange(w) * sw
+    ky, kx = (ys >= 0) & (ys < oh), (xs >= 0) & (xs < ow)  # rows and columns a negative pad crops
+    if not ky.any() or not kx.any():
+        raise MoveError(f"pads {list(pads)} crop every input pixel")
+    src = np.arange(h * w * c, dtype=np.int64).reshape(h, w, c)[ky][:, kx]
+    dst = (ys[ky][:, None, None] * ow + xs[kx][None, :, None]) * c + np.arange(c)[None, None, :]
+    return [c, oh, ow], affine_move(src, dst)
+
+
 def unpack(move) -> tuple[list[int], int, list[int], int, list[int]]:
     m = [int(v) for v in move]
     return m[:DIMS], m[DIMS], m[DIMS + 1:2 * DIMS + 1], m[2 * DIMS + 1], m[2 * DIMS + 2:]
@@ -120,9 +138,10 @@ def _positions(counts, off, strides) -> np.ndarray:
     return idx.ravel()
 
 
-def check_moves(moves, in_sizes: list[int], out_size: int) -> None:
+def check_moves(moves, in_sizes: list[int], out_size: int, fill: bool = False) -> None:
     """Untrusted moves (a .nq is untrusted): well formed, inside every tensor, and together writing
-    each output byte exactly once. MoveError names the problem."""
+    each output byte exactly once (``fill``: at most once, the others hold the zero point). MoveError
+    names the problem."""
     if not isinstance(moves, (list, tuple)) or len(moves) != len(in_sizes):
         raise MoveError(f"{len(moves) if isinstance(moves, (list, tuple)) else 'no'} moves for {len(in_sizes)} inputs")
     written = np.zeros(out_size, np.int64)
@@ -137,13 +156,17 @@ def check_moves(moves, in_sizes: list[int], out_size: int) -> None:
         if src.min() < 0 or src.max() >= n_in or dst.min() < 0 or dst.max() >= out_size:
             raise MoveError(f"a move reaches outside its tensors ({n_in} -> {out_size} values)")
         np.add.at(written, dst, 1)
-    if not (written == 1).all():
+    if fill and written.max(initial=0) > 1:
+        raise MoveError("the moves write an output value twice")
+    if not fill and not (written == 1).all():
         raise MoveError("the moves do not write every output value exactly once")
 
 
-def apply_moves(flats: list[np.ndarray], moves, out_size: int) -> np.ndarray:
-    """(N, bytes) device-order inputs -> (N, out_size): what the C loops do."""
-    out = np.empty((len(flats[0]), out_size), flats[0].dtype)
+def apply_moves(flats: list[np.ndarray], moves, out_size: int, fill=None) -> np.ndarray:
+    """(N, bytes) device-order inputs -> (N, out_size): what the C loops do. ``fill``: the value of
+    the bytes no move writes (a zero insertion's zero point)."""
+    out = np.empty((len(flats[0]), out_size), flats[0].dtype) if fill is None else \
+        np.full((len(flats[0]), out_size), fill, flats[0].dtype)
     for x, move in zip(flats, moves):
         counts, s0, ss, d0, ds = unpack(move)
         out[:, _positions(counts, d0, ds)] = x[:, _positions(counts, s0, ss)]
@@ -151,8 +174,9 @@ def apply_moves(flats: list[np.ndarray], moves, out_size: int) -> np.ndarray:
 
 
 def gather_index(moves, in_sizes: list[int], out_size: int) -> np.ndarray:
-    """Each output byte's position in the inputs' bytes laid end to end (the exporter's GATHER)."""
-    index = np.empty(out_size, np.int64)
+    """Each output byte's position in the inputs' bytes laid end to end (the exporter's GATHER); -1
+    for a byte no move writes (a zero insertion's zero point)."""
+    index = np.full(out_size, -1, np.int64)
     base = 0
     for move, n_in in zip(moves, in_sizes):
         counts, s0, ss, d0, ds = unpack(move)

@@ -175,6 +175,16 @@ def _export_moves(b: _Builder, node, g, qm: QuantModel, act_tensor, dt, quant: b
     n_out = int(np.prod(g.shapes[node.output]))
     if node.op == "copy":
         index = moves.gather_index(node.attrs["moves"], sizes, n_out)
+        if node.attrs.get("fill", False):  # a zero insertion: index -1 gathers an appended zero
+            zero = b.tensor(f"{node.name}/zero", [1], dt, np.array([q.zero_point if quant else 0], dt),
+                            scale=q.scale if quant else None, zp=q.zero_point if quant else None)
+            joined = temp("padded", [sum(sizes) + 1])
+            opts = S.ConcatenationOptionsT()
+            opts.axis = 0
+            opts.fusedActivationFunction = S.ActivationFunctionType.NONE
+            b.op(S.BuiltinOperator.CONCATENATION, 2 if quant else 1, [src, zero], [joined],
+                 S.BuiltinOptions.ConcatenationOptions, opts)
+            src, index = joined, np.where(index < 0, sum(sizes), index)
     else:
         index = moves.reduce_positions(node.attrs["reduce"], sizes[0], n_out)
     gathered = temp("gathered", index.shape)

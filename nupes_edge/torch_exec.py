@@ -64,7 +64,10 @@ def _moved(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
     if node.op == "copy":
         sizes = [f.shape[1] for f in flats]
         index = torch.from_numpy(moves.gather_index(node.attrs["moves"], sizes, n_out))
-        y = torch.cat(flats, dim=1)[:, index]
+        joined = torch.cat(flats, dim=1)
+        if node.attrs.get("fill", False):  # a zero insertion: index -1 reads the appended 0
+            joined = torch.cat([joined, joined.new_zeros(len(joined), 1)], dim=1)
+        y = joined[:, index]
     else:
         pos = torch.from_numpy(moves.reduce_positions(node.attrs["reduce"], flats[0].shape[1], n_out))
         y = flats[0][:, pos].amax(dim=2) if node.op == "reduce_max" else flats[0][:, pos].mean(dim=2)

@@ -244,6 +244,7 @@ typedef struct {
     int32_t dst_stride[5];
 } nupes_move_t;
 void nupes_copy_s8(const int8_t *src, int8_t *dst, const nupes_move_t *m);
+void nupes_fill_s8(int8_t *dst, int32_t n, int32_t value);
 
 /* REDUCE_MAX: output j (outer loops, in order) is the largest of the inner loops' values from
  * src + src_off + its outer offset. */

@@ -30,6 +30,12 @@ void nupes_copy_s8(const int8_t *src, int8_t *dst, const nupes_move_t *m)
     }
 }
 
+/* n bytes of one value: the zero point between the pixels of a zero insertion (TRANSPOSE_CONV). */
+void nupes_fill_s8(int8_t *dst, int32_t n, int32_t value)
+{
+    memset(dst, (int)(int8_t)value, (size_t)n);
+}
+
 /* TFLite Micro's int8 REDUCE_MAX (reduce_common.cc): the largest code of each output's values; input
  * and output share the scale, so no arithmetic. */
 void nupes_reduce_max_s8(const int8_t *src, int8_t *dst, const nupes_reduce_t *r)

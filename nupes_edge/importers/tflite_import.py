@@ -114,6 +114,9 @@ OPERATORS = {
     "CONV_2D": ("conv2d", "any kernel, stride, SAME/VALID; dilation 1", "kernels/conv.cc, reference_integer_ops::ConvPerChannel"),
     "DEPTHWISE_CONV_2D": ("conv2d (groups = C)", "any depth multiplier; dilation 1",
                           "kernels/depthwise_conv.cc, reference_integer_ops::DepthwiseConvPerChannel"),
+    "TRANSPOSE_CONV": ("copy (zero insertion) then conv2d (the kernel flipped, stride 1)",
+                       "any kernel, stride, SAME/VALID, output shape; with or without bias; dilation 1",
+                       "kernels/transpose_conv.cc, reference_integer_ops::TransposeConv (the same int32 sums)"),
     "FULLY_CONNECTED": ("linear, or a 1×1 conv2d on every row", "an input of any rank: one row, or one per time "
                         "step / pixel (a Dense layer on a sequence)",
                         "kernels/fully_connected.cc, reference_integer_ops::FullyConnected"),
@@ -623,6 +626,60 @@ class _Reader:
         self.fuse(node, o.fusedActivationFunction if o is not None else 0, k)
         self.keep_layer(node, ins, lambda a: a.reshape(a.shape[0], a.shape[1], 1, 1))
 
+    def transpose_conv(self, k: int, ins: list[int], out: int, o) -> None:
+        """TRANSPOSE_CONV as TFLite Micro computes it (reference_integer_ops::TransposeConv): every input
+        pixel times the kernel, scattered at stride s from -pad and summed in int32. The same sums
+        are a stride-1 convolution with the kernel flipped over the input's pixels s apart, zero
+        points between (they add 0) and K-1-pad around: a copy that inserts them, then a conv2d whose
+        per-channel requantization is TFLite Micro's conv's. Every quantizer then applies to it."""
+        def fail(msg: str):
+            raise NupesError(f"{self.origin}: operator {k} (TRANSPOSE_CONV): {msg}")
+
+        if len(ins) not in (3, 4) or o is None:
+            fail(f"{len(ins)} inputs (output shape, weights, input and an optional bias)")
+        if o.strideH < 1 or o.strideW < 1:
+            fail(f"stride {(o.strideH, o.strideW)} is invalid")
+        w = self.const(ins[1], "weights", "TRANSPOSE_CONV")
+        if w.ndim != 4:
+            fail(f"weights of shape {list(w.shape)} are not 4-D (O×H×W×I)")
+        src, c_out = ins[2], w.shape[0]
+        c, h, wd = self.ir_shape(src, k, "input")
+        out_shape = self.shape_of(out)
+        if len(out_shape) != 4 or out_shape[0] != 1 or out_shape[3] != c_out or w.shape[3] != c:
+            fail(f"weights {list(w.shape)} do not fit the input {self.shape_of(src)} and the output {out_shape}")
+        if self.is_const(ins[0]):
+            declared = [int(v) for v in np.asarray(self.const(ins[0], "output shape", "TRANSPOSE_CONV", raw=True)).ravel()]
+            if declared != out_shape:
+                fail(f"output shape input {declared} differs from the output tensor's {out_shape}")
+        oh, ow = out_shape[1:3]
+        kh, kw = w.shape[1:3]
+        pads = []
+        for size, kern, stride in ((oh, kh, o.strideH), (ow, kw, o.strideW)):
+            # ComputePaddingHeightWidth on the output's size, as TFLite Micro's Prepare calls it
+            n = -(-size // stride) if o.padding == self.S.Padding.SAME else (size - kern + stride) // stride
+            pads.append(max((n - 1) * stride + kern - size, 0) // 2)
+        (ph, pw), (sh, sw) = pads, (o.strideH, o.strideW)
+        # rows of the zero insertion: K-1-pad before the first pixel, up to the output's last window after
+        zpads = [kh - 1 - ph, kw - 1 - pw, oh - 1 + ph - (h - 1) * sh, ow - 1 + pw - (wd - 1) * sw]
+        try:
+            shape, move = moves.zero_insertion((c, h, wd), (sh, sw), zpads)
+        except moves.MoveError as e:
+            fail(f"input {h}×{wd}, stride {sh}×{sw} and output {oh}×{ow}: {e}")
+        inserted = self.emit_named(k, "zero_insert", "copy", [self.name(src)], f"{self.name(out)}_inserted",
+                                   {"shape": shape, "moves": [move], "fill": True})
+        self.quant_like[inserted.output] = self.name(src)
+        flipped = np.ascontiguousarray(w[:, ::-1, ::-1, :].transpose(0, 3, 1, 2))  # OHWI → OIHW, flipped
+        bias = self.const(ins[3], "bias", "TRANSPOSE_CONV") if len(ins) > 3 and ins[3] >= 0 else np.zeros(c_out, np.float32)
+        node = Node(name=f"conv2d_{k}", op="conv2d", inputs=[inserted.output], output=self.name(out),
+                    attrs={"stride": [1, 1], "pads": [0, 0, 0, 0], "groups": 1}, weight=flipped.astype(np.float32),
+                    bias=np.asarray(bias, np.float32).reshape(-1), source=f"operator {k} in {self.origin}")
+        self.nodes.append(node)
+        self.producer[node.output] = node
+        self.declared.append((out, node.output))
+        self.fuse(node, o.fusedActivationFunction, k)
+        self.keep_layer(node, [src, ins[1], ins[3] if len(ins) > 3 else -1],
+                        lambda a: np.ascontiguousarray(a[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)))
+
     def lstm(self, k: int, ins: list[int], out: int, o) -> None:
         """UNIDIRECTIONAL_SEQUENCE_LSTM as TFLite Micro runs an int8 one (lstm_eval.h): the 8 weight
         matrices, 4 biases, the hidden state's int8 and the cell state's int16 quantization, as stored."""
@@ -911,6 +968,8 @@ class _Reader:
                 self.emit(k, {"LOGISTIC": "sigmoid", "TANH": "tanh", "HARD_SWISH": "hardswish"}[name], [ins[0]], outs[0])
             elif name == "LEAKY_RELU":
                 self.emit(k, "leaky_relu", [ins[0]], outs[0], {"alpha": float(np.float32(o.alpha)) if o else 0.2})
+            elif name == "TRANSPOSE_CONV":
+                self.transpose_conv(k, ins, outs[0], o)
             elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
                 self.lstm(k, ins, outs[0], o)
             elif name == "SOFTMAX":

@@ -86,6 +86,7 @@ SUPPORTED_TARGETS = {
     aten.add.Tensor, aten.add_.Tensor, aten.addmm.default, aten.alias.default, aten.avg_pool1d.default,
     aten.avg_pool2d.default, aten.batch_norm.default, aten.cat.default, aten.clamp.default, aten.clone.default,
     aten.contiguous.default, aten.conv1d.default, aten.conv1d.padding, aten.conv2d.default, aten.conv2d.padding,
+    aten.conv_transpose1d.default, aten.conv_transpose2d.input,
     aten.convolution.default, aten.detach.default, aten.dropout.default, aten.feature_dropout.default,
     aten.flatten.using_ints, aten.hardswish.default, aten.hardswish_.default, aten.hardtanh.default,
     aten.hardtanh_.default, aten.leaky_relu.default, aten.leaky_relu_.default, aten.linear.default,
@@ -186,6 +187,46 @@ class _Importer:
         attrs = {"stride": list(_pair(stride, 1)), "pads": list(pads), "groups": int(groups), "act": "none"}
         self.emit(n, "conv2d", [self.tensor(n, x)], attrs, w.astype(np.float32), bias.astype(np.float32))
 
+    def conv_transpose(self, n, x, w, b, stride, padding, output_padding, groups, dilation):
+        """ConvTranspose1d/2d as TRANSPOSE_CONV is imported (tflite_import._Reader.transpose_conv): a zero
+        insertion (the input's pixels `stride` apart, k-1-padding around, output_padding more at the
+        end), then a stride-1 conv2d with the kernel flipped and its in/out axes swapped."""
+        from .. import moves
+
+        w = self.param(n, w)
+        shape = self.shape_of(n.args[0])
+        one_d = w.ndim == 3
+        if one_d:  # N x C x L: one row of pixels, a 1 x K kernel
+            w, shape = w[:, :, None, :], (shape[0], 1, shape[1])
+            try:
+                stride, dilation = _one(stride, 1), _one(dilation, 1)
+                padding, output_padding = (0, _one(padding, 0)[1]), (0, _one(output_padding, 0)[1])
+            except ValueError as e:
+                raise self.err(n, f"ConvTranspose1d with {e}") from None
+        if w.ndim != 4 or len(shape) != 3:
+            raise self.err(n, f"only 1-D and 2-D transposed convolutions are supported (weight shape {w.shape})")
+        if int(groups) != 1 or _pair(dilation, 1) != (1, 1):
+            raise self.err(n, f"transposed convolution with groups={groups}, dilation {list(_pair(dilation, 1))} "
+                              "(only 1 and 1)")
+        (sh, sw), (ph, pw), (oph, opw) = _pair(stride, 1), _pair(padding, 0), _pair(output_padding, 0)
+        kh, kw = w.shape[2:]
+        try:
+            out_shape, move = moves.zero_insertion(shape, (sh, sw), (kh - 1 - ph, kw - 1 - pw, kh - 1 - ph + oph,
+                                                                     kw - 1 - pw + opw))
+        except moves.MoveError as e:
+            raise self.err(n, f"transposed convolution of {shape[1]}x{shape[2]}: {e}") from None
+        inserted = Node(name=f"{n.name}_inserted", op="copy", inputs=[self.tensor(n, x)], output=f"{n.name}_inserted",
+                        attrs={"shape": out_shape, "moves": [move], "fill": True}, source=_source(n, self.origin))
+        self.nodes.append(inserted)
+        self.producer[inserted.output] = inserted
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (in, out) -> (out, in)
+        bias = self.param(n, b)
+        bias = np.zeros(flipped.shape[0], np.float32) if bias is None else bias
+        out = self.emit(n, "conv2d", [inserted.output], {"stride": [1, 1], "pads": [0, 0, 0, 0], "groups": 1,
+                                                         "act": "none"}, flipped.astype(np.float32),
+                        bias.astype(np.float32))
+        return out
+
     def linear(self, n, x, w, b):
         w = self.param(n, w)
         bias = self.param(n, b)
@@ -282,8 +323,13 @@ class _Importer:
                       arg(4, "padding", 0), arg(5, "dilation", 1), arg(6, "groups", 1))
         elif t is aten.convolution.default:
             if a[6]:
-                raise self.err(n, "transposed convolution is not supported")
-            self.conv(n, a[0], a[1], a[2], a[3], a[4], a[5], a[8])
+                self.conv_transpose(n, a[0], a[1], a[2], a[3], a[4], a[7], a[8], a[5])
+            else:
+                self.conv(n, a[0], a[1], a[2], a[3], a[4], a[5], a[8])
+        elif t in (aten.conv_transpose2d.input, aten.conv_transpose1d.default):
+            self.conv_transpose(n, arg(0, "input"), arg(1, "weight"), arg(2, "bias"), arg(3, "stride", 1),
+                                arg(4, "padding", 0), arg(5, "output_padding", 0), arg(6, "groups", 1),
+                                arg(7, "dilation", 1))
         elif t in (aten.conv1d.default, aten.conv1d.padding):
             self.conv(n, arg(0, "input"), arg(1, "weight"), arg(2, "bias"), arg(3, "stride", 1),
                       arg(4, "padding", 0), arg(5, "dilation", 1), arg(6, "groups", 1))

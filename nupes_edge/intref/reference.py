@@ -127,10 +127,12 @@ def reshape(x: np.ndarray, shape) -> np.ndarray:
     return from_device(to_device(x), tuple(shape))
 
 
-def copy(xs: list[np.ndarray], node) -> np.ndarray:
-    """TRANSPOSE, STRIDED_SLICE, PACK, ...: the node's byte moves over the device order."""
+def copy(xs: list[np.ndarray], node, zero_point: int = 0) -> np.ndarray:
+    """TRANSPOSE, STRIDED_SLICE, PACK, ...: the node's byte moves over the device order; a zero
+    insertion (fill) holds the zero point where no move writes."""
     shape = tuple(node.attrs["shape"])
-    return from_device(moves.apply_moves([to_device(x) for x in xs], node.attrs["moves"], math.prod(shape)), shape)
+    fill = zero_point if node.attrs.get("fill", False) else None
+    return from_device(moves.apply_moves([to_device(x) for x in xs], node.attrs["moves"], math.prod(shape), fill), shape)
 
 
 def reduce_max(x: np.ndarray, node) -> np.ndarray:
@@ -190,7 +192,7 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
         elif node.op == "concat":
             y = np.concatenate(xs, axis=1)
         elif node.op == "copy":
-            y = copy(xs, node)
+            y = copy(xs, node, qm.act[node.inputs[0]].zero_point)
         elif node.op == "reduce_max":
             y = reduce_max(xs[0], node)
         elif node.op == "mean_reduce":
