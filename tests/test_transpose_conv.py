@@ -169,3 +169,16 @@ def test_pytorch_conv_transpose_imports_to_the_same_float_model_and_runs_bit_exa
     real = (ref[32:].astype(np.int64) - out.zero_point) * out.scale
     sqnr = 10 * np.log10((want[32:] ** 2).sum() / ((real.reshape(8, -1) - want[32:]) ** 2).sum())
     assert sqnr > 15, f"nupes W4 SQNR {sqnr:.1f} dB against PyTorch"
+
+
+@pytest.mark.skipif(__import__("shutil").which("qemu-system-arm") is None, reason="make setup installs qemu-system-arm")
+def test_kept_transpose_conv_on_the_emulated_stm32_equals_the_file(tmp_path):
+    """On the board, through `run`: equal to the reference and (the verify oracle) to TFLite Micro on the file."""
+    from nupes_edge import api, artifact
+
+    hw, cin, cout, k, stride, opts = CASES["k4_s2_same_relu"]
+    data = transpose_conv_file(np.random.default_rng(9), hw, cin, cout, k, stride, **opts)
+    qm = quantize_graph(import_tflite_bytes(data, "tc.tflite"), None, "uniform", 8, name="m")
+    artifact.save(qm, str(tmp_path / "m.nq"))
+    _, rep = api.run_emulated(str(tmp_path / "m.nq"), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
+    assert rep.n == 10 and rep.mismatches == 0 and rep.original["mismatches"] == 0
