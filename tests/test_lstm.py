@@ -13,7 +13,7 @@ from ai_edge_litert import schema_py_generated as S
 from nupes_edge import build, tflite_export
 from nupes_edge.errors import NupesError
 from nupes_edge.importers import import_tflite_bytes
-from nupes_edge.interpreters import run_tflm
+from nupes_edge.interpreters import run_litert, run_tflm
 from nupes_edge.intref import run_int
 from nupes_edge.intref.lstm import sigmoid_int16, sigmoid_table, tanh_int16
 from nupes_edge.layout import to_device
@@ -124,3 +124,83 @@ def test_variants_tflite_micro_refuses_are_refused_by_name():
     fb.Finish(m.Pack(fb), file_identifier=b"TFL3")
     with pytest.raises(NupesError, match="time-major"):
         import_tflite_bytes(bytes(fb.Output()), "time_major.tflite")
+
+
+def float_lstm_file(rng, steps, feats, units, clip=0.0) -> bytes:
+    """A float32 LSTM as TFLite's converter writes one before quantization (float states)."""
+    b = tflite_export._Builder()
+    x = b.tensor("x", [1, steps, feats], np.float32)
+    ws = [b.tensor(f"w{j}", [units, feats if j < 4 else units], np.float32,
+                   rng.normal(0, 0.4, (units, feats if j < 4 else units)).astype(np.float32)) for j in range(8)]
+    bs = [b.tensor(f"b{g}", [units], np.float32, rng.normal(1.0 if g == 1 else 0.0, 0.3, units).astype(np.float32))
+          for g in range(4)]
+    h = b.tensor("h", [1, units], np.float32)
+    c = b.tensor("c", [1, units], np.float32)
+    for t in (h, c):
+        b.tensors[t].isVariable = True
+    y = b.tensor("y", [1, steps, units], np.float32)
+    o = S.UnidirectionalSequenceLSTMOptionsT()
+    o.fusedActivationFunction, o.cellClip, o.timeMajor = S.ActivationFunctionType.TANH, clip, False
+    b.op(S.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM, 1,
+         [x, *ws, -1, -1, -1, *bs, -1, -1, h, c, -1, -1, -1, -1], [y], S.BuiltinOptions.UnidirectionalSequenceLSTMOptions, o)
+    return b.finish([x], [y], "float lstm test")
+
+
+def _sqnr(ref, got):
+    return 10 * np.log10((ref ** 2).sum() / max(((got - ref) ** 2).sum(), 1e-30))
+
+
+@pytest.mark.parametrize("method,bits", [("uniform", 4), ("powerquant", 4), ("nupes", 3), ("uniform-mse", 6)])
+def test_requantized_lstm_weights_take_the_methods_levels_and_tflite_micro_agrees(method, bits, tmp_path):
+    """An int8 LSTM file re-quantized: each gate matrix holds at most 2^b - 1 values, the cell state's
+    scale stays the file's, and the exported int8 file (the re-quantized weights) gives under TFLite
+    Micro exactly what the reference and the host build give."""
+    steps, feats, units, opts = CASES["three_units_clip_bites"]
+    rng = np.random.default_rng(11)
+    data = lstm_file(rng, steps, feats, units, **opts)
+    g = import_tflite_bytes(data, "l.tflite")
+    x = _inputs(rng, steps, feats, n=40)
+    xq = x.transpose(0, 2, 1)[:, :, None, :]
+    s_in, zp_in = g.file_quant.act[g.input_name]
+    calib = (xq[:32].astype(np.float32) - zp_in) * s_in
+    qm = quantize_graph(g, calib, method, bits, name="l")
+    p = qm.params[g.nodes[0].name]
+    for w in (*p.w_in, *p.w_rec):
+        assert len(np.unique(w)) <= 2 ** bits - 1
+    assert p.cell_scale == g.file_quant.lstms[g.nodes[0].name]["cell_scale"]
+    assert "re-quantized with " + method in qm.meta["kept_from_file"]["lstm"]
+    ref = to_device(run_int(qm, xq))
+    np.testing.assert_array_equal(run_tflm(tflite_export.export(qm, "int8"), x).reshape(len(x), -1), ref)
+    hb = build.build_host(qm, str(tmp_path), sanitize=True)
+    np.testing.assert_array_equal(build.run_host(hb.runner, to_device(xq)), ref)
+    want = run_tflm(data, x).reshape(len(x), -1).astype(np.float64)
+    s_out, zp_out = g.file_quant.act[g.output_name]
+    # against the int8 file's own output: a loose floor, 3 dB a bit less 6 (measured 6.8 to 26 dB)
+    assert _sqnr((want - zp_out) * s_out, (ref.astype(np.float64) - zp_out) * s_out) > 3 * bits - 6
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.5])
+def test_float_lstm_quantizes_to_tflite_micros_int8_lstm(clip, tmp_path):
+    """A float32 LSTM file: quantized from calibration data (the cell state's scale a power of two over
+    the largest value the recurrence can reach), close to LiteRT's float result, and exactly what
+    TFLite Micro computes on the exported int8 file."""
+    steps, feats, units = 7, 5, 6
+    rng = np.random.default_rng(int(clip * 10) + 3)
+    data = float_lstm_file(rng, steps, feats, units, clip=clip)
+    g = import_tflite_bytes(data, "f.tflite")
+    assert g.file_quant is None
+    x = rng.normal(0, 1, (48, steps, feats)).astype(np.float32)
+    want = run_litert(data, x).reshape(len(x), -1)
+    xg = x.transpose(0, 2, 1)[:, :, None, :]
+    for method, bits, floor in (("uniform", 8, 25), ("nupes", 4, 14)):
+        qm = quantize_graph(g, xg[:32], method, bits, name="f")
+        assert qm.params[g.nodes[0].name].cell_scale == 2.0 ** (np.ceil(np.log2(min(steps, clip) if clip else steps)) - 15)
+        qi, qo = qm.act[g.input_name], qm.act[g.output_name]
+        xq = np.clip(np.round(xg / qi.scale) + qi.zero_point, -128, 127).astype(np.int64)
+        ref = to_device(run_int(qm, xq))
+        rows = to_device(xq).astype(np.int8)
+        np.testing.assert_array_equal(run_tflm(tflite_export.export(qm, "int8"), rows).reshape(len(x), -1), ref)
+        real = (ref[32:].astype(np.float64) - qo.zero_point) * qo.scale
+        assert _sqnr(want[32:], real) > floor, (method, bits)
+    hb = build.build_host(qm, str(tmp_path), sanitize=True)
+    np.testing.assert_array_equal(build.run_host(hb.runner, to_device(xq)), ref)

@@ -162,9 +162,10 @@ OPERATORS = {
     "TANH": ("tanh (a 256-entry table)", "output 1/128, 0", "kernels/tanh_common.cc"),
     "HARD_SWISH": ("hardswish (a 256-entry table)", "", "kernels/hard_swish_common.cc"),
     "LEAKY_RELU": ("leaky_relu (a 256-entry table)", "", "kernels/leaky_relu_common.cc"),
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": ("lstm (its int8 weights and int16 cell state kept from the file)",
-                                     "int8, batch-major, batch 1; no peephole, projection or layer norm; "
-                                     "every inference starts from the reset state",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": ("lstm (int8 weights per gate, int16 cell state: kept from an int8 file, "
+                                     "else quantized by the method)",
+                                     "int8 or float32, batch-major, batch 1; no peephole, projection or layer "
+                                     "norm; every inference starts from the reset state",
                                      "kernels/unidirectional_sequence_lstm.cc, lstm_eval.h (LstmStep)"),
     "SOFTMAX": ("softmax (on the device) or left to the caller", "the final operator, over the last axis",
                 "kernels/softmax_common.cc, reference_integer_ops::Softmax"),
@@ -703,8 +704,10 @@ class _Reader:
         if len(x_shape) != 3 or x_shape[0] != 1:
             fail(f"an input of shape {x_shape} (batch 1, [1, time, features] only)")
         h_t, c_t = self.t(ins[18]), self.t(ins[19])
+        if all(self.t(i).type == T.FLOAT32 for i in (ins[0], *ins[1:9], *ins[12:16], ins[18], ins[19], out)):
+            return self.float_lstm(k, ins, out, o, x_shape, fail)
         if self.t(ins[0]).type != T.INT8 or h_t.type != T.INT8 or c_t.type != T.INT16 or self.t(out).type != T.INT8:
-            fail("only int8 LSTMs with an int16 cell state are supported (float or 16x8 LSTMs are not)")
+            fail("int8 LSTMs with an int16 cell state and float32 LSTMs are supported (16x8 and hybrid ones are not)")
         q_in, q_h, q_out = self.quant_of(ins[0]), self.quant_of(ins[18]), self.quant_of(out)
         if q_in is None or q_h is None or q_out != q_h:
             fail(f"the output's quantization {q_out} must be the hidden state's {q_h} (TFLite Micro copies it)")
@@ -738,6 +741,19 @@ class _Reader:
         self.file_quant.lstms[node.name] = {
             "w_in": np.stack(w_codes[:4]), "w_rec": np.stack(w_codes[4:]), "bias": np.stack(biases),
             "w_scales": w_scales, "input": q_in, "hidden": q_h, "cell_scale": float(np.float32(cq.scale[0]))}
+
+    def float_lstm(self, k: int, ins: list[int], out: int, o, x_shape, fail) -> None:
+        """A float32 LSTM: its weights, quantized like any model's (quant/lstm.py), to TFLite Micro's int8 LSTM."""
+        ws = [self.const(i, "weights", "UNIDIRECTIONAL_SEQUENCE_LSTM") for i in ins[1:9]]
+        bs = [self.const(i, "bias", "UNIDIRECTIONAL_SEQUENCE_LSTM").ravel() for i in ins[12:16]]
+        units, feats = ws[0].shape[0] if ws[0].ndim == 2 else -1, x_shape[2]
+        if any(w.shape != (units, feats) for w in ws[:4]) or any(w.shape != (units, units) for w in ws[4:]) \
+                or any(b.shape != (units,) for b in bs) or self.shape_of(out) != [1, x_shape[1], units]:
+            fail(f"weights {[list(w.shape) for w in ws]} and biases do not fit {feats} features and the output "
+                 f"{self.shape_of(out)}")
+        weight = np.concatenate([np.stack(ws[:4]), np.stack(ws[4:])], axis=2).astype(np.float32)
+        self.emit(k, "lstm", [ins[0]], out, {"cell_clip": float(np.float32(o.cellClip)), "cell_act": "tanh"},
+                  weight, np.stack(bs).astype(np.float32))
 
     def maximum_minimum(self, k: int, name: str, ins: list[int], out: int) -> None:
         """Two tensors of one shape (compared on their codes, as TFLite Micro does), or a tensor and one

@@ -15,6 +15,7 @@ from . import mixed, powerquant, reconstruct, uniform
 from .biascorr import correct_biases
 from .calibrate import calibrate
 from .lower import lower
+from .lstm import quantize_lstm
 from .power import LEVELS
 from .types import METHODS
 
@@ -90,7 +91,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
                                        recon or reconstruct.ReconConfig(seed=seed), progress)
         bits = allocation.bits
     act = keep_mod.kept_activations(graph) if keep else calibrate(graph, x_calib, progress=progress)
-    weights_kept = keep and method == "uniform" and set(bits.values()) == {8}
+    weights_kept = keep and method == "uniform" and (set(bits.values()) == {8} or (not bits and wbits == 8))
     if weights_kept:
         weights = keep_mod.kept_weights(graph, act)
     elif method in ("adaround", "nupes"):
@@ -102,7 +103,10 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
         weights = {n.name: fn(n.weight, bits[n.name]) for n in graph.weight_nodes()}
         if bias_correction and x_calib is not None:
             weights = correct_biases(graph, x_calib, act, weights)
-    params = lower(graph, act, weights, kept=weights_kept, levels=levels)
+    # an LSTM's weights: the file's when every layer keeps its own, else the method's (quant/lstm.py)
+    lstms = {} if weights_kept else {
+        n.name: quantize_lstm(n.weight, graph.shapes[n.inputs[0]][0], method, wbits) for n in graph.nodes if n.op == "lstm"}
+    params = lower(graph, act, weights, kept=weights_kept, levels=levels, lstm=lstms)
     if weights_kept:
         keep_mod.check_kept(graph, params)
     seconds = time.perf_counter() - t0
@@ -114,7 +118,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
             "calibration": ({"n": int(len(x_calib)), "input_range": [float(x_calib.min()), float(x_calib.max())]}
                             if x_calib is not None else {"n": 0})}
     if keep:
-        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept)  # the CLI prints it once
+        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept, method, wbits)  # the CLI prints it once
     if allocation is not None:
         meta["flash_budget"] = allocation.as_meta()
     if levels != 16:

@@ -68,12 +68,14 @@ def check_kept(graph: Graph, params: dict) -> None:
                              f"(lowered to {int(got[c])}); use --recalibrate")
 
 
-def describe(graph: Graph, weights_kept: bool) -> dict:
+def describe(graph: Graph, weights_kept: bool, method: str = "uniform", wbits: int = 8) -> dict:
     fq = graph.file_quant
     out = {"activations": f"scales and zero points of {len(fq.act)} tensors",
            "weights": (f"int8 weights, float32 scales and int32 biases of {len(fq.layers)} layers"
                        if weights_kept else "re-quantized (not from the file)")}
-    if fq.lstms:  # whatever the method: nupes-edge computes an LSTM only as the file quantizes it
-        out["lstm"] = (f"int8 weights, int32 biases and the int16 cell state of {len(fq.lstms)} LSTM"
-                       f"{'s' if len(fq.lstms) > 1 else ''}, kept as stored")
+    if fq.lstms:
+        n = f"{len(fq.lstms)} LSTM{'s' if len(fq.lstms) > 1 else ''}"
+        out["lstm"] = (f"int8 weights, int32 biases and the int16 cell state of {n}, kept as stored" if weights_kept
+                       else f"the int16 cell state's scale of {n} kept; its weights re-quantized with {method} to "
+                            f"{wbits}-bit levels, stored one byte each (quant/lstm.py)")
     return out

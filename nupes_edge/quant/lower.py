@@ -193,18 +193,34 @@ def lower_table(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntTable:
     return IntTable(np.asarray(table, np.int8))
 
 
-def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> IntLstm:
-    """An int8 LSTM from its .tflite (importers/tflite_import._Reader.lstm), with TFLite Micro's
-    parameters (lstm_eval_common.cc): its weights and int16 cell state stay the file's whatever the method."""
+def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant, requant: dict | None = None) -> IntLstm:
+    """An int8 LSTM with TFLite Micro's parameters (lstm_eval_common.cc). ``requant`` None: the weights,
+    biases and int16 cell state of its int8 .tflite (importers/tflite_import._Reader.lstm), kept; else
+    the weights quant/lstm.quantize_lstm made, the biases on their grids, and the file's cell state
+    scale (a float model: quant/lstm.cell_scale_bound)."""
     from ..intref import lstm as L
+    from .lstm import cell_scale_bound
 
-    rec = (graph.file_quant.lstms.get(node.name) if graph.file_quant is not None else None)
-    if rec is None:
-        raise NupesError(f"layer '{node.name}' (lstm): an LSTM is kept from an int8 .tflite only (its int8 weights "
-                         "and int16 cell state); this model has none to keep")
-    if (a_in.scale, a_in.zero_point) != tuple(rec["input"]) or (a_out.scale, a_out.zero_point) != tuple(rec["hidden"]):
-        raise NupesError(f"layer '{node.name}' (lstm): its input and hidden state keep the file's quantization "
-                         f"{tuple(rec['input'])}, {tuple(rec['hidden'])}; --recalibrate cannot change them")
+    file_rec = (graph.file_quant.lstms.get(node.name) if graph.file_quant is not None else None)
+    if requant is None:
+        rec = file_rec
+        if rec is None:
+            raise NupesError(f"layer '{node.name}' (lstm): no int8 weights to keep; quantize it with a method")
+        if (a_in.scale, a_in.zero_point) != tuple(rec["input"]) or \
+                (a_out.scale, a_out.zero_point) != tuple(rec["hidden"]):
+            raise NupesError(f"layer '{node.name}' (lstm): its input and hidden state keep the file's quantization "
+                             f"{tuple(rec['input'])}, {tuple(rec['hidden'])}; --recalibrate cannot change them")
+    else:
+        s_w = np.asarray(requant["w_scales"][:4], np.float64)
+        bias = round_half_away(np.asarray(node.bias, np.float64) / (np.float64(np.float32(a_in.scale)) * s_w[:, None]))
+        if np.abs(bias).max(initial=0) > INT32_MAX:
+            raise NupesError(f"layer '{node.name}' (lstm): a gate's bias {np.abs(bias).max():.3g} times its input "
+                             "and weight scales does not fit int32")
+        steps = graph.shapes[node.inputs[0]][2]
+        rec = {**requant, "bias": bias.astype(np.int64), "input": (a_in.scale, a_in.zero_point),
+               "hidden": (a_out.scale, a_out.zero_point),
+               "cell_scale": file_rec["cell_scale"] if file_rec is not None else
+               cell_scale_bound(steps, float(node.attrs.get("cell_clip", 0.0)))}
     s_in, (s_h, h_zp), s_c = rec["input"][0], rec["hidden"], rec["cell_scale"]
     fc = [L.fc_multiplier(s_in, s) for s in rec["w_scales"][:4]] + [L.fc_multiplier(s_h, s) for s in rec["w_scales"][4:]]
     mult = np.array([m for m, _ in fc], np.int32).reshape(2, 4)
@@ -227,10 +243,11 @@ def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> Int
 
 
 def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights], kept: bool = False,
-          levels: int = 16) -> dict:
+          levels: int = 16, lstm: dict | None = None) -> dict:
     """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
     its lowered weights written back into ``weights``, so the fake-quant model stays the same.
-    ``kept``: the weights are a file's own (no flooring, see lower_layer_weights)."""
+    ``kept``: the weights are a file's own (no flooring, see lower_layer_weights). ``lstm``: an LSTM's
+    re-quantized weights by node name (quant/lstm.py); an LSTM not in it keeps its file's."""
     params: dict = {}
     for node in graph.nodes:
         try:
@@ -254,7 +271,8 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
                 params[node.name] = lower_mean(node, reduce_count(node.attrs["reduce"]), act[node.inputs[0]],
                                                act[node.output])
             elif node.op == "lstm":
-                params[node.name] = lower_lstm(node, graph, act[node.inputs[0]], act[node.output])
+                params[node.name] = lower_lstm(node, graph, act[node.inputs[0]], act[node.output],
+                                               None if lstm is None else lstm.get(node.name))
             elif node.op == "softmax":
                 params[node.name] = lower_softmax(node, act[node.inputs[0]], act[node.output])
             elif node.op in TABLE_OPS:
