@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from ai_edge_litert import schema_py_generated as S
 
 from nupes_edge import build, tflite_export
@@ -204,3 +205,71 @@ def test_float_lstm_quantizes_to_tflite_micros_int8_lstm(clip, tmp_path):
         assert _sqnr(want[32:], real) > floor, (method, bits)
     hb = build.build_host(qm, str(tmp_path), sanitize=True)
     np.testing.assert_array_equal(build.run_host(hb.runner, to_device(xq)), ref)
+
+
+class _LastStep(torch.nn.Module):
+    def __init__(self, layers=1):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(5, 6, num_layers=layers, batch_first=True)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.fc(y[:, -1])
+
+
+class _Sequence(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.LSTM(4, 7, batch_first=True)
+        self.b = torch.nn.LSTM(7, 3, batch_first=True, bias=False)
+
+    def forward(self, x):
+        return self.b(self.a(x)[0])[0]
+
+
+@pytest.mark.parametrize("make,shape,lstms", [(lambda: _LastStep(), (9, 5), 1), (lambda: _LastStep(2), (4, 5), 2),
+                                               (_Sequence, (6, 4), 2)], ids=["last_step_fc", "two_layers", "stacked_sequence"])
+def test_pytorch_lstm_imports_to_tflite_micros_int8_lstm(make, shape, lstms, tmp_path):
+    """nn.LSTM (batch_first) becomes the same lstm node as a .tflite's: the float model equals PyTorch,
+    the int8 model equals TFLite Micro on its exported file and the host build, and stays close to PyTorch."""
+    from nupes_edge.importers import import_module
+    from nupes_edge.torch_exec import run as run_float
+
+    torch.manual_seed(sum(shape))
+    m = make().eval()
+    x = torch.randn(48, *shape)
+    g = import_module(m, x[:1], name="lstm")
+    assert sum(n.op == "lstm" for n in g.nodes) == lstms
+    xg = x[:, :, None, :]  # N x T x F, read as N x C x L
+    with torch.no_grad():
+        want = m(x).reshape(len(x), -1).numpy()
+        got = to_device(run_float(g, xg).numpy()).reshape(len(x), -1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    qm = quantize_graph(g, xg[:32].numpy(), "uniform", 8, name="lstm")
+    qi, qo = qm.act[g.input_name], qm.act[g.output_name]
+    xq = np.clip(np.round(xg.numpy() / qi.scale) + qi.zero_point, -128, 127).astype(np.int8)
+    ref = to_device(run_int(qm, xq)).reshape(len(x), -1)
+    np.testing.assert_array_equal(run_tflm(tflite_export.export(qm, "int8"), to_device(xq)).reshape(len(x), -1), ref)
+    hb = build.build_host(qm, str(tmp_path), sanitize=True)
+    np.testing.assert_array_equal(build.run_host(hb.runner, to_device(xq)).reshape(len(x), -1), ref)
+    sq = _sqnr(want[32:], (ref[32:].astype(np.float64) - qo.zero_point) * qo.scale)
+    assert sq > 20
+
+
+@pytest.mark.parametrize("module,match", [(torch.nn.GRU(3, 4, batch_first=True), "aten.gru.input: TFLite Micro has no GRU kernel"),
+                                          (torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True), "bidirectional"),
+                                          (torch.nn.LSTM(3, 4), "batch_first=False")])
+def test_pytorch_recurrent_layers_without_a_tflite_micro_kernel_are_refused_by_name(module, match):
+    from nupes_edge.importers import import_module
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.r = module
+
+        def forward(self, x):
+            return self.r(x)[0]
+
+    with pytest.raises(NupesError, match=match):
+        import_module(Wrap().eval(), torch.randn(1, 5, 3))

@@ -94,8 +94,12 @@ SUPPORTED_TARGETS = {
     aten.max_pool2d_with_indices.default, aten.mean.dim, aten.mul.Tensor, aten.mul_.Tensor,
     aten.permute.default, aten.relu.default, aten.relu_.default, aten.reshape.default, aten.sigmoid.default,
     aten.sigmoid_.default, aten.softmax.int, aten.t.default, aten.tanh.default, aten.tanh_.default,
-    aten.upsample_nearest2d.default, aten.upsample_nearest2d.vec, aten.view.default,
+    aten.upsample_nearest2d.default, aten.upsample_nearest2d.vec, aten.view.default, aten.zeros.default,
+    aten.lstm.input, aten.select.int,
 }
+
+# Why some ops a user may expect are refused (named in the refusal)
+WHY_NOT = {"aten.gru.input": "TFLite Micro has no GRU kernel to be exact with (nn.LSTM is supported)"}
 
 
 def _pair(v, default=None) -> tuple[int, int]:
@@ -115,6 +119,7 @@ class _Importer:
         self.env: dict = {}  # fx node -> ("t", tensor name) | ("p", np.ndarray) | python value
         self.producer: dict[str, Node] = {}  # IR tensor -> node producing it
         self.softmax_tensor: str | None = None
+        self.sequences: set[str] = set()  # IR tensors that are an LSTM's N x T x H output (see lstm)
 
     # -- helpers -------------------------------------------------------------------------------
     def err(self, fx_node, msg: str) -> NupesError:
@@ -227,6 +232,63 @@ class _Importer:
                         bias.astype(np.float32))
         return out
 
+    def lstm(self, n, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+        """nn.LSTM (batch_first, one direction, any layers, from the zero state) as TFLite's LSTM: the IR's
+        lstm node per layer (gates i, f, g, o: TFLite's input, forget, cell, output), quantized to
+        TFLite Micro's int8 LSTM (quant/lstm.py). Its output sequence (N, T, H) is the IR's H x 1 x T,
+        whose bytes are the same: only another LSTM, one step or unit (select) or the model output
+        may read it (sequences)."""
+        from .. import moves
+
+        if bidirectional or not batch_first:
+            raise self.err(n, f"LSTM with bidirectional={bidirectional}, batch_first={batch_first} (one direction, "
+                              "batch_first=True only)")
+        for h in hx:
+            if self.env.get(h) != ("zeros",):
+                raise self.err(n, "an LSTM's initial state must be zeros (every inference starts from the reset state)")
+        per = 4 if has_biases else 2
+        if len(params) != per * num_layers:
+            raise self.err(n, f"{len(params)} LSTM parameters for {num_layers} layers (projections are not supported)")
+        src = self.tensor(n, x)
+        if src not in self.sequences:  # the model's N x T x F input, read as N x C x L: IR T x 1 x F -> F x 1 x T
+            if self.producer.get(src) is not None or src != x.name:
+                raise self.err(n, "an LSTM reads the model input or another LSTM's output only")
+            steps, feats = self.shape_of(x)
+            index = np.arange(steps * feats, dtype=np.int64).reshape(feats, steps)  # T x 1 x F's bytes: t + T * f
+            move = moves.affine_move(index.T.copy(), np.arange(steps * feats, dtype=np.int64).reshape(steps, feats))
+            node = Node(name=f"{n.name}_steps", op="copy", inputs=[src], output=f"{n.name}_steps",
+                        attrs={"shape": [feats, 1, steps], "moves": [move]}, source=_source(n, self.origin))
+            self.nodes.append(node)
+            self.producer[node.output] = node
+            src = node.output
+        for layer in range(num_layers):
+            w_ih, w_hh, *b = [self.param(n, p) for p in params[per * layer:per * (layer + 1)]]
+            units = w_hh.shape[1]
+            weight = np.concatenate([w_ih.reshape(4, units, -1), w_hh.reshape(4, units, units)], axis=2)
+            bias = (b[0] + b[1]).reshape(4, units) if b else np.zeros((4, units), np.float32)
+            name = n.name if layer == num_layers - 1 else f"{n.name}_layer{layer}"
+            node = Node(name=name, op="lstm", inputs=[src], output=name, attrs={"cell_clip": 0.0, "cell_act": "tanh"},
+                        weight=weight.astype(np.float32), bias=bias.astype(np.float32), source=_source(n, self.origin))
+            self.nodes.append(node)
+            self.producer[name] = node
+            self.sequences.add(name)
+            src = name
+        self.env[n] = [("t", src), None, None]
+
+    def select_step(self, n, x, dim, index):
+        """x[:, i] or x[:, :, j] of an LSTM's output sequence (N x T x H, the same bytes as the IR's H x 1 x T):
+        one strided byte move to a vector."""
+        from .. import moves
+
+        t = self.tensor(n, x)
+        steps, units = self.shape_of(x)
+        pos = np.arange(steps * units, dtype=np.int64).reshape(steps, units)
+        if dim not in (1, 2, -1, -2):
+            raise self.err(n, f"select along dimension {dim} of an LSTM's output")
+        taken = np.take(pos, index, axis=0 if dim in (1, -2) else 1)
+        move = moves.affine_move(taken, np.arange(taken.size, dtype=np.int64))
+        self.emit(n, "copy", [t], {"shape": [int(taken.size)], "moves": [move]})
+
     def linear(self, n, x, w, b):
         w = self.param(n, w)
         bias = self.param(n, b)
@@ -318,7 +380,18 @@ class _Importer:
                 self.env[n] = None  # unused secondary outputs (BN statistics, pool indices)
                 return
             raise self.err(n, "unsupported tuple access")
-        if t in (aten.conv2d.default, aten.conv2d.padding):
+        seq = [v for v in a if isinstance(v, torch.fx.Node) and isinstance(self.env.get(v), tuple)
+               and self.env[v][0] == "t" and self.env[v][1] in self.sequences]
+        if seq and t not in (aten.lstm.input, aten.select.int):
+            raise self.err(n, "an LSTM's output sequence can feed another LSTM, one step or unit (x[:, i]) or the "
+                              "model output only")
+        if t is aten.zeros.default:  # an LSTM's initial state (checked there)
+            self.env[n] = ("zeros",)
+        elif t is aten.lstm.input:
+            self.lstm(n, *a[:9])
+        elif t is aten.select.int and seq:
+            self.select_step(n, a[0], a[1], a[2])
+        elif t in (aten.conv2d.default, aten.conv2d.padding):
             self.conv(n, arg(0, "input"), arg(1, "weight"), arg(2, "bias"), arg(3, "stride", 1),
                       arg(4, "padding", 0), arg(5, "dilation", 1), arg(6, "groups", 1))
         elif t is aten.convolution.default:
@@ -442,7 +515,7 @@ class _Importer:
                    aten.detach.default, aten.feature_dropout.default):
             self.alias(n, self.tensor(n, a[0]))
         else:
-            raise self.err(n, f"unsupported op {t}")
+            raise self.err(n, f"unsupported op {t}" + (f": {WHY_NOT[str(t)]}" if str(t) in WHY_NOT else ""))
 
     def check_supported(self) -> None:
         """One refusal naming every unsupported op in the program, not only the first one met."""
@@ -453,7 +526,8 @@ class _Importer:
                 missing.setdefault(str(n.target), []).append(_source(n, self.origin))
         if len(missing) > 1:
             raise NupesError(f"{self.origin}: unsupported ops: " + "; ".join(
-                f"{t} ({where[0]}{f' and {len(where) - 1} more' if len(where) > 1 else ''})" for t, where in missing.items()))
+                f"{t} ({where[0]}{f' and {len(where) - 1} more' if len(where) > 1 else ''})"
+                + (f": {WHY_NOT[t]}" if t in WHY_NOT else "") for t, where in missing.items()))
 
     def run(self) -> Graph:
         self.check_supported()
