@@ -273,3 +273,17 @@ def test_pytorch_recurrent_layers_without_a_tflite_micro_kernel_are_refused_by_n
 
     with pytest.raises(NupesError, match=match):
         import_module(Wrap().eval(), torch.randn(1, 5, 3))
+
+
+def test_cli_quantizes_a_model_of_lstms_only(tmp_path):
+    """A file holding only an LSTM has no conv or dense layer to list: quantize must still report it
+    (it used to fail with an internal error after writing the file)."""
+    from tests.test_cli import cli
+
+    (tmp_path / "l.tflite").write_bytes(lstm_file(np.random.default_rng(4), 5, 4, 6))
+    np.savez(tmp_path / "seq.npz", x=np.random.default_rng(5).normal(0, 1, (16, 5, 4)).astype(np.float32))
+    r = cli("quantize", "l.tflite", "--method", "uniform", "--wbits", "4", "--data", "seq.npz", "-o", "l.nq", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "W4A8" in r.stdout and "re-quantized with uniform to 4-bit levels" in r.stdout
+    v = cli("verify", "l.nq", "--board", "host", "--data", "random", "-n", "10", cwd=tmp_path)
+    assert v.returncode == 0 and "mismatches        0" in v.stdout, v.stdout + v.stderr
