@@ -691,6 +691,7 @@ class _Reader:
     def svdf(self, k: int, ins: list[int], outs: list[int], o) -> None:
         """SVDF as TFLite Micro runs an int8 one (svdf_common.cc, EvalIntegerSvdfReference): int8 feature
         weights, int16 (or int8) time weights and activation state, an int32 bias, as stored."""
+        from ..intref.svdf import bias_scale_ok
         T, A = self.S.TensorType, self.S.ActivationFunctionType
 
         def fail(msg: str):
@@ -752,7 +753,7 @@ class _Reader:
         if not -(1 << (bits - 1)) <= state_zp < 1 << (bits - 1):
             fail(f"the activation state's zero point {state_zp} is outside int{bits}")
         s_state, s_time = scales["activation state"][0], scales["time weights"][0]
-        if not abs(scales["bias"][0] - float(np.float32(s_state) * np.float32(s_time))) < 1e-5:
+        if not bias_scale_ok(scales["bias"][0], s_state, s_time):
             fail(f"the bias's scale {scales['bias'][0]:g} is not the state's times the time weights' "
                  f"({s_state:g} x {s_time:g}), as TFLite Micro's Prepare requires")
         w_feature = self.const(ins[1], "feature weights", "SVDF", raw=True).astype(np.int8)

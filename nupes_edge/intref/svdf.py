@@ -21,12 +21,18 @@ from .fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 
 def effective_scales(s_in: float, s_feature: float, s_state: float, s_time: float, s_out: float
                      ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """PrepareSvdf's two multipliers: float32 products and quotients of the float32 scales, widened to
-    double and quantized (QuantizeMultiplier)."""
-    f32 = np.float32
-    one = f32(s_in) * f32(s_feature) / f32(s_state)
-    two = f32(s_state) * f32(s_time) / f32(s_out)
-    return quantize_multiplier(float(one)), quantize_multiplier(float(two))
+    """PrepareSvdf's two multipliers: the float32 scales widened to double, multiplied and divided in
+    double, quantized (QuantizeMultiplier). This is the tflite_micro runtime's arithmetic (its PrepareSvdf
+    converts each scale with cvtss2sd before mulsd / divsd: the form of TFLite Micro's d5d82e2); the
+    svdf_common.cc of commit 90b983c multiplies in float32 first (b298266 reverted d5d82e2), which
+    differs in the last bits (tests/test_svdf.py has a case that tells them apart)."""
+    d = [float(np.float32(v)) for v in (s_in, s_feature, s_state, s_time, s_out)]
+    return quantize_multiplier(d[0] * d[1] / d[2]), quantize_multiplier(d[2] * d[3] / d[4])
+
+
+def bias_scale_ok(s_bias: float, s_state: float, s_time: float) -> bool:
+    """PrepareSvdf's check of the bias's scale, in double as the runtime computes it."""
+    return abs(float(np.float32(s_bias)) - float(np.float32(s_state)) * float(np.float32(s_time))) < 1e-5
 
 
 def _wrap(v: np.ndarray, bits: int) -> np.ndarray:
