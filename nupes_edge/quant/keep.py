@@ -76,4 +76,7 @@ def describe(graph: Graph, weights_kept: bool) -> dict:
     if fq.lstms:  # whatever the method: nupes-edge computes an LSTM only as the file quantizes it
         out["lstm"] = (f"int8 weights, int32 biases and the int16 cell state of {len(fq.lstms)} LSTM"
                        f"{'s' if len(fq.lstms) > 1 else ''}, kept as stored")
+    if fq.svdfs:  # likewise an SVDF
+        out["svdf"] = (f"int8 feature weights, time weights, int32 biases and the activation state's quantization "
+                       f"of {len(fq.svdfs)} SVDF{'s' if len(fq.svdfs) > 1 else ''}, kept as stored")
     return out
