@@ -230,8 +230,15 @@ def check_svdf(node, p, in_shape, out_shape) -> None:
     feature = int((np.abs(wf).sum(axis=1) * max(128 + in_zp, 127 - in_zp)).max(initial=0))
     if feature << max(int(p.shift1), 0) > INT32[1]:
         raise NupesError(f"{what}: a filter's feature sum can overflow int32")
-    span = max(state_zp - lo, hi - state_zp)  # |state value - zero point|
-    unit = int((np.abs(wt[:, -1]).reshape(units, rank).sum(axis=1) * span + np.abs(bias)).max(initial=0))
+    # |state value - zero point| per filter: an int8 state may wrap anywhere in its range; an int16 one (zero
+    # point 0) holds the requantized feature sum, whose size the feature sum's bound limits (+1: rounding)
+    from .intref.fixedpoint import multiply_by_quantized_multiplier
+
+    span = np.full(wf.shape[0], max(state_zp - lo, hi - state_zp), np.int64)
+    if bits == 16:
+        sums = np.abs(wf).sum(axis=1) * max(128 + in_zp, 127 - in_zp)
+        span = np.minimum(span, multiply_by_quantized_multiplier(sums, int(p.mult1), int(p.shift1)) + 1)
+    unit = int(((np.abs(wt[:, -1]) * span).reshape(units, rank).sum(axis=1) + np.abs(bias)).max(initial=0))
     if unit << max(int(p.shift2), 0) > INT32[1]:
         raise NupesError(f"{what}: a unit's sum over its time weights can overflow int32")
     scales = [getattr(p, f) for f in ("feature_scale", "time_scale", "state_scale")]
