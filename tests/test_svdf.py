@@ -5,6 +5,7 @@ of four, feature and output multipliers above and below 1 (left and right shifts
 saturate, outputs driven into saturation, and inputs at the int8 extremes; and the SVDFs of the public
 keyword model, each cut out into a file of its own. The integer reference must equal TFLite Micro on the
 file, the host build (portable and DSP, sanitized) the reference, and the int8 export the file."""
+import dataclasses
 import os
 import shutil
 
@@ -20,6 +21,7 @@ from nupes_edge.intref import run_int
 from nupes_edge.intref.fixedpoint import quantize_multiplier
 from nupes_edge.intref.svdf import reset_state, svdf_step
 from nupes_edge.quant.driver import quantize_graph
+from nupes_edge.validate import check_model
 
 KEYWORD = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "models", "zoo",
                                        "tflm_keyword_scrambled_8bit.tflite"))
@@ -177,6 +179,36 @@ def test_float_model_and_float_export_agree_with_litert():
     assert (theirs == 0).any() and (theirs > 0).any()  # the ReLU bites
 
 
+TAMPERED = {  # an .nq file is untrusted: each change must be refused before the C is generated
+    "time weight past int8": (lambda p: dataclasses.replace(p, w_time=p.w_time + 200), "time weights"),
+    "int16 state with a zero point": (lambda p: dataclasses.replace(p, state_zp=3), "state zero point"),
+    "bias that overflows": (lambda p: dataclasses.replace(p, bias=np.full_like(p.bias, (1 << 31) - 5)), "overflow"),
+    "rank off the weights": (lambda p: dataclasses.replace(p, rank=p.rank + 1), "do not fit"),
+    "left shift that overflows": (lambda p: dataclasses.replace(p, shift1=30), "feature sum can overflow"),
+    "negative multiplier": (lambda p: dataclasses.replace(p, mult2=-1), "multiplier 2"),
+    "float scale": (lambda p: dataclasses.replace(p, state_scale=float("nan")), "scales"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(TAMPERED))
+def test_tampered_parameters_are_refused(what, tmp_path):
+    rng = np.random.default_rng(4)
+    qm = quantize_graph(import_tflite_bytes(svdf_file(rng, 5, 3, 2, 4), "t.tflite"), None, "uniform", 8, name="t")
+    check_model(qm)  # the model as made is accepted
+    change, needle = TAMPERED[what]
+    name = qm.graph.nodes[0].name
+    p = qm.params[name]
+    if what == "time weight past int8":  # an int8 state: its time weights are int8 values
+        qm = quantize_graph(import_tflite_bytes(svdf_file(rng, 5, 3, 2, 4, state_bits=8, state_q=(0.05, 3)),
+                                                "t.tflite"), None, "uniform", 8, name="t")
+        p = qm.params[name]
+    qm.params[name] = change(p)
+    with pytest.raises(NupesError, match=needle):
+        check_model(qm)
+    with pytest.raises(NupesError):
+        build.build_host(qm, str(tmp_path))
+
+
 def _with(data: bytes, change) -> bytes:
     import flatbuffers
 
@@ -229,6 +261,15 @@ def test_cli_refuses_with_exit_code_2(tmp_path):
     (tmp_path / "m.tflite").write_bytes(svdf_file(np.random.default_rng(1), 4, 2, 1, 3, bias=False))
     r = cli("quantize", "m.tflite", "-o", "m.nq", cwd=tmp_path)
     assert r.returncode == 2 and "SVDF" in r.stderr and "no bias" in r.stderr, r.stdout + r.stderr
+
+
+def test_cli_quantizes_an_svdf_only_file_saying_what_is_kept(tmp_path):
+    from tests.test_cli import cli
+
+    (tmp_path / "m.tflite").write_bytes(svdf_file(np.random.default_rng(1), 6, 3, 2, 4))
+    r = cli("quantize", "m.tflite", "--method", "uniform", "-o", "m.nq", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "W8A8" in r.stdout and "activation state's quantization of 1 SVDF, kept as stored" in r.stdout, r.stdout
 
 
 def _keyword_svdf(k: int, zero_bias: bool = False) -> tuple[bytes, int]:
