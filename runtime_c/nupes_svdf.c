@@ -15,22 +15,6 @@
 #include "nupes_fixedpoint.h"
 #include "nupes_kernels.h"
 
-static int32_t nupes_svdf_dot(const int8_t *x, const int8_t *w, int32_t n, int32_t acc)
-{
-    int32_t j = 0;
-#if NUPES_USE_DSP
-    for (; j + 4 <= n; j += 4) {
-        const int32_t x4 = nupes_read32(x + j), w4 = nupes_read32(w + j);
-        acc = nupes_smlad(nupes_sxtb16(x4), nupes_sxtb16(w4), acc);
-        acc = nupes_smlad(nupes_sxtb16_ror8(x4), nupes_sxtb16_ror8(w4), acc);
-    }
-#endif
-    for (; j < n; ++j) {
-        acc += (int32_t)x[j] * (int32_t)w[j];
-    }
-    return acc;
-}
-
 void nupes_svdf_s8(const int8_t *in, int8_t *out, const nupes_svdf_t *p)
 {
     const int32_t n = p->inputs, span = p->state_hi - p->state_lo + 1;
@@ -38,7 +22,7 @@ void nupes_svdf_s8(const int8_t *in, int8_t *out, const nupes_svdf_t *p)
     for (u = 0; u < p->units; ++u) {
         int32_t acc = p->bias[u], v;
         for (r = 0; r < p->rank; ++r, ++f) {
-            int32_t s = nupes_requantize(nupes_svdf_dot(in, p->w_feature + f * n, n, p->feature_bias[f]), p->mult1,
+            int32_t s = nupes_requantize(nupes_dot_s8(in, p->w_feature + f * n, n, p->feature_bias[f]), p->mult1,
                                          p->shift1);
             s = p->state_zp + (s < p->state_lo ? p->state_lo : (s > p->state_hi ? p->state_hi : s));
             s = s > p->state_hi ? s - span : (s < p->state_lo ? s + span : s); /* stored in the state's type */
