@@ -688,6 +688,30 @@ class _Reader:
             "w_in": np.stack(w_codes[:4]), "w_rec": np.stack(w_codes[4:]), "bias": np.stack(biases),
             "w_scales": w_scales, "input": q_in, "hidden": q_h, "cell_scale": float(np.float32(cq.scale[0]))}
 
+    def maximum_minimum(self, k: int, name: str, ins: list[int], out: int) -> None:
+        """Two tensors of one shape (compared on their codes, as TFLite Micro does), or a tensor and one
+        constant value (a clamp: tf.maximum(x, 0.0) and the like)."""
+        where = f"{self.origin}: operator {k} ({name})"
+        consts = [i for i in ins if self.is_const(i)]
+        qo = self.quant_of(out)
+        for i in ins:
+            qi = self.quant_of(i)
+            if qi is not None and qo is not None and qi != qo:
+                raise NupesError(f"{where}: operand tensor {i} is quantized {qi}, the output {qo}: TFLite Micro compares "
+                                 "the codes, so nupes-edge needs one quantization for all")
+        if not consts:
+            self.emit(k, name.lower(), ins, out)
+            return
+        if len(consts) == 2:
+            raise NupesError(f"{where}: both operands are constants")
+        value = self.const(consts[0], "constant operand", name)
+        if value.size != 1:
+            raise NupesError(f"{where}: a constant operand of shape {list(value.shape)} (only one value, or a tensor of "
+                             "the same shape, is supported)")
+        x = ins[1] if consts[0] == ins[0] else ins[0]
+        v = float(value.ravel()[0])
+        self.emit(k, "clamp", [x], out, {"lo": v, "hi": None} if name == "MAXIMUM" else {"lo": None, "hi": v})
+
     def svdf(self, k: int, ins: list[int], outs: list[int], o) -> None:
         """SVDF as TFLite Micro runs an int8 one (svdf_common.cc, EvalIntegerSvdfReference): int8 feature
         weights, int16 (or int8) time weights and activation state, an int32 bias, as stored."""
@@ -775,30 +799,6 @@ class _Reader:
             "w_feature": w_feature, "w_time": w_time.astype(np.int16), "bias": bias, "state_bits": bits,
             "feature_scale": s_wf, "time_scale": s_time, "state": (s_state, state_zp), "input": q_in,
             "output": q_out}
-
-    def maximum_minimum(self, k: int, name: str, ins: list[int], out: int) -> None:
-        """Two tensors of one shape (compared on their codes, as TFLite Micro does), or a tensor and one
-        constant value (a clamp: tf.maximum(x, 0.0) and the like)."""
-        where = f"{self.origin}: operator {k} ({name})"
-        consts = [i for i in ins if self.is_const(i)]
-        qo = self.quant_of(out)
-        for i in ins:
-            qi = self.quant_of(i)
-            if qi is not None and qo is not None and qi != qo:
-                raise NupesError(f"{where}: operand tensor {i} is quantized {qi}, the output {qo}: TFLite Micro compares "
-                                 "the codes, so nupes-edge needs one quantization for all")
-        if not consts:
-            self.emit(k, name.lower(), ins, out)
-            return
-        if len(consts) == 2:
-            raise NupesError(f"{where}: both operands are constants")
-        value = self.const(consts[0], "constant operand", name)
-        if value.size != 1:
-            raise NupesError(f"{where}: a constant operand of shape {list(value.shape)} (only one value, or a tensor of "
-                             "the same shape, is supported)")
-        x = ins[1] if consts[0] == ins[0] else ins[0]
-        v = float(value.ravel()[0])
-        self.emit(k, "clamp", [x], out, {"lo": v, "hi": None} if name == "MAXIMUM" else {"lo": None, "hi": v})
 
     def reduce(self, k: int, name: str, ins: list[int], out: int, o) -> None:
         """REDUCE_MAX (the largest code; TFLite Micro requires the input's scale at the output) or MEAN
