@@ -193,27 +193,18 @@ def lower_table(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntTable:
     return IntTable(np.asarray(table, np.int8))
 
 
-def _kept_record(node: Node, graph: Graph, kind: str, what: str, kept: str, a_in: ActQuant, a_out: ActQuant,
-                 out_key: str, out_name: str) -> dict:
-    """An operator's integers as its .tflite stores them (FileQuant.lstms / .svdfs): it is kept whatever the
-    method, so its input and output keep the file's quantization too."""
-    rec = getattr(graph.file_quant, kind).get(node.name) if graph.file_quant is not None else None
-    if rec is None:
-        raise NupesError(f"layer '{node.name}' ({node.op}): {what} is kept from an int8 .tflite only ({kept}); this "
-                         "model has none to keep")
-    if (a_in.scale, a_in.zero_point) != tuple(rec["input"]) or (a_out.scale, a_out.zero_point) != tuple(rec[out_key]):
-        raise NupesError(f"layer '{node.name}' ({node.op}): its input and {out_name} keep the file's quantization "
-                         f"{tuple(rec['input'])}, {tuple(rec[out_key])}; --recalibrate cannot change them")
-    return rec
-
-
 def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> IntLstm:
     """An int8 LSTM from its .tflite (importers/tflite_import._Reader.lstm), with TFLite Micro's
     parameters (lstm_eval_common.cc): its weights and int16 cell state stay the file's whatever the method."""
     from ..intref import lstm as L
 
-    rec = _kept_record(node, graph, "lstms", "an LSTM", "its int8 weights and int16 cell state", a_in, a_out,
-                       "hidden", "hidden state")
+    rec = (graph.file_quant.lstms.get(node.name) if graph.file_quant is not None else None)
+    if rec is None:
+        raise NupesError(f"layer '{node.name}' (lstm): an LSTM is kept from an int8 .tflite only (its int8 weights "
+                         "and int16 cell state); this model has none to keep")
+    if (a_in.scale, a_in.zero_point) != tuple(rec["input"]) or (a_out.scale, a_out.zero_point) != tuple(rec["hidden"]):
+        raise NupesError(f"layer '{node.name}' (lstm): its input and hidden state keep the file's quantization "
+                         f"{tuple(rec['input'])}, {tuple(rec['hidden'])}; --recalibrate cannot change them")
     s_in, (s_h, h_zp), s_c = rec["input"][0], rec["hidden"], rec["cell_scale"]
     fc = [L.fc_multiplier(s_in, s) for s in rec["w_scales"][:4]] + [L.fc_multiplier(s_h, s) for s in rec["w_scales"][4:]]
     mult = np.array([m for m, _ in fc], np.int32).reshape(2, 4)
@@ -240,8 +231,13 @@ def lower_svdf(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> Int
     multipliers (PrepareSvdf): its weights, bias and state quantization stay the file's whatever the method."""
     from ..intref.svdf import effective_scales
 
-    rec = _kept_record(node, graph, "svdfs", "an SVDF", "its int8 weights and activation state", a_in, a_out,
-                       "output", "output")
+    rec = (graph.file_quant.svdfs.get(node.name) if graph.file_quant is not None else None)
+    if rec is None:
+        raise NupesError(f"layer '{node.name}' (svdf): an SVDF is kept from an int8 .tflite only (its int8 weights "
+                         "and activation state); this model has none to keep")
+    if (a_in.scale, a_in.zero_point) != tuple(rec["input"]) or (a_out.scale, a_out.zero_point) != tuple(rec["output"]):
+        raise NupesError(f"layer '{node.name}' (svdf): its input and output keep the file's quantization "
+                         f"{tuple(rec['input'])}, {tuple(rec['output'])}; --recalibrate cannot change them")
     s_state, state_zp = rec["state"]
     (m1, e1), (m2, e2) = effective_scales(a_in.scale, rec["feature_scale"], s_state, rec["time_scale"], a_out.scale)
     bias = np.asarray(rec["bias"], np.int64)
