@@ -269,7 +269,7 @@ def test_cli_quantizes_an_svdf_only_file_saying_what_is_kept(tmp_path):
     (tmp_path / "m.tflite").write_bytes(svdf_file(np.random.default_rng(1), 6, 3, 2, 4))
     r = cli("quantize", "m.tflite", "--method", "uniform", "-o", "m.nq", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "W8A8" in r.stdout and "activation state's quantization of 1 SVDF, kept as stored" in r.stdout, r.stdout
+    assert "activation state's quantization of 1 SVDF, kept as stored" in r.stdout, r.stdout
 
 
 def _keyword_svdf(k: int, zero_bias: bool = False) -> tuple[bytes, int]:
