@@ -107,6 +107,7 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False,
         "steps": [{"index": st.index, "comment": c_comment(st.node_name), "literal": c_string(st.node_name),
                    "op": st.op, "call": st.call, "profiled": st.profiled} for st in p.steps],
         "layers": [L.cname for L in p.layers], "adds": list(p.adds), "lstms": list(p.lstms),
+        "svdfs": list(p.svdfs),
         "output_copy": f"arena + {p.offsets[_storage_of_output(qm)]}" if p.output_in_arena else None,
     }
     data_layers = [{
@@ -124,11 +125,15 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False,
                                                      for f in ("w_in", "w_rec", "in_bias", "rec_bias")},
                    **{f"{f}_len": int(d[f].size) for f in ("w_in", "w_rec", "in_bias", "rec_bias")}}
                   for k, d in p.lstms.items()]
+    svdf_arrays = ("w_feature", "feature_bias", "w_time", "bias")
+    data_svdfs = [{"cname": k, "init": d["init"], **{f: _lines(d[f], 24 if f == "w_feature" else 8) for f in svdf_arrays},
+                   **{f"{f}_len": int(d[f].size) for f in svdf_arrays}} for k, d in p.svdfs.items()]
     files = {
         f"{ctx['stem']}.h": _env.get_template("model.h.j2").render(ctx),
         f"{ctx['stem']}.c": _env.get_template("model.c.j2").render(ctx),
         f"{ctx['stem']}_data.c": _env.get_template("model_data.c.j2").render(
-            {**ctx, "layers": data_layers, "adds": data_adds, "lstms": data_lstms}),
+            {**ctx, "layers": data_layers, "adds": data_adds, "lstms": data_lstms,
+             "svdfs": data_svdfs}),
     }
     if runner:
         files["nupes_host_runner.c"] = _env.get_template("host_runner.c.j2").render(ctx)

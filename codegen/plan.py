@@ -22,7 +22,7 @@ from ..layout import weights_hwc
 from ..packing import pack_rows
 from ..qmodel import QuantModel
 from ..validate import (INT32, check_add, check_concat, check_layer, check_lstm, check_mean, check_mul,
-                        check_softmax, check_table, clamp_bounds)
+                        check_softmax, check_svdf, check_table, clamp_bounds)
 from .cvalues import c_identifier, c_int, c_ints
 
 ALIGN = 4
@@ -33,6 +33,7 @@ _ALLOWED_ATTRS = {
     "sigmoid": set(), "tanh": set(), "hardswish": set(), "leaky_relu": {"alpha"}, "requantize": set(), "concat": set(),
     "copy": {"shape", "moves", "fill"}, "reduce_max": {"shape", "reduce"}, "mean_reduce": {"shape", "reduce"}, "clamp": {"lo", "hi"}, "maximum": set(),
     "minimum": set(), "lstm": {"cell_clip", "cell_act"},
+    "svdf": {"rank", "act"},
 }
 
 
@@ -88,6 +89,7 @@ class Plan:
     inplace: dict = field(default_factory=dict)  # convolutions written over their input → rows held aside
     tiled: dict = field(default_factory=dict)  # a tiled chain's first layer → (its layers, rows per band, tile bytes)
     lstms: dict = field(default_factory=dict)  # C name → an LSTM's flash data (lstm_data)
+    svdfs: dict = field(default_factory=dict)  # C name → an SVDF's flash data (svdf_data)
 
 
 def _refuse(node, msg: str) -> NupesError:
@@ -238,6 +240,26 @@ def lstm_data(node, p, in_shape, out_shape) -> dict:
             f"{c_int(steps, 1, 1 << 20, 'steps')}, {c_int(f, 1, 1 << 20, 'features')}, {c_int(units, 1, 1 << 16, 'units')}")
     return {"w_in": w_in, "w_rec": w_rec, "in_bias": in_bias, "rec_bias": rec_bias, "init": init,
             "bytes": int(w_in.size + w_rec.size + 4 * (in_bias.size + rec_bias.size))}
+
+
+def svdf_data(node, p, in_shape, out_shape) -> dict:
+    """nupes_svdf_s8's flash data (model_data.c): the feature weights, their sums times -in_zp per filter
+    (the kernel sums w * x), each filter's newest time weight (the only one that meets a state value off
+    its zero point in an inference from the reset state), the bias, and the scalar fields of its
+    nupes_svdf_t after the four arrays, every value checked."""
+    check_svdf(node, p, in_shape, out_shape)
+    wf = np.asarray(p.w_feature, np.int64)
+    folded = c_ints(-int(p.in_zp) * wf.sum(axis=1), *INT32, f"layer '{node.name}': feature bias")
+    if (128 * np.abs(wf).sum(axis=1) + np.abs(folded)).max(initial=0) > INT32_MAX:
+        raise _refuse(node, "a filter's feature sum with the zero point folded could overflow int32")
+    w_time = np.asarray(p.w_time, np.int64)[:, -1]
+    bias = np.asarray(p.bias, np.int64)
+    bits = int(p.state_bits)
+    init = (f"{int(p.mult1)}, {int(p.shift1)}, {int(p.mult2)}, {int(p.shift2)}, {-(1 << (bits - 1))}, "
+            f"{(1 << (bits - 1)) - 1}, {int(p.state_zp)}, {int(p.out_zp)}, {c_int(in_shape[0], 1, 1 << 20, 'inputs')}, "
+            f"{c_int(out_shape[0], 1, 1 << 16, 'units')}, {c_int(p.rank, 1, 1 << 16, 'rank')}")
+    return {"w_feature": wf, "feature_bias": folded, "w_time": w_time, "bias": bias, "init": init,
+            "bytes": int(wf.size + 4 * folded.size + 2 * w_time.size + 4 * bias.size)}
 
 
 def _folded_bias(p: IntLayer, levels: np.ndarray) -> np.ndarray:
@@ -814,6 +836,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     scratch = 0
     table_ops = 0
     lstms: dict[str, dict] = {}  # C name → an LSTM's flash data (lstm_data)
+    svdfs: dict[str, dict] = {}  # C name → an SVDF's flash data (svdf_data)
     stages: dict[str, list[str]] = {}  # a tiled chain's first layer → its nupes_stage_t initializers
     for i, node in enumerate(real):
         p = qm.params.get(node.name)
@@ -953,6 +976,10 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             lstms[lname] = lstm_data(node, p, g.shapes[node.inputs[0]], g.shapes[node.output])
             call = f"{kernel}({ins[0]}, {out}, &{lname}, {scr(i)});"
             scratch = max(scratch, 5 * g.shapes[node.output][0])
+        elif node.op == "svdf":  # no scratch: from the reset state only the newest state values count
+            kernel = "nupes_svdf_s8"
+            svdfs[lname] = svdf_data(node, p, g.shapes[node.inputs[0]], g.shapes[node.output])
+            call = f"{kernel}({ins[0]}, {out}, &{lname});"
         elif node.op in TABLE_OPS:
             table = ", ".join(str(v) for v in check_table(node, p))
             kernel = "nupes_lut_s8"
@@ -1000,7 +1027,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     report = {
         "params": params,
         "macs": macs(g),
-        "flash_weights_bytes": int(sum(L.packed.size for L in layers) + sum(d["bytes"] for d in lstms.values())),
+        "flash_weights_bytes": int(sum(L.packed.size for L in layers) + sum(d["bytes"] for d in lstms.values())
+                                   + sum(d["bytes"] for d in svdfs.values())),
         # per row: byte padding, and for the pairs kernel the codes padding the row to a group of four
         "flash_weights_bound_bytes": int(packed_bound + sum(
             L.p.bias.size * (1 if L.pairs is None else 2 + 3 * L.bits // 8) + 1 for L in layers)),
@@ -1020,7 +1048,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                 input_size=_hwc_size(g.input_shape), output_size=_hwc_size(g.output_shape), layers=layers, adds=adds,
                 steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
                 scratch_entries=1 if scratch_in_arena else max(scratch, 1), output_in_arena=output_in_arena, report=report,
-                table_free_adds=table_free, storage=dict(alias), lstms=lstms,
+                table_free_adds=table_free, storage=dict(alias), lstms=lstms, svdfs=svdfs,
                 lifetimes={t: (first[t], last[t]) for t in arena_tensors}, inplace=dict(inplace_steps),
                 tiled={h: ([n.name for n in chain_of[h]], lay.tiles[h][0],
                            sum(sizes[t] for t in lay.tiles[h][1]) + (sizes[lay.tiles[h][2]] if lay.tiles[h][2] else 0))

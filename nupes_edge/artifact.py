@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import NupesError
 from .fileio import atomic_write_bytes
-from .intparams import IntAdd, IntClamp, IntLayer, IntLstm, IntMean, IntMul, IntSoftmax, IntTable
+from .intparams import IntAdd, IntClamp, IntLayer, IntLstm, IntMean, IntMul, IntSoftmax, IntSvdf, IntTable
 from .ir import Graph, Node, infer_shapes
 from .qmodel import QuantModel
 from .quant.types import ActQuant, LayerWeights
@@ -36,7 +36,8 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
 VERSION = 2  # 2: the manifest is sealed (seal.sha256)
 SEAL = "seal.sha256"
 _PARAM_TYPES = {"IntLayer": IntLayer, "IntAdd": IntAdd, "IntClamp": IntClamp, "IntSoftmax": IntSoftmax,
-                "IntTable": IntTable, "IntMean": IntMean, "IntMul": IntMul, "IntLstm": IntLstm}
+                "IntTable": IntTable, "IntMean": IntMean, "IntMul": IntMul, "IntLstm": IntLstm,
+                "IntSvdf": IntSvdf}
 # Limits checked before anything is read or allocated: a small file must not become a memory bomb.
 MAX_ENTRIES = 4096
 MAX_MANIFEST_BYTES = 16 << 20

@@ -98,7 +98,7 @@ def cmd_quantize(args) -> int:
              " docs/numerics.md)"]
     if kept:
         lines.insert(1, f"  from the .tflite file: activation {kept['activations']}; weights: {kept['weights']}"
-                        + (f"; {kept['lstm']}" if kept.get("lstm") else ""))
+                        + "".join(f"; {kept[k]}" for k in ("lstm", "svdf") if kept.get(k)))
     if fb is None:
         lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']}" for d in layers]
     else:

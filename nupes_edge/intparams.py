@@ -136,3 +136,26 @@ class IntLstm:
     cell_act: str  # the cell gate's activation: "tanh" or "sigmoid"
     w_scales: np.ndarray  # float32 (8,): the weights' scales, input then recurrent, per gate (for export)
     cell_scale: float  # the int16 cell state's scale (for export)
+
+
+@dataclass
+class IntSvdf:
+    """TFLite Micro's int8 SVDF (intref/svdf.py): int8 feature weights, each filter's activation requantized
+    into an int16 (or int8) state, the state's time weights summed over rank filters per unit, requantized
+    to the int8 output."""
+
+    w_feature: np.ndarray  # int8 (F, I)
+    w_time: np.ndarray  # int16 (F, M): int16 values, or int8 ones when state_bits is 8
+    bias: np.ndarray  # int32 (U,), U = F / rank
+    rank: int
+    state_bits: int  # 16 or 8: the activation state's (and the time weights') type
+    in_zp: int
+    state_zp: int  # 0 for an int16 state
+    out_zp: int
+    mult1: int  # input x feature weights -> state (effective_scale_1)
+    shift1: int
+    mult2: int  # state x time weights -> output (effective_scale_2)
+    shift2: int
+    feature_scale: float  # the weights' and the state's float32 scales (for export)
+    time_scale: float
+    state_scale: float

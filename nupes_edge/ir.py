@@ -22,7 +22,7 @@ ACTIVATIONS = ("none", "relu", "relu6")
 TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "requantize")
 OPS = ("conv2d", "linear", "maxpool2d", "avgpool2d", "global_avgpool", "mean", "add", "mul", "relu", "relu6", "flatten",
        "reshape", "softmax", "concat", "copy", "reduce_max", "mean_reduce", "maximum", "minimum", "clamp", "lstm",
-       *TABLE_OPS)
+       "svdf", *TABLE_OPS)
 # Ops that only give their input's bytes another shape: no kernel, no copy (the C plan aliases them)
 ALIAS_OPS = ("flatten", "reshape")
 WEIGHT_OPS = ("conv2d", "linear")
@@ -190,6 +190,21 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         if a.get("cell_act", "tanh") not in ("tanh", "sigmoid"):
             raise _fail(node, f"cell gate activation {str(a.get('cell_act'))[:20]!r} (tanh or sigmoid only)")
         return (w.shape[1], 1, s[2])
+    if node.op == "svdf":  # I inputs -> U units; weight (F, I + M): the feature then the time weights, F = U x rank
+        (s,) = in_shapes
+        w, rank = node.weight, a.get("rank")
+        if len(s) != 1:
+            raise _fail(node, f"expects a vector of inputs, got shape {s}")
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+            raise _fail(node, f"rank {str(rank)[:20]} is not a positive integer")
+        if w is None or w.ndim != 2 or w.shape[0] % rank or w.shape[1] <= s[0]:
+            raise _fail(node, f"weight {None if w is None else w.shape} is not (filters, {s[0]} inputs + memory), "
+                              f"filters a multiple of rank {rank}")
+        if node.bias is None or tuple(node.bias.shape) != (w.shape[0] // rank,):
+            raise _fail(node, f"bias {None if node.bias is None else node.bias.shape} is not ({w.shape[0] // rank},)")
+        if a.get("act", "none") not in ("none", "relu"):
+            raise _fail(node, f"activation {str(a.get('act'))[:20]!r} (none or relu only)")
+        return (w.shape[0] // rank,)
     if node.op == "clamp":  # MAXIMUM / MINIMUM with a constant: max(x, lo) and/or min(x, hi), in real values
         for key in ("lo", "hi"):
             v = a.get(key)
@@ -267,7 +282,8 @@ def infer_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
 
 
 def macs(graph: Graph) -> int:
-    """Multiply-accumulates of one inference (conv, linear, and an LSTM's gates at every step)."""
+    """Multiply-accumulates of one inference (conv, linear, an LSTM's gates at every step, an SVDF's
+    feature weights and, from the reset state, each filter's newest time weight)."""
     total = 0
     for n in graph.weight_nodes():
         out = graph.shapes[n.output]
@@ -276,6 +292,8 @@ def macs(graph: Graph) -> int:
     for n in graph.nodes:
         if n.op == "lstm":  # (4, S, F + S) weights, each step
             total += graph.shapes[n.output][2] * math.prod(n.weight.shape)
+        if n.op == "svdf":  # (F, I) feature weights and one time weight per filter
+            total += n.weight.shape[0] * (graph.shapes[n.inputs[0]][0] + 1)
     return total
 
 

@@ -260,6 +260,36 @@ def _export_lstm(b: _Builder, node, g, qm: QuantModel, act_tensor, quant: bool) 
     reshaped(y, _nhwc(g.shapes[node.output]), q_out, "flat", dst=act_tensor(node.output))
 
 
+def _export_svdf(b: _Builder, node, g, qm: QuantModel, act_tensor, quant: bool) -> None:
+    """SVDF on [1, I] -> [1, U] (the IR's vectors). int8: the kept feature and time weights, the int32 bias
+    and the activation state as a variable tensor of the file's type, scale and zero point; float: the
+    float weights and a float state."""
+    n_in = g.shapes[node.inputs[0]][0]
+    filters, memory = node.weight.shape[0], node.weight.shape[1] - n_in
+    units = g.shapes[node.output][0]
+    if quant:
+        p = qm.params[node.name]
+        st_dt = np.int16 if int(p.state_bits) == 16 else np.int8
+        wf = b.tensor(f"{node.name}/weights_feature", [filters, n_in], np.int8, p.w_feature, scale=p.feature_scale, zp=0)
+        wt = b.tensor(f"{node.name}/weights_time", [filters, memory], st_dt, np.asarray(p.w_time).astype(st_dt),
+                      scale=p.time_scale, zp=0)
+        bias = b.tensor(f"{node.name}/bias", [units], np.int32, np.asarray(p.bias, np.int32),
+                        scale=float(np.float32(p.state_scale) * np.float32(p.time_scale)), zp=0)
+        state = b.tensor(f"{node.name}/activation_state", [1, filters * memory], st_dt, scale=p.state_scale,
+                         zp=int(p.state_zp))
+    else:
+        w = np.asarray(node.weight, np.float32)
+        wf = b.tensor(f"{node.name}/weights_feature", [filters, n_in], np.float32, w[:, :n_in])
+        wt = b.tensor(f"{node.name}/weights_time", [filters, memory], np.float32, w[:, n_in:])
+        bias = b.tensor(f"{node.name}/bias", [units], np.float32, np.asarray(node.bias, np.float32))
+        state = b.tensor(f"{node.name}/activation_state", [1, filters * memory], np.float32)
+    b.tensors[state].isVariable = True
+    opts = S.SVDFOptionsT()
+    opts.rank, opts.fusedActivationFunction = int(node.attrs["rank"]), _ACT[node.act]
+    b.op(S.BuiltinOperator.SVDF, 3 if quant else 1, [act_tensor(node.inputs[0]), wf, wt, bias, state],
+         [act_tensor(node.output)], S.BuiltinOptions.SVDFOptions, opts)
+
+
 def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
     g = qm.graph
     quant = fmt == "int8"
@@ -433,6 +463,8 @@ def _export(qm: QuantModel, fmt: str) -> tuple[bytes, list]:
                  S.BuiltinOptions.LeakyReluOptions, opts)
         elif node.op == "lstm":
             _export_lstm(b, node, g, qm, act_tensor, quant)
+        elif node.op == "svdf":
+            _export_svdf(b, node, g, qm, act_tensor, quant)
         elif node.op == "softmax":
             opts = S.SoftmaxOptionsT()
             opts.beta = float(a.get("beta", 1.0))

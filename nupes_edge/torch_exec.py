@@ -97,6 +97,17 @@ def lstm(node: Node, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=2)[:, :, None, :]
 
 
+def svdf(node: Node, x: torch.Tensor) -> torch.Tensor:
+    """The float SVDF (TFLite's) from a zero state: x (N, I) -> (N, U). Each filter's newest state value is
+    its feature dot product; the older values are 0, so each filter contributes its newest time weight
+    times that value; rank filters per unit, the bias, then the activation."""
+    w = torch.from_numpy(np.asarray(node.weight, np.float32))
+    rank, n_in = int(node.attrs["rank"]), x.shape[1]
+    a = x @ w[:, :n_in].T  # (N, F)
+    y = (a * w[:, -1]).reshape(len(x), -1, rank).sum(dim=2) + torch.from_numpy(np.asarray(node.bias, np.float32))
+    return apply_act(y, node.act)
+
+
 def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Tensor:
     a = node.attrs
     if node.op in ("conv2d", "linear"):
@@ -148,6 +159,8 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
         return F.leaky_relu(xs[0], a["alpha"])
     if node.op == "lstm":
         return lstm(node, xs[0])
+    if node.op == "svdf":
+        return svdf(node, xs[0])
     raise ValueError(node.op)  # pragma: no cover
 
 

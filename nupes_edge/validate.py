@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .errors import NupesError
-from .intparams import IntAdd, IntClamp, IntLayer, IntLstm, IntMean, IntMul, IntSoftmax, IntTable
+from .intparams import IntAdd, IntClamp, IntLayer, IntLstm, IntMean, IntMul, IntSoftmax, IntSvdf, IntTable
 from .ir import TABLE_OPS
 from .packing import unpack_rows
 
@@ -198,6 +198,54 @@ def check_lstm(node, p, in_shape, out_shape) -> None:
         raise NupesError(f"{what}: weight scales and the cell state's scale must be 8 + 1 positive finite numbers")
 
 
+def check_svdf(node, p, in_shape, out_shape) -> None:
+    """An int8 SVDF's parameters, in the types and ranges its C kernel (nupes_svdf_s8) computes without
+    overflow from the reset state: each filter's int32 feature sum and each unit's int32 sum (the bias and
+    rank newest time weights x a state value less its zero point), shifted left, stay in int32."""
+    what = f"layer '{node.name}'"
+    p = params_of(node, p, IntSvdf)
+    if len(in_shape) != 1 or len(out_shape) != 1:
+        raise NupesError(f"{what}: an SVDF maps a vector to a vector (got {list(in_shape)} -> {list(out_shape)})")
+    n_in, units = in_shape[0], out_shape[0]
+    rank = c_int(p.rank, 1, 1 << 16, f"{what}: rank")
+    bits = c_int(p.state_bits, 8, 16, f"{what}: state bits")
+    if bits not in (8, 16):
+        raise NupesError(f"{what}: the activation state is int8 or int16 (got {bits} bits)")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    wf = c_ints(p.w_feature, -128, 127, f"{what}: feature weights")
+    wt = c_ints(p.w_time, lo, hi, f"{what}: time weights")
+    bias = c_ints(p.bias, *INT32, f"{what}: bias")
+    if wf.shape != (units * rank, n_in) or wt.ndim != 2 or wt.shape[0] != units * rank or not 1 <= wt.shape[1] <= 1 << 20 \
+            or bias.shape != (units,):
+        raise NupesError(f"{what}: feature weights {wf.shape}, time weights {wt.shape} and bias {bias.shape} do not "
+                         f"fit {n_in} inputs, {units} units and rank {rank}")
+    in_zp = c_int(p.in_zp, -128, 127, f"{what}: input zero point")
+    c_int(p.out_zp, -128, 127, f"{what}: output zero point")
+    state_zp = c_int(p.state_zp, lo, hi if bits == 8 else 0, f"{what}: state zero point")
+    if bits == 16 and state_zp != 0:
+        raise NupesError(f"{what}: an int16 state has zero point 0")
+    for j in (1, 2):
+        c_int(getattr(p, f"mult{j}"), 0, INT32[1], f"{what}: multiplier {j}")
+        c_int(getattr(p, f"shift{j}"), -31, 30, f"{what}: shift {j}")
+    feature = int((np.abs(wf).sum(axis=1) * max(128 + in_zp, 127 - in_zp)).max(initial=0))
+    if feature << max(int(p.shift1), 0) > INT32[1]:
+        raise NupesError(f"{what}: a filter's feature sum can overflow int32")
+    # |state value - zero point| per filter: an int8 state may wrap anywhere in its range; an int16 one (zero
+    # point 0) holds the requantized feature sum, whose size the feature sum's bound limits (+1: rounding)
+    from .intref.fixedpoint import multiply_by_quantized_multiplier
+
+    span = np.full(wf.shape[0], max(state_zp - lo, hi - state_zp), np.int64)
+    if bits == 16:
+        sums = np.abs(wf).sum(axis=1) * max(128 + in_zp, 127 - in_zp)
+        span = np.minimum(span, multiply_by_quantized_multiplier(sums, int(p.mult1), int(p.shift1)) + 1)
+    unit = int(((np.abs(wt[:, -1]) * span).reshape(units, rank).sum(axis=1) + np.abs(bias)).max(initial=0))
+    if unit << max(int(p.shift2), 0) > INT32[1]:
+        raise NupesError(f"{what}: a unit's sum over its time weights can overflow int32")
+    scales = [getattr(p, f) for f in ("feature_scale", "time_scale", "state_scale")]
+    if not all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in scales):
+        raise NupesError(f"{what}: the feature, time and state scales must be positive finite numbers")
+
+
 MAX_TENSOR_ELEMENTS = 1 << 24  # 16 MB of int8: far beyond any microcontroller's RAM
 
 
@@ -223,6 +271,8 @@ def check_model(qm) -> None:
             check_mul(node, p)
         elif node.op == "lstm":
             check_lstm(node, p, qm.graph.shapes[node.inputs[0]], qm.graph.shapes[node.output])
+        elif node.op == "svdf":
+            check_svdf(node, p, qm.graph.shapes[node.inputs[0]], qm.graph.shapes[node.output])
         elif node.op == "mean":
             _, h, w = qm.graph.shapes[node.inputs[0]]
             check_mean(node, p, h * w)

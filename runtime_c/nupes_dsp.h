@@ -165,4 +165,22 @@ static inline int32_t nupes_read32(const void *p)
 }
 #endif
 
+/* acc + the int8 dot product of x and w over n values: SMLAD on four bytes at a time where the core has
+ * it (the LSTM's gates, the SVDF's filters) */
+static inline int32_t nupes_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc)
+{
+    int32_t j = 0;
+#if NUPES_USE_DSP
+    for (; j + 4 <= n; j += 4) {
+        const int32_t x4 = nupes_read32(x + j), w4 = nupes_read32(w + j);
+        acc = nupes_smlad(nupes_sxtb16(x4), nupes_sxtb16(w4), acc);
+        acc = nupes_smlad(nupes_sxtb16_ror8(x4), nupes_sxtb16_ror8(w4), acc);
+    }
+#endif
+    for (; j < n; ++j) {
+        acc += (int32_t)x[j] * (int32_t)w[j];
+    }
+    return acc;
+}
+
 #endif /* NUPES_DSP_H */

@@ -199,6 +199,20 @@ typedef struct {
 } nupes_lstm_t;
 void nupes_lstm_s8(const int8_t *in, int8_t *out, const nupes_lstm_t *p, int16_t *scratch);
 
+/* TFLite Micro's int8 SVDF from the reset state (nupes_svdf.c): `inputs` int8 values into `units` int8
+ * outputs through units x rank filters. From the reset state only each filter's newest state value is
+ * not at its zero point, so only the newest time weight of each filter is kept. No scratch. */
+typedef struct {
+    const int8_t *w_feature;      /* filters x inputs */
+    const int32_t *feature_bias;  /* filters: -in_zp * sum(w_feature row) */
+    const int16_t *w_time;        /* filters: each filter's newest time weight (int16, or int8 values) */
+    const int32_t *bias;          /* units */
+    int32_t mult1, shift1, mult2, shift2; /* input x feature -> state; state x time -> output */
+    int32_t state_lo, state_hi, state_zp, out_zp; /* the state's type range (int16 or int8) and zero point */
+    int32_t inputs, units, rank;
+} nupes_svdf_t;
+void nupes_svdf_s8(const int8_t *in, int8_t *out, const nupes_svdf_t *p);
+
 /* Elementwise int8 MUL of two HWC tensors of pixels x c values, either of which may instead hold c
  * values applied at every pixel (TFLite Micro's int8 MUL, bit for bit). */
 typedef struct {

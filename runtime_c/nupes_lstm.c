@@ -42,22 +42,6 @@ static const uint16_t nupes_sigmoid_q16[256] = {
     65534, 65534, 65534, 65535,
 };
 
-static int32_t nupes_lstm_dot(const int8_t *x, const int8_t *w, int32_t n, int32_t acc)
-{
-    int32_t j = 0;
-#if NUPES_USE_DSP
-    for (; j + 4 <= n; j += 4) {
-        const int32_t x4 = nupes_read32(x + j), w4 = nupes_read32(w + j);
-        acc = nupes_smlad(nupes_sxtb16(x4), nupes_sxtb16(w4), acc);
-        acc = nupes_smlad(nupes_sxtb16_ror8(x4), nupes_sxtb16_ror8(w4), acc);
-    }
-#endif
-    for (; j < n; ++j) {
-        acc += (int32_t)x[j] * (int32_t)w[j];
-    }
-    return acc;
-}
-
 static int32_t nupes_sat16(int32_t v) { return v < -32768 ? -32768 : (v > 32767 ? 32767 : v); }
 
 /* reference_integer_ops::Logistic on int16 (multiplier 0, shift 0: a Q3.12 input), to Q0.15. */
@@ -109,10 +93,10 @@ void nupes_lstm_s8(const int8_t *in, int8_t *out, const nupes_lstm_t *p, int16_t
             const int8_t *wi = p->w_in + g * s * f, *wr = p->w_rec + g * s * s;
             const int32_t *bi = p->in_bias + g * s, *br = p->rec_bias + g * s;
             for (u = 0; u < s; ++u) {
-                int32_t v = nupes_sat16(nupes_requantize(nupes_lstm_dot(x, wi + u * f, f, bi[u]), p->fc_mult[g],
+                int32_t v = nupes_sat16(nupes_requantize(nupes_dot_s8(x, wi + u * f, f, bi[u]), p->fc_mult[g],
                                                          p->fc_shift[g]));
                 if (t > 0) {
-                    v = nupes_sat16(v + nupes_sat16(nupes_requantize(nupes_lstm_dot(h, wr + u * s, s, br[u]),
+                    v = nupes_sat16(v + nupes_sat16(nupes_requantize(nupes_dot_s8(h, wr + u * s, s, br[u]),
                                                                      p->fc_mult[4 + g], p->fc_shift[4 + g])));
                 }
                 row[u] = g == 2 && p->cell_tanh ? nupes_tanh_s16(v, 3, 0) : nupes_sigmoid_q12(v);

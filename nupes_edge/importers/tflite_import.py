@@ -36,6 +36,8 @@ class FileQuant:
     softmax_out: tuple[float, int] | None = None  # the final SOFTMAX's output quantization, if any
     # node → an int8 LSTM's integers and scales as stored (_Reader.lstm): kept whatever the method
     lstms: dict[str, dict] = field(default_factory=dict)
+    # node → an int8 SVDF's integers and scales as stored (_Reader.svdf): kept whatever the method
+    svdfs: dict[str, dict] = field(default_factory=dict)
 # What the flatbuffer may unpack to (shared tables counted each time they are reached): far above
 # any microcontroller model (MLPerf Tiny IC: under 600 tables), far below a memory bomb.
 _MAX_TABLES = 200_000
@@ -167,6 +169,10 @@ OPERATORS = {
                                      "int8 or float32, batch-major, batch 1; no peephole, projection or layer "
                                      "norm; every inference starts from the reset state",
                                      "kernels/unidirectional_sequence_lstm.cc, lstm_eval.h (LstmStep)"),
+    "SVDF": ("svdf (its int8 weights, time weights and activation state kept from the file)",
+             "int8 input and output, batch 1, with a bias; int16 time weights and state (zero point 0) or int8 "
+             "ones; activation NONE, or RELU on an output of zero point -128; every inference starts from the "
+             "reset state", "kernels/svdf.cc, svdf_common.cc (EvalIntegerSvdfReference)"),
     "SOFTMAX": ("softmax (on the device) or left to the caller", "the final operator, over the last axis",
                 "kernels/softmax_common.cc, reference_integer_ops::Softmax"),
 }
@@ -779,6 +785,94 @@ class _Reader:
         v = float(value.ravel()[0])
         self.emit(k, "clamp", [x], out, {"lo": v, "hi": None} if name == "MAXIMUM" else {"lo": None, "hi": v})
 
+    def svdf(self, k: int, ins: list[int], outs: list[int], o) -> None:
+        """SVDF as TFLite Micro runs an int8 one (svdf_common.cc, EvalIntegerSvdfReference): int8 feature
+        weights, int16 (or int8) time weights and activation state, an int32 bias, as stored."""
+        from ..intref.svdf import bias_scale_ok
+        T, A = self.S.TensorType, self.S.ActivationFunctionType
+
+        def fail(msg: str):
+            raise NupesError(f"{self.origin}: operator {k} (SVDF): {msg}")
+
+        if len(ins) != 5 or len(outs) != 1 or min(ins[:3]) < 0 or ins[4] < 0:
+            fail(f"{len(ins)} inputs and {len(outs)} outputs, where TFLite Micro takes input, feature weights, "
+                 "time weights, bias and activation state, and gives one output")
+        if ins[3] < 0:
+            fail("no bias: TFLite Micro's int8 SVDF reads the bias's scale in Prepare (it cannot run the file)")
+        x, wf_t, wt_t, b_t, st_t, y = (self.t(i) for i in (*ins, outs[0]))
+        if x.type != T.INT8 or wf_t.type != T.INT8 or y.type != T.INT8 or b_t.type != T.INT32:
+            fail("only int8 SVDFs are supported (int8 input, feature weights and output, int32 bias; float "
+                 "SVDFs are not)")
+        if (wt_t.type, st_t.type) not in ((T.INT16, T.INT16), (T.INT8, T.INT8)):
+            fail("the time weights and the activation state must both be int16 or both int8 (TFLite Micro "
+                 "reads the state as the time weights' type)")
+        if not st_t.isVariable or self.is_const(ins[4]):
+            fail("the activation state (input 4) must be a variable tensor")
+        rank = int(o.rank) if o is not None else 0
+        x_shape, wf_shape, wt_shape = self.shape_of(ins[0]), self.shape_of(ins[1]), self.shape_of(ins[2])
+        if len(x_shape) != 2 or x_shape[0] != 1:
+            fail(f"an input of shape {x_shape} (batch 1, [1, input size] only)")
+        if len(wf_shape) != 2 or len(wt_shape) != 2 or rank < 1 or wf_shape[0] % rank or wf_shape[1] != x_shape[1] \
+                or wt_shape[0] != wf_shape[0] or wt_shape[1] < 1:
+            fail(f"feature weights {wf_shape}, time weights {wt_shape} and rank {rank} do not fit an input of "
+                 f"{x_shape[1]} (filters a multiple of the rank)")
+        filters, memory = wf_shape[0], wt_shape[1]
+        units = filters // rank
+        if self.shape_of(outs[0]) != [1, units] or self.shape_of(ins[3]) != [units] \
+                or self.shape_of(ins[4]) != [1, filters * memory]:
+            fail(f"output {self.shape_of(outs[0])}, bias {self.shape_of(ins[3])} and state {self.shape_of(ins[4])} "
+                 f"do not fit {units} units of {filters} filters x {memory} steps")
+        act = {A.NONE: "none", A.RELU: "relu"}.get(o.fusedActivationFunction)
+        q_in, q_out = self.quant_of(ins[0]), self.quant_of(outs[0])
+        if act is None:
+            fail(f"fused activation {o.fusedActivationFunction}: TFLite Micro's int8 SVDF applies none (only the "
+                 "int8 range), so only NONE, and RELU on an output of zero point -128, are supported")
+        if q_in is None or q_out is None:
+            fail("the input and output need one scale and zero point each")
+        if act == "relu" and q_out[1] != -128:
+            fail(f"RELU on an output of zero point {q_out[1]}: TFLite Micro's int8 SVDF does not apply the "
+                 "activation, only the int8 range, which is the ReLU only at zero point -128")
+        scales = {}
+        for i, what in ((ins[1], "feature weights"), (ins[2], "time weights"), (ins[3], "bias"),
+                        (ins[4], "activation state")):
+            q = self.t(i).quantization
+            if q is None or q.scale is None or len(q.scale) != 1 or not (math.isfinite(float(q.scale[0]))
+                                                                       and float(q.scale[0]) > 0):
+                fail(f"the {what} (tensor {i}) needs one positive scale")
+            zp = int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
+            if what != "activation state" and zp != 0:
+                fail(f"the {what} (tensor {i}) has zero point {zp}; TFLite Micro's SVDF reads them as 0")
+            scales[what] = (float(np.float32(q.scale[0])), zp)
+        state_zp = scales["activation state"][1]
+        bits = 16 if st_t.type == T.INT16 else 8
+        if bits == 16 and state_zp != 0:
+            fail(f"an int16 activation state of zero point {state_zp}: TFLite Micro resets it to 0 and assumes 0")
+        if not -(1 << (bits - 1)) <= state_zp < 1 << (bits - 1):
+            fail(f"the activation state's zero point {state_zp} is outside int{bits}")
+        s_state, s_time = scales["activation state"][0], scales["time weights"][0]
+        if not bias_scale_ok(scales["bias"][0], s_state, s_time):
+            fail(f"the bias's scale {scales['bias'][0]:g} is not the state's times the time weights' "
+                 f"({s_state:g} x {s_time:g}), as TFLite Micro's Prepare requires")
+        w_feature = self.const(ins[1], "feature weights", "SVDF", raw=True).astype(np.int8)
+        if bits == 16:
+            t = self.t(ins[2])
+            buf = self.model.buffers[t.buffer].data if t.buffer < len(self.model.buffers) else None
+            if buf is None or len(buf) != 2 * filters * memory:
+                fail(f"the time weights (tensor {ins[2]}) are not {filters} x {memory} stored int16 values")
+            w_time = np.frombuffer(np.asarray(buf, np.uint8).tobytes(), "<i2").reshape(filters, memory)
+        else:
+            w_time = self.const(ins[2], "time weights", "SVDF", raw=True).astype(np.int16)
+        bias = self.const(ins[3], "bias", "SVDF", raw=True).astype(np.int64).ravel()
+        s_wf = scales["feature weights"][0]
+        weight = np.concatenate([w_feature.astype(np.float32) * np.float32(s_wf),
+                                 w_time.astype(np.float32) * np.float32(s_time)], axis=1)
+        node = self.emit(k, "svdf", [ins[0]], outs[0], {"rank": rank, "act": act}, weight,
+                         (bias.astype(np.float64) * scales["bias"][0]).astype(np.float32))
+        self.file_quant.svdfs[node.name] = {
+            "w_feature": w_feature, "w_time": w_time.astype(np.int16), "bias": bias, "state_bits": bits,
+            "feature_scale": s_wf, "time_scale": s_time, "state": (s_state, state_zp), "input": q_in,
+            "output": q_out}
+
     def reduce(self, k: int, name: str, ins: list[int], out: int, o) -> None:
         """REDUCE_MAX (the largest code; TFLite Micro requires the input's scale at the output) or MEAN
         (QuantizedMeanOrSum, to its own output quantization) over any axes, either keep_dims."""
@@ -988,6 +1082,8 @@ class _Reader:
                 self.transpose_conv(k, ins, outs[0], o)
             elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
                 self.lstm(k, ins, outs[0], o)
+            elif name == "SVDF":
+                self.svdf(k, ins, outs, o)
             elif name == "SOFTMAX":
                 self.check_fixed_output(k, name, outs[0])
                 self.softmax_of = ins[0]
@@ -1006,7 +1102,7 @@ class _Reader:
         infer_shapes(graph)
         self.check_declared(graph)
         self.keep_activations()
-        if self.file_quant.layers or self.file_quant.lstms or any(n.op == "requantize" for n in self.nodes):
+        if self.file_quant.layers or self.file_quant.lstms or self.file_quant.svdfs or any(n.op == "requantize" for n in self.nodes):
             graph.file_quant = self.file_quant
         return graph
 

@@ -17,6 +17,7 @@ from ..ir import TABLE_OPS, Node
 from ..quant.power import round_half_away
 from .fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
 from . import lstm as lstm_ref
+from . import svdf as svdf_ref
 from .softmax import softmax_int8
 
 
@@ -201,6 +202,8 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
             y = np.asarray(p.table, np.int64)[xs[0] + 128]
         elif node.op == "lstm":  # (N, F, 1, T) -> (N, T, F) sequences -> (N, S, 1, T)
             y = lstm_ref.lstm(xs[0][:, :, 0, :].transpose(0, 2, 1), p).transpose(0, 2, 1)[:, :, None, :]
+        elif node.op == "svdf":  # (N, I) -> (N, U), from the reset state
+            y = svdf_ref.svdf(xs[0], p)
         elif node.op == "softmax":
             y = softmax_int8(xs[0].astype(np.int8), p.input_mult, p.input_left_shift, p.diff_min).astype(np.int64)
         else:  # pragma: no cover - infer_shapes rejects unknown ops

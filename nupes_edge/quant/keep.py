@@ -78,4 +78,7 @@ def describe(graph: Graph, weights_kept: bool, method: str = "uniform", wbits: i
         out["lstm"] = (f"int8 weights, int32 biases and the int16 cell state of {n}, kept as stored" if weights_kept
                        else f"the int16 cell state's scale of {n} kept; its weights re-quantized with {method} to "
                             f"{wbits}-bit levels, stored one byte each (quant/lstm.py)")
+    if fq.svdfs:  # likewise an SVDF
+        out["svdf"] = (f"int8 feature weights, time weights, int32 biases and the activation state's quantization "
+                       f"of {len(fq.svdfs)} SVDF{'s' if len(fq.svdfs) > 1 else ''}, kept as stored")
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NupesError
-from ..intparams import IntAdd, IntClamp, IntLayer, IntLstm, IntMean, IntMul, IntSoftmax, IntTable
+from ..intparams import IntAdd, IntClamp, IntLayer, IntLstm, IntMean, IntMul, IntSoftmax, IntSvdf, IntTable
 from ..intref.fixedpoint import INT32_MAX, quantize_multiplier
 from ..intref.softmax import softmax_params
 from ..ir import TABLE_OPS, Graph, Node
@@ -242,6 +242,30 @@ def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant, requan
                    w_scales=np.asarray(rec["w_scales"], np.float32), cell_scale=float(s_c))
 
 
+def lower_svdf(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> IntSvdf:
+    """An int8 SVDF from its .tflite (importers/tflite_import._Reader.svdf), with TFLite Micro's two
+    multipliers (PrepareSvdf): its weights, bias and state quantization stay the file's whatever the method."""
+    from ..intref.svdf import effective_scales
+
+    rec = (graph.file_quant.svdfs.get(node.name) if graph.file_quant is not None else None)
+    if rec is None:
+        raise NupesError(f"layer '{node.name}' (svdf): an SVDF is kept from an int8 .tflite only (its int8 weights "
+                         "and activation state); this model has none to keep")
+    if (a_in.scale, a_in.zero_point) != tuple(rec["input"]) or (a_out.scale, a_out.zero_point) != tuple(rec["output"]):
+        raise NupesError(f"layer '{node.name}' (svdf): its input and output keep the file's quantization "
+                         f"{tuple(rec['input'])}, {tuple(rec['output'])}; --recalibrate cannot change them")
+    s_state, state_zp = rec["state"]
+    (m1, e1), (m2, e2) = effective_scales(a_in.scale, rec["feature_scale"], s_state, rec["time_scale"], a_out.scale)
+    bias = np.asarray(rec["bias"], np.int64)
+    if np.abs(bias).max(initial=0) > INT32_MAX:
+        raise NupesError(f"layer '{node.name}' (svdf): a bias does not fit int32")
+    return IntSvdf(w_feature=np.asarray(rec["w_feature"], np.int8), w_time=np.asarray(rec["w_time"], np.int16),
+                   bias=bias.astype(np.int32), rank=int(node.attrs["rank"]), state_bits=int(rec["state_bits"]),
+                   in_zp=int(a_in.zero_point), state_zp=int(state_zp), out_zp=int(a_out.zero_point), mult1=int(m1),
+                   shift1=int(e1), mult2=int(m2), shift2=int(e2), feature_scale=float(rec["feature_scale"]),
+                   time_scale=float(rec["time_scale"]), state_scale=float(s_state))
+
+
 def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights], kept: bool = False,
           levels: int = 16, lstm: dict | None = None) -> dict:
     """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
@@ -273,6 +297,8 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
             elif node.op == "lstm":
                 params[node.name] = lower_lstm(node, graph, act[node.inputs[0]], act[node.output],
                                                None if lstm is None else lstm.get(node.name))
+            elif node.op == "svdf":
+                params[node.name] = lower_svdf(node, graph, act[node.inputs[0]], act[node.output])
             elif node.op == "softmax":
                 params[node.name] = lower_softmax(node, act[node.inputs[0]], act[node.output])
             elif node.op in TABLE_OPS:
