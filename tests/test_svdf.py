@@ -267,9 +267,40 @@ def test_cli_quantizes_an_svdf_only_file_saying_what_is_kept(tmp_path):
     from tests.test_cli import cli
 
     (tmp_path / "m.tflite").write_bytes(svdf_file(np.random.default_rng(1), 6, 3, 2, 4))
-    r = cli("quantize", "m.tflite", "--method", "uniform", "-o", "m.nq", cwd=tmp_path)
+    r = cli("quantize", "m.tflite", "--method", "uniform", "--wbits", "8", "-o", "m.nq", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "activation state's quantization of 1 SVDF, kept as stored" in r.stdout, r.stdout
+    r = cli("quantize", "m.tflite", "--method", "powerquant", "--wbits", "4", "-o", "m4.nq", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "time weights re-quantized with powerquant to 4-bit levels" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("method,bits,case", [("uniform", 4, "chain"), ("powerquant", 3, "rank_2_memory_10_odd_inputs"),
+                                              ("nupes", 4, "int8_state_rank_2_high_zero_point")])
+def test_requantized_svdf_weights_take_the_methods_levels_and_tflite_micro_agrees(method, bits, case, tmp_path):
+    """Re-quantized SVDFs: each one's feature and time weights hold at most 2^b - 1 values, the state's
+    quantization stays the file's, and the exported int8 file (the re-quantized model) gives under TFLite
+    Micro exactly what the reference and the host build give. (The chain's dense layer is exact in int8
+    at uniform widths only: a non-uniform dense layer exports as its nearest int8 weights.)"""
+    rng = np.random.default_rng(21)
+    if case == "chain":
+        data, n_in = chain_file(rng), 24
+    else:
+        n_in, units, rank, memory, opts = CASES[case]
+        data = svdf_file(rng, n_in, units, rank, memory, **opts)
+    g = import_tflite_bytes(data, "m.tflite")
+    x = _inputs(rng, n_in, n=40)
+    s_in, zp_in = g.file_quant.act[g.input_name]
+    qm = quantize_graph(g, (x[:32].astype(np.float32) - zp_in) * s_in, method, bits, name="chain")
+    for node in (n for n in g.nodes if n.op == "svdf"):
+        p, rec = qm.params[node.name], g.file_quant.svdfs[node.name]
+        assert len(np.unique(p.w_feature)) <= 2 ** bits - 1 and len(np.unique(p.w_time)) <= 2 ** bits - 1
+        assert (p.state_scale, p.state_zp) == (float(np.float32(rec["state"][0])), rec["state"][1])
+    ref = run_int(qm, x).reshape(len(x), -1)
+    np.testing.assert_array_equal(run_tflm(tflite_export.export(qm, "int8"), x).reshape(len(x), -1), ref)
+    hb = build.build_host(qm, str(tmp_path), sanitize=True)
+    np.testing.assert_array_equal(build.run_host(hb.runner, x).reshape(len(x), -1), ref)
+    assert len(np.unique(ref)) > 2
 
 
 def _keyword_svdf(k: int, zero_bias: bool = False) -> tuple[bytes, int]:

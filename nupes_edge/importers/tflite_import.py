@@ -169,7 +169,7 @@ OPERATORS = {
                                      "int8 or float32, batch-major, batch 1; no peephole, projection or layer "
                                      "norm; every inference starts from the reset state",
                                      "kernels/unidirectional_sequence_lstm.cc, lstm_eval.h (LstmStep)"),
-    "SVDF": ("svdf (its int8 weights, time weights and activation state kept from the file)",
+    "SVDF": ("svdf (weights kept from the file, or quantized by the method; the state's quantization kept)",
              "int8 input and output, batch 1, with a bias; int16 time weights and state (zero point 0) or int8 "
              "ones; activation NONE, or RELU on an output of zero point -128; every inference starts from the "
              "reset state", "kernels/svdf.cc, svdf_common.cc (EvalIntegerSvdfReference)"),
@@ -749,7 +749,7 @@ class _Reader:
             "w_scales": w_scales, "input": q_in, "hidden": q_h, "cell_scale": float(np.float32(cq.scale[0]))}
 
     def float_lstm(self, k: int, ins: list[int], out: int, o, x_shape, fail) -> None:
-        """A float32 LSTM: its weights, quantized like any model's (quant/lstm.py), to TFLite Micro's int8 LSTM."""
+        """A float32 LSTM: its weights, quantized like any model's (quant/stateful.py), to TFLite Micro's int8 LSTM."""
         ws = [self.const(i, "weights", "UNIDIRECTIONAL_SEQUENCE_LSTM") for i in ins[1:9]]
         bs = [self.const(i, "bias", "UNIDIRECTIONAL_SEQUENCE_LSTM").ravel() for i in ins[12:16]]
         units, feats = ws[0].shape[0] if ws[0].ndim == 2 else -1, x_shape[2]

@@ -235,7 +235,7 @@ class _Importer:
     def lstm(self, n, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
         """nn.LSTM (batch_first, one direction, any layers, from the zero state) as TFLite's LSTM: the IR's
         lstm node per layer (gates i, f, g, o: TFLite's input, forget, cell, output), quantized to
-        TFLite Micro's int8 LSTM (quant/lstm.py). Its output sequence (N, T, H) is the IR's H x 1 x T,
+        TFLite Micro's int8 LSTM (quant/stateful.py). Its output sequence (N, T, H) is the IR's H x 1 x T,
         whose bytes are the same: only another LSTM, one step or unit (select) or the model output
         may read it (sequences)."""
         from .. import moves

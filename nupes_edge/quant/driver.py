@@ -15,7 +15,7 @@ from . import mixed, powerquant, reconstruct, uniform
 from .biascorr import correct_biases
 from .calibrate import calibrate
 from .lower import lower
-from .lstm import quantize_lstm
+from .stateful import quantize_lstm, quantize_svdf
 from .power import LEVELS
 from .types import METHODS
 
@@ -103,10 +103,13 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
         weights = {n.name: fn(n.weight, bits[n.name]) for n in graph.weight_nodes()}
         if bias_correction and x_calib is not None:
             weights = correct_biases(graph, x_calib, act, weights)
-    # an LSTM's weights: the file's when every layer keeps its own, else the method's (quant/lstm.py)
+    # an LSTM's and an SVDF's weights: the file's when every layer keeps its own, else the method's
+    # (quant/stateful.py)
     lstms = {} if weights_kept else {
         n.name: quantize_lstm(n.weight, graph.shapes[n.inputs[0]][0], method, wbits) for n in graph.nodes if n.op == "lstm"}
-    params = lower(graph, act, weights, kept=weights_kept, levels=levels, lstm=lstms)
+    svdfs = {} if weights_kept else {
+        n.name: quantize_svdf(n.weight, graph.shapes[n.inputs[0]][0], method, wbits) for n in graph.nodes if n.op == "svdf"}
+    params = lower(graph, act, weights, kept=weights_kept, levels=levels, lstm=lstms, svdf=svdfs)
     if weights_kept:
         keep_mod.check_kept(graph, params)
     seconds = time.perf_counter() - t0

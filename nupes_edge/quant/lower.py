@@ -196,10 +196,10 @@ def lower_table(node: Node, a_in: ActQuant, a_out: ActQuant) -> IntTable:
 def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant, requant: dict | None = None) -> IntLstm:
     """An int8 LSTM with TFLite Micro's parameters (lstm_eval_common.cc). ``requant`` None: the weights,
     biases and int16 cell state of its int8 .tflite (importers/tflite_import._Reader.lstm), kept; else
-    the weights quant/lstm.quantize_lstm made, the biases on their grids, and the file's cell state
-    scale (a float model: quant/lstm.cell_scale_bound)."""
+    the weights quant/stateful.quantize_lstm made, the biases on their grids, and the file's cell state
+    scale (a float model: quant/stateful.cell_scale_bound)."""
     from ..intref import lstm as L
-    from .lstm import cell_scale_bound
+    from .stateful import cell_scale_bound
 
     file_rec = (graph.file_quant.lstms.get(node.name) if graph.file_quant is not None else None)
     if requant is None:
@@ -242,18 +242,28 @@ def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant, requan
                    w_scales=np.asarray(rec["w_scales"], np.float32), cell_scale=float(s_c))
 
 
-def lower_svdf(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> IntSvdf:
+def lower_svdf(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant, requant: dict | None = None) -> IntSvdf:
     """An int8 SVDF from its .tflite (importers/tflite_import._Reader.svdf), with TFLite Micro's two
-    multipliers (PrepareSvdf): its weights, bias and state quantization stay the file's whatever the method."""
+    multipliers (PrepareSvdf). ``requant`` None: its weights, bias and state quantization stay the file's;
+    else the weights quant/stateful.quantize_svdf made, the bias on the new state x time grid (as
+    PrepareSvdf requires), and the file's state quantization."""
     from ..intref.svdf import effective_scales
 
     rec = (graph.file_quant.svdfs.get(node.name) if graph.file_quant is not None else None)
     if rec is None:
-        raise NupesError(f"layer '{node.name}' (svdf): an SVDF is kept from an int8 .tflite only (its int8 weights "
-                         "and activation state); this model has none to keep")
-    if (a_in.scale, a_in.zero_point) != tuple(rec["input"]) or (a_out.scale, a_out.zero_point) != tuple(rec["output"]):
+        raise NupesError(f"layer '{node.name}' (svdf): an SVDF is taken from an int8 .tflite only (its activation "
+                         "state's quantization); this model has none")
+    if requant is None and ((a_in.scale, a_in.zero_point) != tuple(rec["input"])
+                            or (a_out.scale, a_out.zero_point) != tuple(rec["output"])):
         raise NupesError(f"layer '{node.name}' (svdf): its input and output keep the file's quantization "
                          f"{tuple(rec['input'])}, {tuple(rec['output'])}; --recalibrate cannot change them")
+    if requant is not None:
+        s_bias = np.float64(np.float32(rec["state"][0])) * np.float64(np.float32(requant["time_scale"]))
+        bias = round_half_away(np.asarray(node.bias, np.float64) / s_bias)
+        if np.abs(bias).max(initial=0) > INT32_MAX:
+            raise NupesError(f"layer '{node.name}' (svdf): a bias does not fit int32 on the re-quantized time weights' "
+                             "grid")
+        rec = {**rec, **requant, "bias": bias.astype(np.int64)}
     s_state, state_zp = rec["state"]
     (m1, e1), (m2, e2) = effective_scales(a_in.scale, rec["feature_scale"], s_state, rec["time_scale"], a_out.scale)
     bias = np.asarray(rec["bias"], np.int64)
@@ -267,11 +277,12 @@ def lower_svdf(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant) -> Int
 
 
 def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeights], kept: bool = False,
-          levels: int = 16, lstm: dict | None = None) -> dict:
+          levels: int = 16, lstm: dict | None = None, svdf: dict | None = None) -> dict:
     """Integer parameters of every node, by node name. A layer whose scales had to be floored gets
     its lowered weights written back into ``weights``, so the fake-quant model stays the same.
     ``kept``: the weights are a file's own (no flooring, see lower_layer_weights). ``lstm``: an LSTM's
-    re-quantized weights by node name (quant/lstm.py); an LSTM not in it keeps its file's."""
+    re-quantized weights by node name (quant/stateful.py); an LSTM not in it keeps its file's. ``svdf``:
+    likewise an SVDF's."""
     params: dict = {}
     for node in graph.nodes:
         try:
@@ -298,7 +309,8 @@ def lower(graph: Graph, act: dict[str, ActQuant], weights: dict[str, LayerWeight
                 params[node.name] = lower_lstm(node, graph, act[node.inputs[0]], act[node.output],
                                                None if lstm is None else lstm.get(node.name))
             elif node.op == "svdf":
-                params[node.name] = lower_svdf(node, graph, act[node.inputs[0]], act[node.output])
+                params[node.name] = lower_svdf(node, graph, act[node.inputs[0]], act[node.output],
+                                               None if svdf is None else svdf.get(node.name))
             elif node.op == "softmax":
                 params[node.name] = lower_softmax(node, act[node.inputs[0]], act[node.output])
             elif node.op in TABLE_OPS:

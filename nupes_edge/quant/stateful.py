@@ -1,14 +1,16 @@
-"""An LSTM's weights quantized by the chosen method, in the form TFLite Micro's int8 LSTM computes.
+"""The stateful operators' weights (LSTM, SVDF) quantized by the chosen method, in the form TFLite
+Micro's int8 kernels compute.
 
 The LSTM kernel (intref/lstm.py, runtime_c/nupes_lstm.c, TFLite Micro's LstmStep) multiplies int8
-weights with one scale per gate matrix. A re-quantized model quantizes each of the 8 gate matrices
-with the method, at the model's weight bits, as one channel: its 2^b - 1 levels,
+weights with one scale per gate matrix; the SVDF (intref/svdf.py) int8 feature weights and int16
+(or int8) time weights, one scale each. A re-quantized model quantizes each such matrix with the
+method, at the model's weight bits, as one channel: its 2^b - 1 levels,
 L[m] = round(Qmax · 2^G · (m / Qmax)^(1/a)) with G the largest shift keeping L[Qmax] <= 127, are int8
-values, and the gate's scale is alpha / (Qmax · 2^G) (a = 1: uniform codes times 2^G). So the
-method decides the values (uniform: min-max; uniform-mse: MSE clipping; powerquant, and nupes: the
-data-free exponent search; adaround: min-max), and the values are stored one byte each: an LSTM
-re-quantized to 4 bits takes the flash of an int8 one. The reconstruction methods do not fit an
-LSTM's gates to its outputs (their layers are the convolutions and dense layers).
+values, and the matrix's scale is alpha / (Qmax · 2^G) (a = 1: uniform codes times 2^G). So the method
+decides the values (uniform: min-max; uniform-mse: MSE clipping; powerquant, and nupes: the
+data-free exponent search; adaround: min-max), and the values are stored as the kernel reads them
+(an LSTM re-quantized to 4 bits takes the flash of an int8 one). The reconstruction methods do not
+fit these matrices to the operator's outputs (their layers are the convolutions and dense layers).
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ _DATA_FREE = {"uniform": uniform.quantize_minmax, "uniform-mse": uniform.quantiz
               "powerquant": powerquant.quantize, "nupes": powerquant.quantize, "adaround": uniform.quantize_minmax}
 
 
-def gate_matrix(w: np.ndarray, method: str, bits: int) -> tuple[np.ndarray, float]:
-    """One gate matrix -> (int8 weights, float32 scale): the method's levels as int8 values."""
+def int8_levels(w: np.ndarray, method: str, bits: int) -> tuple[np.ndarray, float]:
+    """One weight matrix -> (int8 weights, float32 scale): the method's levels as int8 values."""
     lw = _DATA_FREE[method](np.asarray(w, np.float64).reshape(1, -1), bits)
     G = int(math.floor(math.log2(127 / qmax(bits))))
     lut = make_lut(lw.a, bits, G).astype(np.int64)
@@ -41,10 +43,18 @@ def quantize_lstm(weight: np.ndarray, features: int, method: str, bits: int) -> 
     for j in range(8):
         g = j % 4
         m = weight[g][:, :features] if j < 4 else weight[g][:, features:]
-        q, s = gate_matrix(m, method, bits)
+        q, s = int8_levels(m, method, bits)
         (w_in if j < 4 else w_rec).append(q)
         scales.append(s)
     return {"w_in": np.stack(w_in), "w_rec": np.stack(w_rec), "w_scales": scales, "bits": int(bits)}
+
+
+def quantize_svdf(weight: np.ndarray, inputs: int, method: str, bits: int) -> dict:
+    """The IR's (F, I + M) float weights -> {"w_feature": (F, I) int8, "w_time": (F, M) int16 holding int8
+    values, "feature_scale", "time_scale"}."""
+    wf, sf = int8_levels(weight[:, :inputs], method, bits)
+    wt, st = int8_levels(weight[:, inputs:], method, bits)
+    return {"w_feature": wf, "w_time": wt.astype(np.int16), "feature_scale": sf, "time_scale": st}
 
 
 def cell_scale_bound(steps: int, cell_clip: float) -> float:
