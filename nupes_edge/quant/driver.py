@@ -22,16 +22,23 @@ from .types import METHODS
 __all__ = ["quantize_graph", "layer_bits"]
 
 
-def layer_bits(graph: Graph, wbits: int, overrides: dict[str, int] | None = None) -> dict[str, int]:
-    """Bits per weight layer: ``wbits`` everywhere, except the named ``overrides``."""
+STATEFUL_OPS = ("lstm", "svdf")  # weight-carrying ops outside WEIGHT_OPS (quant/stateful.py)
+
+
+def layer_bits(graph: Graph, wbits: int, overrides: dict[str, int] | None = None,
+               ops: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Bits per weight layer (``ops``: per LSTM / SVDF instead): ``wbits`` everywhere, except the named
+    ``overrides``, which may name either kind."""
     overrides = overrides or {}
     names = {n.name for n in graph.weight_nodes()}
+    stateful = {n.name for n in graph.nodes if n.op in STATEFUL_OPS}
     for name, b in list(overrides.items()) + [("--wbits", wbits)]:
-        if name != "--wbits" and name not in names:
-            raise NupesError(f"per-layer bits: no weight layer named '{name}' (layers: {', '.join(sorted(names))})")
+        if name != "--wbits" and name not in names | stateful:
+            raise NupesError(f"per-layer bits: no weight layer named '{name}' (layers: "
+                             f"{', '.join(sorted(names | stateful))})")
         if not 2 <= int(b) <= 8:
             raise NupesError(f"{name}: weight bits must be 2..8, got {b}")
-    return {n: int(overrides.get(n, wbits)) for n in names}
+    return {n: int(overrides.get(n, wbits)) for n in (stateful if ops else names)}
 
 
 def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupes", wbits: int = 4,
@@ -91,7 +98,9 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
                                        recon or reconstruct.ReconConfig(seed=seed), progress)
         bits = allocation.bits
     act = keep_mod.kept_activations(graph) if keep else calibrate(graph, x_calib, progress=progress)
-    weights_kept = keep and method == "uniform" and (set(bits.values()) == {8} or (not bits and wbits == 8))
+    sbits = layer_bits(graph, wbits, overrides, STATEFUL_OPS)  # --layer-wbits may name them too
+    every = set(bits.values()) | set(sbits.values())
+    weights_kept = keep and method == "uniform" and (every == {8} or (not every and wbits == 8))
     if weights_kept:
         weights = keep_mod.kept_weights(graph, act)
     elif method in ("adaround", "nupes"):
@@ -105,10 +114,10 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
             weights = correct_biases(graph, x_calib, act, weights)
     # an LSTM's and an SVDF's weights: the file's when every layer keeps its own, else the method's
     # (quant/stateful.py)
-    lstms = {} if weights_kept else {
-        n.name: quantize_lstm(n.weight, graph.shapes[n.inputs[0]][0], method, wbits) for n in graph.nodes if n.op == "lstm"}
-    svdfs = {} if weights_kept else {
-        n.name: quantize_svdf(n.weight, graph.shapes[n.inputs[0]][0], method, wbits) for n in graph.nodes if n.op == "svdf"}
+    lstms = {} if weights_kept else {n.name: quantize_lstm(n.weight, graph.shapes[n.inputs[0]][0], method, sbits[n.name])
+                                     for n in graph.nodes if n.op == "lstm"}
+    svdfs = {} if weights_kept else {n.name: quantize_svdf(n.weight, graph.shapes[n.inputs[0]][0], method, sbits[n.name])
+                                     for n in graph.nodes if n.op == "svdf"}
     params = lower(graph, act, weights, kept=weights_kept, levels=levels, lstm=lstms, svdf=svdfs)
     if weights_kept:
         keep_mod.check_kept(graph, params)
@@ -121,7 +130,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
             "calibration": ({"n": int(len(x_calib)), "input_range": [float(x_calib.min()), float(x_calib.max())]}
                             if x_calib is not None else {"n": 0})}
     if keep:
-        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept, method, wbits)  # the CLI prints it once
+        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept, method, sorted(set(sbits.values())))
     if allocation is not None:
         meta["flash_budget"] = allocation.as_meta()
     if levels != 16:

@@ -68,7 +68,9 @@ def check_kept(graph: Graph, params: dict) -> None:
                              f"(lowered to {int(got[c])}); use --recalibrate")
 
 
-def describe(graph: Graph, weights_kept: bool, method: str = "uniform", wbits: int = 8) -> dict:
+def describe(graph: Graph, weights_kept: bool, method: str = "uniform", wbits: list[int] | None = None) -> dict:
+    """What a quantized model took from its file; ``wbits``: the LSTMs' and SVDFs' bits when re-quantized."""
+    bits = "/".join(map(str, wbits or [8]))
     fq = graph.file_quant
     out = {"activations": f"scales and zero points of {len(fq.act)} tensors",
            "weights": (f"int8 weights, float32 scales and int32 biases of {len(fq.layers)} layers"
@@ -77,11 +79,11 @@ def describe(graph: Graph, weights_kept: bool, method: str = "uniform", wbits: i
         n = f"{len(fq.lstms)} LSTM{'s' if len(fq.lstms) > 1 else ''}"
         out["lstm"] = (f"int8 weights, int32 biases and the int16 cell state of {n}, kept as stored" if weights_kept
                        else f"the int16 cell state's scale of {n} kept; its weights re-quantized with {method} to "
-                            f"{wbits}-bit levels, stored one byte each (quant/stateful.py)")
+                            f"{bits}-bit levels, stored one byte each (quant/stateful.py)")
     if fq.svdfs:  # likewise an SVDF
         n = f"{len(fq.svdfs)} SVDF{'s' if len(fq.svdfs) > 1 else ''}"
         out["svdf"] = (f"int8 feature weights, time weights, int32 biases and the activation state's quantization "
                        f"of {n}, kept as stored" if weights_kept else
                        f"the activation state's quantization of {n} kept; its feature and time weights re-quantized "
-                       f"with {method} to {wbits}-bit levels (quant/stateful.py)")
+                       f"with {method} to {bits}-bit levels (quant/stateful.py)")
     return out
