@@ -182,3 +182,33 @@ def test_kept_transpose_conv_on_the_emulated_stm32_equals_the_file(tmp_path):
     artifact.save(qm, str(tmp_path / "m.nq"))
     _, rep = api.run_emulated(str(tmp_path / "m.nq"), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
     assert rep.n == 10 and rep.mismatches == 0 and rep.original["mismatches"] == 0
+
+
+def test_keras_output_shape_computed_from_the_input_shape(tmp_path):
+    """Keras' Conv2DTranspose with a free batch writes its output shape as SHAPE(x) -> STRIDED_SLICE (the
+    batch) -> PACK with the constant sizes: folded at import, the same model as TFLite Micro's."""
+    from tests.test_tflite_moves_tflm import Model, _int_act, _ints, pack, strided_slice
+
+    rng = np.random.default_rng(17)
+    m = Model()
+    x = m.act([1, 3, 4, 2], 0.05, -3)
+    shape = _int_act(m, [4])
+    m.b.op(S.BuiltinOperator.SHAPE, 1, [x], [shape], S.BuiltinOptions.ShapeOptions, S.ShapeOptionsT())
+    batch = _int_act(m, [])
+    strided_slice(m, shape, batch, [0], [1], [1], shrink=1)
+    out_shape = _int_act(m, [4])
+    pack(m, [batch, _ints(m, 6), _ints(m, 8), _ints(m, 3)], out_shape, 0)
+    w_scale = np.float32(rng.uniform(0.004, 0.03, 3))
+    wt = m.b.tensor("w", [3, 3, 3, 2], np.int8, rng.integers(-127, 128, (3, 3, 3, 2)).astype(np.int8),
+                    scale=w_scale, zp=np.zeros(3, int), axis=0)
+    bt = m.b.tensor("b", [3], np.int32, rng.integers(-2000, 2001, 3).astype(np.int32),
+                    scale=np.float32(0.05) * w_scale, zp=np.zeros(3, int))
+    y = m.act([1, 6, 8, 3], 0.08, 5)
+    o = S.TransposeConvOptionsT()
+    o.padding, o.strideH, o.strideW = S.Padding.SAME, 2, 2
+    m.b.op(S.BuiltinOperator.TRANSPOSE_CONV, 3, [out_shape, wt, x, bt], [y], S.BuiltinOptions.TransposeConvOptions, o)
+    data = m.finish(x, y)
+    qm = quantize_graph(import_tflite_bytes(data, "keras.tflite"), None, "uniform", 8)
+    xs = _inputs(rng, 3, 4, 2)
+    np.testing.assert_array_equal(to_device(run_int(qm, from_device(xs.reshape(len(xs), -1), qm.graph.input_shape))),
+                                  run_tflm(data, xs))
