@@ -67,6 +67,10 @@ CASES = {  # name: (input H×W, in channels, out channels, kernel, stride, optio
     "k3_s1_same_per_tensor": ((5, 5), 6, 7, (3, 3), (1, 1), {"per_channel": False, "in_q": (0.02, -128)}),
     "k3_s2_output_cropped": ((4, 4), 2, 3, (3, 3), (2, 2), {"same": False, "out_hw": (7, 8)}),
     "k3_s2_output_with_margin": ((3, 3), 2, 2, (3, 3), (2, 2), {"same": False, "out_hw": (9, 8)}),
+    # VALID with an output below the kernel: TFLite Micro's out size rounds toward zero (here 0, pad 2) ...
+    "k7_s4_valid_output_below_kernel": ((2, 2), 2, 3, (7, 7), (4, 4), {"same": False, "out_hw": (1, 3)}),
+    # ... and is negative in one dimension, which leaves both pads at 0
+    "k7x3_s1_valid_negative_out_size": ((2, 3), 2, 3, (7, 3), (1, 1), {"same": False, "out_hw": (1, 5)}),
 }
 
 

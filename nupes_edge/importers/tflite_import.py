@@ -660,11 +660,15 @@ class _Reader:
                 fail(f"output shape input {declared} differs from the output tensor's {out_shape}")
         oh, ow = out_shape[1:3]
         kh, kw = w.shape[1:3]
-        pads = []
-        for size, kern, stride in ((oh, kh, o.strideH), (ow, kw, o.strideW)):
-            # ComputePaddingHeightWidth on the output's size, as TFLite Micro's Prepare calls it
-            n = -(-size // stride) if o.padding == self.S.Padding.SAME else (size - kern + stride) // stride
-            pads.append(max((n - 1) * stride + kern - size, 0) // 2)
+        if o.padding not in (self.S.Padding.SAME, self.S.Padding.VALID):
+            fail(f"padding {o.padding} (SAME or VALID only)")
+        # ComputePaddingHeightWidth on the output's size, as TFLite Micro's Prepare calls it: C++ division
+        # (toward zero) for VALID's out size, and no padding at all when either out size is negative
+        sizes = [(oh, kh, o.strideH), (ow, kw, o.strideW)]
+        outs = [-(-size // stride) if o.padding == self.S.Padding.SAME else int((size - kern + stride) / stride)
+                for size, kern, stride in sizes]
+        pads = [0, 0] if min(outs) < 0 else [max((n - 1) * stride + kern - size, 0) // 2
+                                             for n, (size, kern, stride) in zip(outs, sizes)]
         (ph, pw), (sh, sw) = pads, (o.strideH, o.strideW)
         # rows of the zero insertion: K-1-pad before the first pixel, up to the output's last window after
         zpads = [kh - 1 - ph, kw - 1 - pw, oh - 1 + ph - (h - 1) * sh, ow - 1 + pw - (wd - 1) * sw]
