@@ -347,3 +347,32 @@ def test_svdf_chain_on_the_emulated_stm32(tmp_path):
     _, rep = api.run_emulated(str(model), "stm32", str(tmp_path / "out"), "random", 10, progress=False)
     assert rep.n == 10 and rep.mismatches == 0
     assert rep.original["what"] == "kept" and rep.original["mismatches"] == 0
+
+
+def test_the_bias_is_read_on_the_state_times_time_grid_whatever_its_scale_says():
+    """TFLite Micro adds an SVDF's int32 bias on the state x time grid and only checks the bias's own scale
+    within 1e-5 (absolute), so a file may carry another scale: the float model must read the bias as TFLite
+    Micro does (it read it on the file's scale, 2.5 x off here, before)."""
+    import torch
+
+    from nupes_edge.torch_exec import run as run_float
+
+    rng = np.random.default_rng(1)
+    b = tflite_export._Builder()
+    x = b.tensor("x", [1, 8], np.int8, scale=0.05, zp=-3)
+    wf = b.tensor("wf", [4, 8], np.int8, rng.integers(-127, 128, (4, 8)).astype(np.int8), scale=0.02, zp=0)
+    wt = b.tensor("wt", [4, 3], np.int16, rng.integers(-32767, 32768, (4, 3)).astype(np.int16), scale=1e-5, zp=0)
+    grid = float(np.float32(0.5) * np.float32(1e-5))
+    bt = b.tensor("b", [4], np.int32, np.array([300000, -200000, 100000, 50000], np.int32), scale=2.5 * grid, zp=0)
+    st = b.tensor("state", [1, 12], np.int16, scale=0.5, zp=0)
+    b.tensors[st].isVariable = True
+    y = b.tensor("y", [1, 4], np.int8, scale=0.05, zp=0)
+    o = S.SVDFOptionsT()
+    o.rank, o.fusedActivationFunction = 1, A.NONE
+    b.op(S.BuiltinOperator.SVDF, 3, [x, wf, wt, bt, st], [y], S.BuiltinOptions.SVDFOptions, o)
+    data = b.finish([x], [y], "bias scale")
+    g = import_tflite_bytes(data, "s.tflite")
+    xs = np.random.default_rng(2).integers(-128, 128, (16, 8)).astype(np.int8)
+    want = run_tflm(data, xs).astype(np.float64) * 0.05
+    got = np.clip(run_float(g, torch.from_numpy((xs.astype(np.float32) + 3) * 0.05)).detach().numpy(), -6.4, 6.35)
+    assert np.abs(got - want).max() < 0.2, np.abs(got - want).max()  # a few output steps of 0.05, not the bias's 2.5x

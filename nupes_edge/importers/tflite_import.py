@@ -871,7 +871,10 @@ class _Reader:
         weight = np.concatenate([w_feature.astype(np.float32) * np.float32(s_wf),
                                  w_time.astype(np.float32) * np.float32(s_time)], axis=1)
         node = self.emit(k, "svdf", [ins[0]], outs[0], {"rank": rank, "act": act}, weight,
-                         (bias.astype(np.float64) * scales["bias"][0]).astype(np.float32))
+                         # TFLite Micro adds the int32 bias on the state x time grid, whatever its own
+                         # scale says (Prepare only checks it within 1e-5, an absolute tolerance)
+                         (bias.astype(np.float64) * (np.float64(np.float32(s_state)) *
+                                                     np.float64(np.float32(s_time)))).astype(np.float32))
         self.file_quant.svdfs[node.name] = {
             "w_feature": w_feature, "w_time": w_time.astype(np.int16), "bias": bias, "state_bits": bits,
             "feature_scale": s_wf, "time_scale": s_time, "state": (s_state, state_zp), "input": q_in,
