@@ -306,3 +306,25 @@ def test_per_layer_bits_name_an_lstm():
     np.testing.assert_array_equal(kept.params[name].w_in, g.file_quant.lstms[name]["w_in"])
     with pytest.raises(NupesError, match="no weight layer named 'nope'"):
         quantize_graph(g, None, "uniform", 4, overrides={"nope": 8})
+
+
+@pytest.mark.parametrize("reader,match", [
+    (lambda y, h: torch.cat([y, y], dim=1), "output sequence can feed another LSTM"),
+    (lambda y, h: y.flatten(1), "output sequence can feed another LSTM"),
+    (lambda y, h: h[-1], r"final states \(h_n, c_n\).*y\[:, -1\]")], ids=["cat", "flatten", "h_n"])
+def test_what_reads_an_lstms_output_otherwise_is_refused_by_name(reader, match):
+    """The output sequence (N x T x H) has the IR's H x 1 x T bytes, not the N x C x H x W the other layers
+    read: anything but another LSTM, one step or the model output is refused (torch.cat of a list too)."""
+    from nupes_edge.importers import import_module
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 4, batch_first=True)
+
+        def forward(self, x):
+            y, (h, _) = self.lstm(x)
+            return reader(y, h)
+
+    with pytest.raises(NupesError, match=match):
+        import_module(M().eval(), torch.randn(1, 5, 3))

@@ -273,7 +273,7 @@ class _Importer:
             self.producer[name] = node
             self.sequences.add(name)
             src = name
-        self.env[n] = [("t", src), None, None]
+        self.env[n] = [("t", src), ("lstm_state",), ("lstm_state",)]
 
     def select_step(self, n, x, dim, index):
         """x[:, i] or x[:, :, j] of an LSTM's output sequence (N x T x H, the same bytes as the IR's H x 1 x T):
@@ -380,11 +380,14 @@ class _Importer:
                 self.env[n] = None  # unused secondary outputs (BN statistics, pool indices)
                 return
             raise self.err(n, "unsupported tuple access")
-        seq = [v for v in a if isinstance(v, torch.fx.Node) and isinstance(self.env.get(v), tuple)
+        seq = [v for v in n.all_input_nodes if isinstance(self.env.get(v), tuple)  # lists too (torch.cat)
                and self.env[v][0] == "t" and self.env[v][1] in self.sequences]
         if seq and t not in (aten.lstm.input, aten.select.int):
             raise self.err(n, "an LSTM's output sequence can feed another LSTM, one step or unit (x[:, i]) or the "
                               "model output only")
+        if t is not operator.getitem and any(self.env.get(v) == ("lstm_state",) for v in n.all_input_nodes):
+            raise self.err(n, "an LSTM's final states (h_n, c_n) are not supported; the last hidden state is the "
+                              "output's last step: y[:, -1]")
         if t is aten.zeros.default:  # an LSTM's initial state (checked there)
             self.env[n] = ("zeros",)
         elif t is aten.lstm.input:
