@@ -1031,7 +1031,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                                    + sum(d["bytes"] for d in svdfs.values())),
         # per row: byte padding, and for the pairs kernel the codes padding the row to a group of four
         "flash_weights_bound_bytes": int(packed_bound + sum(
-            L.p.bias.size * (1 if L.pairs is None else 2 + 3 * L.bits // 8) + 1 for L in layers)),
+            L.p.bias.size * (1 if L.pairs is None else 2 + 3 * L.bits // 8) + 1 for L in layers)
+            + sum(d["bytes"] for d in (*lstms.values(), *svdfs.values()))),  # exact: no packing
         # power LUTs, dense pair tables, and each add's two 256-entry int32 rescaling tables
         "flash_tables_bytes": int(sum((0 if L.lut is None else L.lut.size * 2) + (0 if L.pairs is None else L.pairs.size * 4)
                                       for L in layers)

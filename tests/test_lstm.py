@@ -328,3 +328,26 @@ def test_what_reads_an_lstms_output_otherwise_is_refused_by_name(reader, match):
 
     with pytest.raises(NupesError, match=match):
         import_module(M().eval(), torch.randn(1, 5, 3))
+
+
+def test_a_flash_budget_counts_the_lstms_bytes():
+    """An LSTM's weights do not shrink with the bits: a flash budget is met with them counted, and the
+    build's own count of the model's weights agrees (the allocator ignored them before)."""
+    from nupes_edge.codegen.plan import plan
+    from nupes_edge.importers import import_module
+    from nupes_edge.quant.mixed import stateful_flash_bytes
+
+    torch.manual_seed(0)
+    m = _LastStep().eval()
+    x = torch.randn(64, 9, 5)
+    g = import_module(m, x[:1], name="lstm")
+    fixed = stateful_flash_bytes(g)
+    assert fixed == 4 * 6 * (5 + 6) + 2 * 4 * 4 * 6
+    with pytest.raises(NupesError, match="below the smallest model"):
+        quantize_graph(g, x[:, :, None, :].numpy(), "powerquant", 4, flash_budget=fixed)
+    qm = quantize_graph(g, x[:, :, None, :].numpy(), "powerquant", 4, flash_budget=fixed + 400)
+    fb = qm.meta["flash_budget"]
+    assert fixed < fb["flash_bytes"] <= fixed + 400
+    r = plan(qm).report
+    assert r["flash_weights_bound_bytes"] >= r["flash_weights_bytes"] > fixed
+    assert r["flash_weights_bytes"] + r["flash_tables_bytes"] + r["flash_meta_bytes"] == fb["flash_bytes"]

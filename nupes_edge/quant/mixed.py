@@ -72,11 +72,28 @@ def add_options(graph: Graph) -> dict[tuple, dict[int, int]]:
     return {("add", n.name): {0: 0, 1: ADD_TABLE_BYTES} for n in graph.nodes if n.op == "add"}
 
 
+def stateful_flash_bytes(graph: Graph) -> int:
+    """Flash of the LSTMs and SVDFs, whatever the bits (their weights are stored one byte each, the SVDF's
+    time weights two; quant/stateful.py): int8 weights and int32 biases (an LSTM's input and recurrent
+    ones, an SVDF's folded feature sums and bias), as codegen/plan.py counts them, the SVDF's time
+    weights all counted (an upper bound when a reset-state SVDF keeps only the newest)."""
+    total = 0
+    for n in graph.nodes:
+        if n.op == "lstm":  # weight (4, S, F + S)
+            total += n.weight.size + 4 * 2 * n.bias.size
+        elif n.op == "svdf":  # weight (filters, I + M), bias (units,)
+            filters, inputs = n.weight.shape[0], graph.shapes[n.inputs[0]][0]
+            total += filters * inputs + 2 * filters * (n.weight.shape[1] - inputs) + 4 * filters + 4 * n.bias.size
+    return int(total)
+
+
 def size_range(graph: Graph, costs: dict[str, dict[int, int]]) -> tuple[int, int]:
     """(smallest, largest) model flash any allocation gives: every free layer at 2 bits and no add
-    tables, or every free layer at 8 bits with them."""
+    tables, or every free layer at 8 bits with them (the LSTMs and SVDFs, fixed, in both)."""
     every = {**costs, **add_options(graph)}
-    return sum(min(c.values()) for c in every.values()), sum(max(c.values()) for c in every.values())
+    fixed = stateful_flash_bytes(graph)
+    return (fixed + sum(min(c.values()) for c in every.values()),
+            fixed + sum(max(c.values()) for c in every.values()))
 
 
 def _quantize_alone(node: Node, x: torch.Tensor, bits: int, method: str,
@@ -216,15 +233,16 @@ def choose_bits(graph: Graph, x_calib: np.ndarray, method: str, budget: int, pin
         sens: dict[str, dict[int, float]] = {}
     else:
         sens = sensitivities(graph, x_calib, method, options, cfg, progress)
-        choice = allocate({**costs, **adds}, {**sens, **{a: {0: 0.0, 1: 0.0} for a in adds}}, budget)
+        fixed = stateful_flash_bytes(graph)  # what the bits do not change
+        choice = allocate({**costs, **adds}, {**sens, **{a: {0: 0.0, 1: 0.0} for a in adds}}, budget - fixed)
         bits = {n: choice[n] for n in costs}
         # equal error: the allocation drops every table it can; give back those the leftover bytes pay for
-        spare = budget - sum(costs[n][b] for n, b in bits.items())
+        spare = budget - fixed - sum(costs[n][b] for n, b in bits.items())
         tables = {}
         for a in adds:
             tables[a] = int(spare >= ADD_TABLE_BYTES)
             spare -= ADD_TABLE_BYTES * tables[a]
-    used = sum(costs[n][b] for n, b in bits.items()) + ADD_TABLE_BYTES * sum(tables.values())
+    used = stateful_flash_bytes(graph) + sum(costs[n][b] for n, b in bits.items()) + ADD_TABLE_BYTES * sum(tables.values())
     table_free = [a[1] for a, t in tables.items() if not t]
     seconds = time.perf_counter() - t0
     if progress:
