@@ -270,9 +270,12 @@ def test_cli_quantizes_an_svdf_only_file_saying_what_is_kept(tmp_path):
     r = cli("quantize", "m.tflite", "--method", "uniform", "--wbits", "8", "-o", "m.nq", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "activation state's quantization of 1 SVDF, kept as stored" in r.stdout, r.stdout
+    r = cli("quantize", "m.tflite", "--method", "powerquant", "--wbits", "4", "--layer-wbits", "svdf_0=8", "-o", "m8.nq",
+            cwd=tmp_path)  # pinned to 8 bits: the file's own (int16 time) weights
+    assert r.returncode == 0 and "of 1 SVDF, kept as stored" in r.stdout, r.stdout + r.stderr
     r = cli("quantize", "m.tflite", "--method", "powerquant", "--wbits", "4", "-o", "m4.nq", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "time weights re-quantized with powerquant to 4-bit levels" in r.stdout, r.stdout
+    assert "weights re-quantized with powerquant to 4-bit levels" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("method,bits,case", [("uniform", 4, "chain"), ("powerquant", 3, "rank_2_memory_10_odd_inputs"),

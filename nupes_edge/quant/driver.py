@@ -112,12 +112,18 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
         weights = {n.name: fn(n.weight, bits[n.name]) for n in graph.weight_nodes()}
         if bias_correction and x_calib is not None:
             weights = correct_biases(graph, x_calib, act, weights)
-    # an LSTM's and an SVDF's weights: the file's when every layer keeps its own, else the method's
-    # (quant/stateful.py)
-    lstms = {} if weights_kept else {n.name: quantize_lstm(n.weight, graph.shapes[n.inputs[0]][0], method, sbits[n.name])
-                                     for n in graph.nodes if n.op == "lstm"}
-    svdfs = {} if weights_kept else {n.name: quantize_svdf(n.weight, graph.shapes[n.inputs[0]][0], method, sbits[n.name])
-                                     for n in graph.nodes if n.op == "svdf"}
+    # an LSTM's and an SVDF's weights: the file's when every layer keeps its own, or when it stays at 8 bits
+    # on the file's activations (its own weights are the best 8 bits have); else the method's (quant/stateful.py)
+    fq = graph.file_quant
+
+    def kept_from_file(n) -> bool:
+        return keep and n.name in getattr(fq, f"{n.op}s") and (weights_kept or sbits[n.name] == 8)
+
+    quantizers = {"lstm": quantize_lstm, "svdf": quantize_svdf}
+    redone = {n.name: (n.op, quantizers[n.op](n.weight, graph.shapes[n.inputs[0]][0], method, sbits[n.name]))
+              for n in graph.nodes if n.op in quantizers and not kept_from_file(n)}
+    lstms = {k: v for k, (op, v) in redone.items() if op == "lstm"}
+    svdfs = {k: v for k, (op, v) in redone.items() if op == "svdf"}
     params = lower(graph, act, weights, kept=weights_kept, levels=levels, lstm=lstms, svdf=svdfs)
     if weights_kept:
         keep_mod.check_kept(graph, params)
@@ -130,7 +136,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
             "calibration": ({"n": int(len(x_calib)), "input_range": [float(x_calib.min()), float(x_calib.max())]}
                             if x_calib is not None else {"n": 0})}
     if keep:
-        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept, method, sorted(set(sbits.values())))
+        meta["kept_from_file"] = keep_mod.describe(graph, weights_kept, method, {k: sbits[k] for k in redone})
     if allocation is not None:
         meta["flash_budget"] = allocation.as_meta()
     if levels != 16:

@@ -68,22 +68,29 @@ def check_kept(graph: Graph, params: dict) -> None:
                              f"(lowered to {int(got[c])}); use --recalibrate")
 
 
-def describe(graph: Graph, weights_kept: bool, method: str = "uniform", wbits: list[int] | None = None) -> dict:
-    """What a quantized model took from its file; ``wbits``: the LSTMs' and SVDFs' bits when re-quantized."""
-    bits = "/".join(map(str, wbits or [8]))
+def describe(graph: Graph, weights_kept: bool, method: str = "uniform", requantized: dict | None = None) -> dict:
+    """What a quantized model took from its file; ``requantized``: the LSTMs and SVDFs whose weights the
+    method re-quantized, with their bits (the others keep the file's)."""
     fq = graph.file_quant
+    requantized = requantized or {}
     out = {"activations": f"scales and zero points of {len(fq.act)} tensors",
            "weights": (f"int8 weights, float32 scales and int32 biases of {len(fq.layers)} layers"
                        if weights_kept else "re-quantized (not from the file)")}
-    if fq.lstms:
-        n = f"{len(fq.lstms)} LSTM{'s' if len(fq.lstms) > 1 else ''}"
-        out["lstm"] = (f"int8 weights, int32 biases and the int16 cell state of {n}, kept as stored" if weights_kept
-                       else f"the int16 cell state's scale of {n} kept; its weights re-quantized with {method} to "
-                            f"{bits}-bit levels, stored one byte each (quant/stateful.py)")
-    if fq.svdfs:  # likewise an SVDF
-        n = f"{len(fq.svdfs)} SVDF{'s' if len(fq.svdfs) > 1 else ''}"
-        out["svdf"] = (f"int8 feature weights, time weights, int32 biases and the activation state's quantization "
-                       f"of {n}, kept as stored" if weights_kept else
-                       f"the activation state's quantization of {n} kept; its feature and time weights re-quantized "
-                       f"with {method} to {bits}-bit levels (quant/stateful.py)")
+    for key, kind, kept_what, state in (
+            ("lstm", "LSTM", "int8 weights, int32 biases and the int16 cell state", "the int16 cell state's scale"),
+            ("svdf", "SVDF", "int8 feature weights, time weights, int32 biases and the activation state's quantization",
+             "the activation state's quantization")):
+        names = sorted(getattr(fq, f"{key}s"))
+        redone = [n for n in names if n in requantized]
+        parts = []
+        if len(redone) < len(names):
+            k = len(names) - len(redone)
+            parts.append(f"{kept_what} of {k} {kind}{'s' if k > 1 else ''}, kept as stored")
+        if redone:
+            bits = "/".join(str(b) for b in sorted({requantized[n] for n in redone}))
+            parts.append(f"{state} of {len(redone)} {kind}{'s' if len(redone) > 1 else ''} kept; their weights "
+                         f"re-quantized with {method} to {bits}-bit levels, stored as the kernel reads them "
+                         "(quant/stateful.py)")
+        if parts:
+            out[key] = "; ".join(parts)
     return out
