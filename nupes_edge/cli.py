@@ -85,7 +85,7 @@ def cmd_quantize(args) -> int:
                          levels={"int16": 16, "int8": 8}[args.levels])
     fb = qm.meta.get("flash_budget")
     layers = [{"name": n, "bits": p.bits, "a": p.a, "G": p.G} for n, p in qm.params.items() if hasattr(p, "G")]
-    widths = sorted({d["bits"] for d in layers}) or [args.wbits]  # a model of LSTMs only has no such layer
+    widths = sorted({d["bits"] for d in layers} | set(qm.meta.get("stateful_bits", {}).values())) or [args.wbits]
     wname = f"W{widths[0]}" if len(widths) == 1 else f"W{widths[0]}-{widths[-1]} mixed"
     obj = {"output": args.output, "hash": h, "method": qm.method, "wbits": args.wbits if fb is None else None,
            "levels": qm.meta.get("levels", 16),

@@ -141,5 +141,7 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
         meta["flash_budget"] = allocation.as_meta()
     if levels != 16:
         meta["levels"] = levels
+    if sbits:  # the LSTMs' and SVDFs' bits (the kept ones: 8)
+        meta["stateful_bits"] = {k: (sbits[k] if k in redone else 8) for k in sbits}
     return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta,
                       source=graph.source_tflite)
