@@ -82,13 +82,13 @@ def cmd_quantize(args) -> int:
     qm, h = api.quantize(args.model, args.data, args.method, args.wbits, args.output, dict(args.layer_wbits or []),
                          args.seed, progress=not args.quiet, flash_budget=args.flash_budget,
                          recalibrate=args.recalibrate, keep_softmax=args.keep_softmax,
-                         levels={"int16": 16, "int8": 8}[args.levels])
+                         levels={"int16": 16, "int8": 8}[args.levels], state=args.state)
     fb = qm.meta.get("flash_budget")
     layers = [{"name": n, "bits": p.bits, "a": p.a, "G": p.G} for n, p in qm.params.items() if hasattr(p, "G")]
     widths = sorted({d["bits"] for d in layers}) or [args.wbits]  # a model of LSTMs only has no such layer
     wname = f"W{widths[0]}" if len(widths) == 1 else f"W{widths[0]}-{widths[-1]} mixed"
     obj = {"output": args.output, "hash": h, "method": qm.method, "wbits": args.wbits if fb is None else None,
-           "levels": qm.meta.get("levels", 16),
+           "levels": qm.meta.get("levels", 16), "state": qm.meta.get("state", "reset"),
            "seconds": qm.meta["seconds"], "layers": layers}
     kept = qm.meta.get("kept_from_file")
     if kept:
@@ -506,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the weight tables' levels: int16 (default), or for the convolutions Helium multiplies int8 times a power of two, which the "
                         "Cortex-M55's Helium kernels multiply directly (nupes W4 models 2.1-3.5x faster there; "
                         "non-uniform 3- to 8-bit levels a little coarser; docs/numerics.md)")
+    q.add_argument("--state", choices=("reset", "carry"), default="reset",
+                   help="an LSTM's / SVDF's state: reset (default: every inference from the reset state, a "
+                        "whole-sequence model) or carry (each inference continues from the previous one's state, "
+                        "as TFLite Micro runs a streaming model; verify/run/eval take the inputs as one sequence; "
+                        "docs/tflite.md)")
     q.add_argument("--seed", type=_bounded(int, 0, (1 << 31) - 1, "--seed"), default=0, help="random seed of the learned methods (default 0)")
     q.add_argument("-o", "--output", required=True, help="the model.nq to write")
     q.add_argument("--quiet", action="store_true", help="no progress on stderr")
