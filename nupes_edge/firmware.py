@@ -17,6 +17,7 @@ from .errors import NupesError
 from .fileio import atomic_write_bytes
 from .locking import folder_lock, fresh_folder
 from .qmodel import QuantModel
+from .state import carries
 
 INSTALL_HINT = ("sudo apt-get install --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi "
                 "(or run `make setup`)")
@@ -67,7 +68,10 @@ def app_model_header(qm: QuantModel, name: str) -> str:
         f"#define APP_INPUT_SCALE_BITS {_float_bits(qm.input_q.scale)}",
         f"#define APP_OUTPUT_SCALE_BITS {_float_bits(qm.output_q.scale)}",
         f"#define APP_INPUT_ZERO_POINT ({qm.input_q.zero_point})",
-        f"#define APP_OUTPUT_ZERO_POINT ({qm.output_q.zero_point})", "#endif", ""])
+        f"#define APP_OUTPUT_ZERO_POINT ({qm.output_q.zero_point})"]
+        # a model that carries its state: the RESET frame, and a RUN repeated without a LOAD answered again
+        # rather than run again (nupes_edge/state.py; a reset model's firmware is unchanged)
+        + ([f"#define APP_RESET nupes_{name}_reset"] if carries(qm) else []) + ["#endif", ""])
 
 
 def _linker_script(board: boards.Board) -> str:

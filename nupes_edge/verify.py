@@ -142,6 +142,8 @@ def verify_device(qm: QuantModel, client, x: np.ndarray, y: np.ndarray, profile:
     except NupesError:
         board = None
     kind, div = _count_kind(hello, board)
+    if carries(qm):  # the inputs are one sequence, from the reset state whatever the board ran before
+        client.reset_state()
     outs, counts = [], []
     for row in progress_bar(dev_in, desc=f"verifying on {hello.board}", unit="input", enabled=progress):
         count, out = client.infer(row.tobytes())
