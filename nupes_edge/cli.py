@@ -209,7 +209,8 @@ def _memory_text(rep: dict) -> str:
     return (f"  params {rep['params']}, MACs {rep['macs']}\n"
             f"  flash: weights {rep['flash_weights_bytes']} B (bound {rep['flash_weights_bound_bytes']} B), "
             f"LUTs {rep['flash_tables_bytes']} B, bias+requant {rep['flash_meta_bytes']} B\n"
-            f"  RAM: arena {rep['arena_bytes']} B (naive {rep['arena_naive_bytes']} B), scratch {rep['scratch_bytes']} B")
+            f"  RAM: arena {rep['arena_bytes']} B (naive {rep['arena_naive_bytes']} B), scratch {rep['scratch_bytes']} B"
+            + (f", state {rep['state_bytes']} B (carried)" if rep.get("state_bytes") else ""))
 
 
 def cmd_codegen(args) -> int:

@@ -313,3 +313,32 @@ def test_the_kept_dtln_carries_its_lstm_state_like_tflite_micro(tmp_path):
     for dsp in (False, True):
         hb = build.build_host(qm, str(tmp_path / f"dsp{int(dsp)}"), sanitize=True, dsp=dsp)
         np.testing.assert_array_equal(build.run_host(hb.runner, dev_in), ref_rows)
+
+
+def test_a_project_quantizes_with_its_state_key(tmp_path):
+    """nupes-edge.toml's state = "carry" reaches quantize (and the cached model's key); an unknown value
+    is refused by name; the codegen report and the build summary count the state's RAM."""
+    from nupes_edge import codegen, project
+    from nupes_edge.cli import _memory_text
+
+    src = tmp_path / "chain.tflite"
+    src.write_bytes(chain_file(np.random.default_rng(1)))
+    keys = {}
+    for state in ("reset", "carry"):
+        d = tmp_path / state
+        d.mkdir()
+        (d / project.FILE).write_text(f"[project]\nmodel = \"{src}\"\ndata = \"random\"\nmethod = \"uniform\"\n"
+                                      f"wbits = 8\nstate = \"{state}\"\n")
+        proj = project.load(str(d))
+        keys[state] = proj.cache_key()
+        qm = artifact.load(project.quantized_model(proj, progress=False))
+        assert qm.meta.get("state", "reset") == state
+        rep = codegen.plan(qm).report
+        assert ("state_bytes" in rep) == (state == "carry")
+        assert ("state 572 B (carried)" in _memory_text(rep)) == (state == "carry")
+    assert keys["reset"] != keys["carry"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / project.FILE).write_text(f"[project]\nmodel = \"{src}\"\ndata = \"random\"\nstate = \"forever\"\n")
+    with pytest.raises(NupesError, match="state = 'forever'"):
+        project.load(str(bad))
