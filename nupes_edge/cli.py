@@ -99,6 +99,9 @@ def cmd_quantize(args) -> int:
     if kept:
         lines.insert(1, f"  from the .tflite file: activation {kept['activations']}; weights: {kept['weights']}"
                         + "".join(f"; {kept[k]}" for k in ("lstm", "svdf") if kept.get(k)))
+    if qm.meta.get("state") == "carry":
+        lines.insert(1, "  state: carried from each inference to the next (verify / run / eval take their inputs as "
+                        "one sequence; nupes_<name>_reset() in C; docs/tflite.md)")
     if fb is None:
         lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']}" for d in layers]
     else:
