@@ -107,7 +107,7 @@ def render(qm: QuantModel, name: str | None = None, runner: bool = False,
         "steps": [{"index": st.index, "comment": c_comment(st.node_name), "literal": c_string(st.node_name),
                    "op": st.op, "call": st.call, "profiled": st.profiled} for st in p.steps],
         "layers": [L.cname for L in p.layers], "adds": list(p.adds), "lstms": list(p.lstms),
-        "svdfs": list(p.svdfs),
+        "svdfs": list(p.svdfs), "states": p.states, "state_bytes": sum(st["bytes"] for st in p.states),
         "output_copy": f"arena + {p.offsets[_storage_of_output(qm)]}" if p.output_in_arena else None,
     }
     data_layers = [{

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import moves
+from ..state import carries
 from ..errors import NupesError
 from ..intparams import IntAdd, IntLayer
 from ..intref.fixedpoint import INT32_MAX
@@ -90,6 +91,9 @@ class Plan:
     tiled: dict = field(default_factory=dict)  # a tiled chain's first layer → (its layers, rows per band, tile bytes)
     lstms: dict = field(default_factory=dict)  # C name → an LSTM's flash data (lstm_data)
     svdfs: dict = field(default_factory=dict)  # C name → an SVDF's flash data (svdf_data)
+    # a "carry" model's static state buffers (nupes_edge/state.py): {cname, type, len, reset (the value
+    # nupes_<name>_reset writes), bytes}; empty for a reset model
+    states: list = field(default_factory=list)
 
 
 def _refuse(node, msg: str) -> NupesError:
@@ -242,17 +246,18 @@ def lstm_data(node, p, in_shape, out_shape) -> dict:
             "bytes": int(w_in.size + w_rec.size + 4 * (in_bias.size + rec_bias.size))}
 
 
-def svdf_data(node, p, in_shape, out_shape) -> dict:
+def svdf_data(node, p, in_shape, out_shape, carry: bool = False) -> dict:
     """nupes_svdf_s8's flash data (model_data.c): the feature weights, their sums times -in_zp per filter
     (the kernel sums w * x), each filter's newest time weight (the only one that meets a state value off
     its zero point in an inference from the reset state), the bias, and the scalar fields of its
-    nupes_svdf_t after the four arrays, every value checked."""
-    check_svdf(node, p, in_shape, out_shape)
+    nupes_svdf_t after the four arrays, every value checked. ``carry`` (nupes_svdf_s8_carry): every
+    filter's time weights, filters x memory."""
+    check_svdf(node, p, in_shape, out_shape, carry)
     wf = np.asarray(p.w_feature, np.int64)
     folded = c_ints(-int(p.in_zp) * wf.sum(axis=1), *INT32, f"layer '{node.name}': feature bias")
     if (128 * np.abs(wf).sum(axis=1) + np.abs(folded)).max(initial=0) > INT32_MAX:
         raise _refuse(node, "a filter's feature sum with the zero point folded could overflow int32")
-    w_time = np.asarray(p.w_time, np.int64)[:, -1]
+    w_time = np.asarray(p.w_time, np.int64) if carry else np.asarray(p.w_time, np.int64)[:, -1]
     bias = np.asarray(p.bias, np.int64)
     bits = int(p.state_bits)
     init = (f"{int(p.mult1)}, {int(p.shift1)}, {int(p.mult2)}, {int(p.shift2)}, {-(1 << (bits - 1))}, "
@@ -837,6 +842,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
     table_ops = 0
     lstms: dict[str, dict] = {}  # C name → an LSTM's flash data (lstm_data)
     svdfs: dict[str, dict] = {}  # C name → an SVDF's flash data (svdf_data)
+    carry = carries(qm)
+    states: list[dict] = []  # a carry model's state buffers (Plan.states)
     stages: dict[str, list[str]] = {}  # a tiled chain's first layer → its nupes_stage_t initializers
     for i, node in enumerate(real):
         p = qm.params.get(node.name)
@@ -976,10 +983,24 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             lstms[lname] = lstm_data(node, p, g.shapes[node.inputs[0]], g.shapes[node.output])
             call = f"{kernel}({ins[0]}, {out}, &{lname}, {scr(i)});"
             scratch = max(scratch, 5 * g.shapes[node.output][0])
+            if carry:  # the hidden and cell state persist in static buffers; scratch: the gates' rows
+                units = g.shapes[node.output][0]
+                kernel = "nupes_lstm_s8_carry"
+                states += [{"cname": f"{lname}_hidden", "type": "int8_t", "len": units, "reset": int(p.hid_zp),
+                            "bytes": units},
+                           {"cname": f"{lname}_cell", "type": "int16_t", "len": units, "reset": 0, "bytes": 2 * units}]
+                call = f"{kernel}({ins[0]}, {out}, &{lname}, {scr(i)}, {lname}_hidden, {lname}_cell);"
         elif node.op == "svdf":  # no scratch: from the reset state only the newest state values count
             kernel = "nupes_svdf_s8"
-            svdfs[lname] = svdf_data(node, p, g.shapes[node.inputs[0]], g.shapes[node.output])
+            svdfs[lname] = svdf_data(node, p, g.shapes[node.inputs[0]], g.shapes[node.output], carry)
             call = f"{kernel}({ins[0]}, {out}, &{lname});"
+            if carry:  # the whole state, filters x memory, in a static int16 buffer
+                filters, memory = np.asarray(p.w_time).shape
+                kernel = "nupes_svdf_s8_carry"
+                reset = int(p.state_zp) if int(p.state_bits) == 8 else 0
+                states.append({"cname": f"{lname}_state", "type": "int16_t", "len": filters * memory, "reset": reset,
+                               "bytes": 2 * filters * memory})
+                call = f"{kernel}({ins[0]}, {out}, &{lname}, {c_int(memory, 1, 1 << 20, 'memory')}, {lname}_state);"
         elif node.op in TABLE_OPS:
             table = ", ".join(str(v) for v in check_table(node, p))
             kernel = "nupes_lut_s8"
@@ -1045,11 +1066,13 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
         "input_bytes": _hwc_size(g.input_shape),
         "output_bytes": _hwc_size(g.output_shape),
     }
+    if carry:  # a carry model's static state buffers (a reset model's report is unchanged)
+        report["state_bytes"] = int(sum(st["bytes"] for st in states))
     return Plan(name=cname, input_shape=tuple(g.input_shape), output_shape=tuple(g.output_shape),
                 input_size=_hwc_size(g.input_shape), output_size=_hwc_size(g.output_shape), layers=layers, adds=adds,
                 steps=steps, offsets=offsets, sizes=sizes, arena_bytes=arena_bytes, arena_naive_bytes=arena_naive,
                 scratch_entries=1 if scratch_in_arena else max(scratch, 1), output_in_arena=output_in_arena, report=report,
-                table_free_adds=table_free, storage=dict(alias), lstms=lstms, svdfs=svdfs,
+                table_free_adds=table_free, storage=dict(alias), lstms=lstms, svdfs=svdfs, states=states,
                 lifetimes={t: (first[t], last[t]) for t in arena_tensors}, inplace=dict(inplace_steps),
                 tiled={h: ([n.name for n in chain_of[h]], lay.tiles[h][0],
                            sum(sizes[t] for t in lay.tiles[h][1]) + (sizes[lay.tiles[h][2]] if lay.tiles[h][2] else 0))

@@ -83,6 +83,7 @@ class Analysis:
                  f"model flash {t['model_flash_bytes']:,} B: weights {t['flash_weights_bytes']:,} B, tables "
                  f"{t['flash_tables_bytes']:,} B, bias+requant {t['flash_meta_bytes']:,} B",
                  f"RAM: arena {t['arena_bytes']:,} B + scratch {t['scratch_bytes']:,} B"
+                 + (f" + state {t['state_bytes']:,} B" if t.get("state_bytes") else "")
                  + (f" + stack {t['stack_bytes']:,} B" if t.get("stack_bytes") is not None else "")]
         if t.get("board"):
             lines.append(f"firmware on {t['board']}: flash {t['flash_used']:,} of {t['flash_bytes']:,} B "
@@ -168,6 +169,8 @@ def analyze(qm: QuantModel, x_calib: np.ndarray | None = None, sizes: dict | Non
               "flash_meta_bytes": rep["flash_meta_bytes"],
               "model_flash_bytes": rep["flash_weights_bytes"] + rep["flash_tables_bytes"] + rep["flash_meta_bytes"],
               "arena_bytes": rep["arena_bytes"], "scratch_bytes": rep["scratch_bytes"], "stack_bytes": None}
+    if rep.get("state_bytes"):  # a carry model's static state (a reset model's totals are unchanged)
+        totals["state_bytes"] = rep["state_bytes"]
     notes = []
     if sizes:
         from . import boards as board_defs

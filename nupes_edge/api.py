@@ -45,7 +45,7 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
              overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = True,
              example_input: torch.Tensor | None = None, name: str | None = None,
              flash_budget: int | str | None = None, recalibrate: bool = False,
-             keep_softmax: bool | None = None, levels: int = 16) -> tuple[QuantModel, str]:
+             keep_softmax: bool | None = None, levels: int = 16, state: str = "reset") -> tuple[QuantModel, str]:
     """Quantize ``model`` calibrating on ``data``; returns the model and its hash.
 
     model: a bundled example name, a .pt2 / .tflite path, or a ``torch.nn.Module`` together with
@@ -58,6 +58,8 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
     activation quantization again from ``data`` instead. keep_softmax: a final Softmax runs on the
     device (int8 probabilities) instead of the caller getting logits; default only for a kept int8 file.
     levels: 16 (int16 table levels) or 8 (int8 levels times a power of two: Helium's; quantize_graph).
+    state: "reset" (every inference from the reset state) or "carry" (an LSTM's / SVDF's state carried
+    from one inference to the next, as TFLite Micro runs a streaming model: nupes_edge/state.py).
     """
     torch.set_num_threads(int(os.environ.get("NUPES_EDGE_THREADS", "1")))
     if isinstance(model, torch.nn.Module):
@@ -85,7 +87,7 @@ def quantize(model, data, method: str = "nupes", wbits: int = 4, out: str | None
         except ValueError as e:
             raise NupesError(f"flash budget: {e}") from None
     qm = quantize_graph(graph, x, method, wbits, overrides, seed, progress, name=name, flash_budget=flash_budget,
-                        recalibrate=recalibrate, keep_softmax=keep_softmax, levels=levels)
+                        recalibrate=recalibrate, keep_softmax=keep_softmax, levels=levels, state=state)
     # a file is recorded by its absolute path, so verify/run/analyze find it from any folder
     qm.meta["calibration"]["data"] = os.path.abspath(data) if isinstance(data, str) and os.path.isfile(data) else data
     h = artifact.save(qm, out) if out else artifact.hash_of(qm)
@@ -184,7 +186,9 @@ def random_inputs(qm: QuantModel, n: int, seed: int = 0) -> tuple[np.ndarray, np
     q = qm.input_q
     codes = np.random.default_rng(seed).integers(-128, 128, (n, *qm.graph.input_shape))
     x = ((codes - q.zero_point) * np.float64(q.scale)).astype(np.float32)
-    y = torch_exec.run_numpy(qm.graph, x).reshape(n, -1).argmax(axis=1)
+    from .state import carries
+
+    y = torch_exec.run_numpy(qm.graph, x, carry=carries(qm)).reshape(n, -1).argmax(axis=1)
     return x, y
 
 

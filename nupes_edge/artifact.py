@@ -221,6 +221,8 @@ def _check_meta(meta: dict, path: str) -> None:
             raise NupesError(f"{path}: meta.{key} must be a table")
     if not isinstance(meta.get("seconds", 0.0), (int, float)) or isinstance(meta.get("seconds", 0.0), bool):
         raise NupesError(f"{path}: meta.seconds must be a number")
+    if "state" in meta and meta["state"] != "carry":  # only "carry" is ever written (nupes_edge/state.py)
+        raise NupesError(f"{path}: meta.state must be \"carry\" when present, not {str(meta['state'])[:40]!r}")
 
 
 def _check_strings(m: dict, path: str) -> None:
@@ -314,6 +316,13 @@ def _loads(data: bytes, path: str) -> QuantModel:
                       nodes=nodes, output_softmax=bool(gj["output_softmax"]),
                       input_layout=gj.get("input_layout", "NCHW"))
         infer_shapes(graph)
+        if m["meta"].get("state") == "carry":
+            from .state import check as check_state
+
+            try:
+                check_state(graph, "carry")
+            except NupesError as e:
+                raise NupesError(f"{path}: meta.state: {e}") from None
         act = {k: ActQuant(float(v["scale"]), int(v["zero_point"])) for k, v in m["act"].items()}
         weights = {k: _from_json(LayerWeights, v, array) for k, v in m["weights"].items()}
         params = {k: _from_json(_PARAM_TYPES[v["type"]], v, array) for k, v in m["params"].items()}

@@ -82,13 +82,13 @@ def cmd_quantize(args) -> int:
     qm, h = api.quantize(args.model, args.data, args.method, args.wbits, args.output, dict(args.layer_wbits or []),
                          args.seed, progress=not args.quiet, flash_budget=args.flash_budget,
                          recalibrate=args.recalibrate, keep_softmax=args.keep_softmax,
-                         levels={"int16": 16, "int8": 8}[args.levels])
+                         levels={"int16": 16, "int8": 8}[args.levels], state=args.state)
     fb = qm.meta.get("flash_budget")
     layers = [{"name": n, "bits": p.bits, "a": p.a, "G": p.G} for n, p in qm.params.items() if hasattr(p, "G")]
     widths = sorted({d["bits"] for d in layers} | set(qm.meta.get("stateful_bits", {}).values())) or [args.wbits]
     wname = f"W{widths[0]}" if len(widths) == 1 else f"W{widths[0]}-{widths[-1]} mixed"
     obj = {"output": args.output, "hash": h, "method": qm.method, "wbits": args.wbits if fb is None else None,
-           "levels": qm.meta.get("levels", 16),
+           "levels": qm.meta.get("levels", 16), "state": qm.meta.get("state", "reset"),
            "seconds": qm.meta["seconds"], "layers": layers}
     kept = qm.meta.get("kept_from_file")
     if kept:
@@ -99,6 +99,9 @@ def cmd_quantize(args) -> int:
     if kept:
         lines.insert(1, f"  from the .tflite file: activation {kept['activations']}; weights: {kept['weights']}"
                         + "".join(f"; {kept[k]}" for k in ("lstm", "svdf") if kept.get(k)))
+    if qm.meta.get("state") == "carry":
+        lines.insert(1, "  state: carried from each inference to the next (verify / run / eval take their inputs as "
+                        "one sequence; nupes_<name>_reset() in C; docs/tflite.md)")
     if fb is None:
         lines += [f"  {d['name']:<24} {d['bits']} bits  a={d['a']:.3f}  G={d['G']}" for d in layers]
     else:
@@ -209,7 +212,8 @@ def _memory_text(rep: dict) -> str:
     return (f"  params {rep['params']}, MACs {rep['macs']}\n"
             f"  flash: weights {rep['flash_weights_bytes']} B (bound {rep['flash_weights_bound_bytes']} B), "
             f"LUTs {rep['flash_tables_bytes']} B, bias+requant {rep['flash_meta_bytes']} B\n"
-            f"  RAM: arena {rep['arena_bytes']} B (naive {rep['arena_naive_bytes']} B), scratch {rep['scratch_bytes']} B")
+            f"  RAM: arena {rep['arena_bytes']} B (naive {rep['arena_naive_bytes']} B), scratch {rep['scratch_bytes']} B"
+            + (f", state {rep['state_bytes']} B (carried)" if rep.get("state_bytes") else ""))
 
 
 def cmd_codegen(args) -> int:
@@ -506,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the weight tables' levels: int16 (default), or for the convolutions Helium multiplies int8 times a power of two, which the "
                         "Cortex-M55's Helium kernels multiply directly (nupes W4 models 2.1-3.5x faster there; "
                         "non-uniform 3- to 8-bit levels a little coarser; docs/numerics.md)")
+    q.add_argument("--state", choices=("reset", "carry"), default="reset",
+                   help="an LSTM's / SVDF's state: reset (default: every inference from the reset state, a "
+                        "whole-sequence model) or carry (each inference continues from the previous one's state, "
+                        "as TFLite Micro runs a streaming model; verify/run/eval take the inputs as one sequence; "
+                        "docs/tflite.md)")
     q.add_argument("--seed", type=_bounded(int, 0, (1 << 31) - 1, "--seed"), default=0, help="random seed of the learned methods (default 0)")
     q.add_argument("-o", "--output", required=True, help="the model.nq to write")
     q.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import torch_exec
+from .state import carries
 from .intref import dequantize_output, quantize_input, run_int
 from .qmodel import QuantModel
 
@@ -57,8 +58,9 @@ def int_logits(qm: QuantModel, x: np.ndarray) -> np.ndarray:
 
 
 def evaluate(qm: QuantModel, x: np.ndarray, y: np.ndarray | None) -> EvalReport:
-    f = torch_exec.run_numpy(qm.graph, x)
-    fq = torch_exec.run_numpy(qm.graph, x, weights=qm.fq_weights(), act_q=qm.act_q())
+    carry = carries(qm)  # a carry model: the rows are one sequence for the float models too
+    f = torch_exec.run_numpy(qm.graph, x, carry=carry)
+    fq = torch_exec.run_numpy(qm.graph, x, weights=qm.fq_weights(), act_q=qm.act_q(), carry=carry)
     iq = int_logits(qm, x)
     out = qm.output_q
     i_real = dequantize_output(iq, out.scale, out.zero_point)

@@ -17,6 +17,7 @@ from .errors import NupesError
 from .fileio import atomic_write_bytes
 from .locking import folder_lock, fresh_folder
 from .qmodel import QuantModel
+from .state import carries
 
 INSTALL_HINT = ("sudo apt-get install --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi "
                 "(or run `make setup`)")
@@ -40,6 +41,7 @@ class FirmwareBuild:
                 f"RAM {s['ram_used']} / {s['ram_bytes']} B ({s['ram_used'] / s['ram_bytes']:.1%}, incl. {self.board.stack_bytes} B stack)\n"
                 f"  model: weights {s['flash_weights_bytes']} B, LUTs {s['flash_tables_bytes']} B, "
                 f"arena {s['arena_bytes']} B (naive {s['arena_naive_bytes']} B), scratch {s['scratch_bytes']} B"
+                + (f", state {s['state_bytes']} B (carried)" if s.get("state_bytes") else "")
                 + (f"; plan: {s['ram_plan']}" if s.get("ram_plan", "fastest") != "fastest" else ""))
 
 
@@ -67,7 +69,10 @@ def app_model_header(qm: QuantModel, name: str) -> str:
         f"#define APP_INPUT_SCALE_BITS {_float_bits(qm.input_q.scale)}",
         f"#define APP_OUTPUT_SCALE_BITS {_float_bits(qm.output_q.scale)}",
         f"#define APP_INPUT_ZERO_POINT ({qm.input_q.zero_point})",
-        f"#define APP_OUTPUT_ZERO_POINT ({qm.output_q.zero_point})", "#endif", ""])
+        f"#define APP_OUTPUT_ZERO_POINT ({qm.output_q.zero_point})"]
+        # a model that carries its state: the RESET frame, and a RUN repeated without a LOAD answered again
+        # rather than run again (nupes_edge/state.py; a reset model's firmware is unchanged)
+        + ([f"#define APP_RESET nupes_{name}_reset"] if carries(qm) else []) + ["#endif", ""])
 
 
 def _linker_script(board: boards.Board) -> str:
@@ -86,7 +91,8 @@ def _overflow_error(stderr: str, board: boards.Board, report: dict) -> NupesErro
     return NupesError(
         f"the model does not fit {board.name} ({board.flash_bytes} B flash, {board.ram_bytes} B RAM): "
         f"{', '.join(parts)}; the model needs {report['flash_weights_bytes'] + report['flash_tables_bytes'] + report['flash_meta_bytes']} B "
-        f"of flash for weights and tables and {report['arena_bytes'] + report['scratch_bytes']} B of RAM for arena and scratch "
+        f"of flash for weights and tables and {report['arena_bytes'] + report['scratch_bytes'] + report.get('state_bytes', 0)} B "
+        f"of RAM for arena and scratch{' and its carried state' if report.get('state_bytes') else ''} "
         f"(plus {board.stack_bytes} B stack and the runtime)")
 
 

@@ -20,31 +20,35 @@ def litert_interpreter(data: bytes, preserve_all_tensors: bool = False):
     return it
 
 
-def run_litert(data: bytes, rows: np.ndarray) -> np.ndarray:
+def run_litert(data: bytes, rows: np.ndarray, carry: bool = False) -> np.ndarray:
     """Each row of ``rows`` through LiteRT (reshaped to the model's input), each from the reset state
-    (as run_tflm); (N, output size)."""
+    (as run_tflm), or with ``carry`` as one sequence (reset once, before the first row); (N, output size)."""
     it = litert_interpreter(data)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
     out = []
-    for r in rows:
-        it.reset_all_variables()
+    for k, r in enumerate(rows):
+        if k == 0 or not carry:
+            it.reset_all_variables()
         it.set_tensor(i["index"], np.asarray(r).reshape(i["shape"]).astype(i["dtype"]))
         it.invoke()
         out.append(it.get_tensor(o["index"]).ravel().copy())
     return np.array(out)
 
 
-def run_tflm(data: bytes, rows: np.ndarray) -> np.ndarray:
+def run_tflm(data: bytes, rows: np.ndarray, carry: bool = False) -> np.ndarray:
     """Each int8 row through the TFLite Micro interpreter, each from the reset state (a stateful
     operator's variables, an LSTM's hidden and cell state, are reset before every row: one row is one
-    whole inference, as nupes-edge's models run); (N, output size)."""
+    whole inference, as a "reset" model runs); with ``carry``, the rows are one sequence: reset once
+    before the first, then each Invoke() continues from the previous one's variables, as TFLite Micro
+    runs a streaming model (a "carry" model, nupes_edge/state.py); (N, output size)."""
     from tflite_micro import runtime
 
     it = runtime.Interpreter.from_bytes(data)
     shape = it.get_input_details(0)["shape"]
     out = []
-    for r in rows:
-        it.reset()
+    for k, r in enumerate(rows):
+        if k == 0 or not carry:
+            it.reset()
         it.set_input(np.asarray(r).reshape(shape), 0)
         it.invoke()
         out.append(it.get_output(0).ravel().copy())

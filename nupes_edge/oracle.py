@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import NupesError
 from .qmodel import QuantModel
+from .state import carries
 
 MAX_SOURCE_BYTES = 16 << 20
 
@@ -41,10 +42,11 @@ def _dequantized(y: np.ndarray, scale: float, zp: int) -> np.ndarray:
     return np.float32(scale) * (y.astype(np.float32) - np.float32(zp))
 
 
-def run_source(src: bytes, dev_in: np.ndarray, in_q) -> np.ndarray:
+def run_source(src: bytes, dev_in: np.ndarray, in_q, carry: bool = False) -> np.ndarray:
     """The file under TFLite Micro on int8 inputs ``dev_in`` (N, bytes, device order). A file that takes
     floats (a QUANTIZE first) gets the real values those codes stand for under ``in_q``, which its
-    QUANTIZE turns back into the same codes when it is the model's input quantization."""
+    QUANTIZE turns back into the same codes when it is the model's input quantization. ``carry``: the
+    rows are one sequence (TFLite Micro reset once, not before every row: a "carry" model's semantics)."""
     from tflite_micro import runtime
 
     from .interpreters import run_tflm
@@ -56,7 +58,7 @@ def run_source(src: bytes, dev_in: np.ndarray, in_q) -> np.ndarray:
         dev_in = (dev_in.astype(np.int16) + 128).astype(np.uint8)
     elif i_det["dtype"] != np.int8:
         raise NupesError(f"the source .tflite takes {np.dtype(i_det['dtype']).name} inputs")
-    return run_tflm(bytes(src), dev_in).reshape(len(dev_in), -1)
+    return run_tflm(bytes(src), dev_in, carry=carry).reshape(len(dev_in), -1)
 
 
 def exact_expected(qm: QuantModel) -> bool:
@@ -96,7 +98,7 @@ def compare_with_source(qm: QuantModel, dev_in: np.ndarray, ref_rows: np.ndarray
         return OracleResult("requantized", None, float("nan"), float("nan"),
                             note=f"input quantization {ours} differs from the file's {file_in} (--recalibrate): "
                                  "not compared")
-    want = run_source(src, dev_in, qm.input_q)
+    want = run_source(src, dev_in, qm.input_q, carry=carries(qm))  # a carry model: one sequence, as run_int
     oq = qm.output_q
     wq = o_det["quantization_parameters"]
     if want.dtype == np.uint8 and len(wq["scales"]) == 1:  # uint8 output codes = int8 codes + 128

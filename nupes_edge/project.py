@@ -51,6 +51,7 @@ class Project:
     keep_softmax: bool | None = None
     recalibrate: bool = False
     levels: str = ""  # "int16" / "int8"; empty: int8 on a Helium board (Cortex-M55), else int16
+    state: str = "reset"  # "reset" / "carry": an LSTM's / SVDF's state between inferences (quantize --state)
 
     def level_bits(self) -> int:
         """The weight levels the project quantizes with (quantize --levels)."""
@@ -75,7 +76,8 @@ class Project:
                 h.update(spec.encode())
         h.update(json.dumps([self.method, self.wbits, self.seed, __version__, artifact.VERSION, self.flash_budget,
                              sorted((self.layer_wbits or {}).items()), self.keep_softmax, self.recalibrate]
-                            + ([] if self.level_bits() == 16 else ["levels", 8])).encode())
+                            + ([] if self.level_bits() == 16 else ["levels", 8])
+                            + ([] if self.state == "reset" else ["state", self.state])).encode())
         return h.hexdigest()[:24]
 
     def cached_model_path(self) -> str:
@@ -153,6 +155,7 @@ SCHEMA = {
     "keep_softmax": (bool, "true or false"),
     "recalibrate": (bool, "true or false"),
     "levels": (str, "\"int16\" or \"int8\" (default: int8 for a Helium board such as the Cortex-M55, else int16)"),
+    "state": (str, "\"reset\" or \"carry\" (an LSTM's / SVDF's state between inferences; default reset)"),
 }
 
 
@@ -205,6 +208,8 @@ def validate(d: dict, path: str) -> dict:
             raise NupesError(f"{path}: [project] layer_wbits.{layer} = {bits!r}: expected bits 2..8")
     if proj.get("levels", "int16") not in ("int16", "int8"):
         raise NupesError(f"{path}: [project] levels = {proj['levels']!r}: expected \"int16\" or \"int8\"")
+    if proj.get("state", "reset") not in ("reset", "carry"):
+        raise NupesError(f"{path}: [project] state = {proj['state']!r}: expected \"reset\" or \"carry\"")
     if "flash_budget" in proj:
         proj["flash_budget"] = str(proj["flash_budget"])
     return proj
@@ -293,6 +298,6 @@ def quantized_model(p: Project, progress: bool = True) -> str:
 
         api.quantize(p.path(p.model), None if p.data == RANDOM else p.path(p.data), p.method, p.wbits, out, overrides=dict(p.layer_wbits or {}),
                      seed=p.seed, progress=progress, flash_budget=p.flash_budget or None,
-                     recalibrate=p.recalibrate, keep_softmax=p.keep_softmax, levels=p.level_bits())
+                     recalibrate=p.recalibrate, keep_softmax=p.keep_softmax, levels=p.level_bits(), state=p.state)
         share(p.cache_key(), out)
     return out

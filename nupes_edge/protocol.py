@@ -23,6 +23,7 @@ SYNC = b"\xa5\x5a"
 T_HELLO, T_PROFILE, T_LOAD, T_RUN, T_REPLY, T_ERROR = 0x01, 0x03, 0x04, 0x05, 0x80, 0xEE
 T_CALIBRATE = 0x06
 T_STACK = 0x07
+T_RESET = 0x08  # only in the firmware of a model that carries its state (nupes_edge/state.py)
 E_INPUT_CRC = 5
 ERRORS = {1: "bad CRC", 2: "bad length", 3: "unknown frame type", 4: "frame too long", 5: "input CRC mismatch"}
 RETRYABLE = {1, 4}  # what corruption on the wire causes
@@ -295,6 +296,14 @@ class Client:
             except InputCRCError:
                 self.retried += 1
         raise DeviceError(f"{self.url}: the device's copy of the input kept differing from the host's")
+
+    def reset_state(self) -> None:
+        """Put the model's carried state back to the reset state (RESET: firmware of a carry model only)."""
+        def parse(p: bytes) -> None:
+            if p:
+                raise ValueError(f"RESET reply {p.hex()}")
+
+        self.request(T_RESET, parse=parse)
 
     def calibrate(self, n: int) -> int:
         """The device's raw count for a loop of exactly 2 * n instructions (n in 1..2^26)."""

@@ -74,9 +74,10 @@ def _moved(node: Node, xs: list[torch.Tensor]) -> torch.Tensor:
     return _from_device_flat(y, shape)
 
 
-def lstm(node: Node, x: torch.Tensor) -> torch.Tensor:
+def lstm(node: Node, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
     """The float LSTM (TFLite's, no peephole or projection) from a zero state: x (N, F, 1, T) ->
-    (N, S, 1, T); gates input, forget, cell, output; the cell state clipped to ±cell_clip when > 0."""
+    (N, S, 1, T); gates input, forget, cell, output; the cell state clipped to ±cell_clip when > 0.
+    ``state``: a dict (node name -> (h, c)) to start from (absent: zero) and to update (carry mode)."""
     w = torch.from_numpy(np.asarray(node.weight, np.float32))
     b = torch.from_numpy(np.asarray(node.bias, np.float32))
     units, feats = w.shape[1], x.shape[1]
@@ -85,6 +86,8 @@ def lstm(node: Node, x: torch.Tensor) -> torch.Tensor:
     act = torch.tanh if node.attrs.get("cell_act", "tanh") == "tanh" else torch.sigmoid
     h = x.new_zeros(len(x), units)
     c = x.new_zeros(len(x), units)
+    if state is not None and node.name in state:
+        h, c = state[node.name]
     out = []
     for t in range(x.shape[3]):
         xt = x[:, :, 0, t]
@@ -94,21 +97,32 @@ def lstm(node: Node, x: torch.Tensor) -> torch.Tensor:
             c = torch.clamp(c, -clip, clip)
         h = torch.sigmoid(pre[3]) * torch.tanh(c)
         out.append(h)
+    if state is not None:
+        state[node.name] = (h, c)
     return torch.stack(out, dim=2)[:, :, None, :]
 
 
-def svdf(node: Node, x: torch.Tensor) -> torch.Tensor:
+def svdf(node: Node, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
     """The float SVDF (TFLite's) from a zero state: x (N, I) -> (N, U). Each filter's newest state value is
     its feature dot product; the older values are 0, so each filter contributes its newest time weight
-    times that value; rank filters per unit, the bias, then the activation."""
+    times that value; rank filters per unit, the bias, then the activation. ``state``: a dict (node
+    name -> (N, F, M) activation state) to start from (absent: zero) and to update (carry mode): the
+    state moves one step, the newest value is the feature product, each filter sums time weights x state."""
     w = torch.from_numpy(np.asarray(node.weight, np.float32))
     rank, n_in = int(node.attrs["rank"]), x.shape[1]
     a = x @ w[:, :n_in].T  # (N, F)
+    if state is not None:
+        w_time = w[:, n_in:]  # (F, M)
+        prev = state.get(node.name, x.new_zeros(len(x), *w_time.shape))
+        st = torch.cat([prev[:, :, 1:], a[:, :, None]], dim=2)
+        state[node.name] = st
+        y = (st * w_time[None]).sum(dim=2).reshape(len(x), -1, rank).sum(dim=2)
+        return apply_act(y + torch.from_numpy(np.asarray(node.bias, np.float32)), node.act)
     y = (a * w[:, -1]).reshape(len(x), -1, rank).sum(dim=2) + torch.from_numpy(np.asarray(node.bias, np.float32))
     return apply_act(y, node.act)
 
 
-def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Tensor:
+def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None, state: dict | None = None) -> torch.Tensor:
     a = node.attrs
     if node.op in ("conv2d", "linear"):
         return layer_forward(node, xs[0], w, b)
@@ -158,16 +172,17 @@ def node_forward(node: Node, xs: list[torch.Tensor], w=None, b=None) -> torch.Te
     if node.op == "leaky_relu":
         return F.leaky_relu(xs[0], a["alpha"])
     if node.op == "lstm":
-        return lstm(node, xs[0])
+        return lstm(node, xs[0], state)
     if node.op == "svdf":
-        return svdf(node, xs[0])
+        return svdf(node, xs[0], state)
     raise ValueError(node.op)  # pragma: no cover
 
 
 def run(graph: Graph, x: torch.Tensor, *, weights: dict | None = None, act_q: dict | None = None,
         record: Callable[[str, torch.Tensor], None] | None = None, stop_after: str | None = None,
-        softmax: bool = False) -> torch.Tensor:
+        softmax: bool = False, state: dict | None = None) -> torch.Tensor:
     """Run the graph on a batch; returns the output tensor (logits unless ``softmax``).
+    ``state``: the stateful nodes' state to start from and update (run_numpy's carry), else zero.
 
     ``weights``: node name -> (weight, bias) tensors replacing the float ones.
     ``act_q``: tensor name -> (scale, zero_point) for fake quantization.
@@ -189,17 +204,25 @@ def run(graph: Graph, x: torch.Tensor, *, weights: dict | None = None, act_q: di
         w = b = None
         if node.op in ("conv2d", "linear"):
             w, b = weights.get(node.name) or (torch.from_numpy(node.weight), torch.from_numpy(node.bias))
-        put(node.output, node_forward(node, xs, w, b))
+        put(node.output, node_forward(node, xs, w, b, state))
         if node.output == stop_after:
             return env[node.output]
     out = env[graph.output_name]
     return torch.softmax(out, dim=-1) if softmax and graph.output_softmax else out
 
 
-def run_numpy(graph: Graph, x: np.ndarray, batch: int = 256, **kw) -> np.ndarray:
-    """``run`` over a NumPy array in batches, without gradients; returns a NumPy array."""
+def run_numpy(graph: Graph, x: np.ndarray, batch: int = 256, carry: bool = False, **kw) -> np.ndarray:
+    """``run`` over a NumPy array in batches, without gradients; returns a NumPy array. ``carry``: the
+    rows are one sequence, run one at a time with the stateful nodes' state carried from row to row
+    (a "carry" model, nupes_edge/state.py), from the zero state."""
     outs = []
     with torch.no_grad():
+        if carry:
+            state: dict = {}
+            for i in range(len(x)):
+                outs.append(run(graph, torch.from_numpy(np.ascontiguousarray(x[i:i + 1], np.float32)), state=state,
+                                **kw).numpy())
+            return np.concatenate(outs) if outs else np.zeros((0,) + graph.output_shape, np.float32)
         for i in range(0, len(x), batch):
             outs.append(run(graph, torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)), **kw).numpy())
     return np.concatenate(outs) if outs else np.zeros((0,) + graph.output_shape, np.float32)

@@ -198,10 +198,13 @@ def check_lstm(node, p, in_shape, out_shape) -> None:
         raise NupesError(f"{what}: weight scales and the cell state's scale must be 8 + 1 positive finite numbers")
 
 
-def check_svdf(node, p, in_shape, out_shape) -> None:
+def check_svdf(node, p, in_shape, out_shape, carry: bool = False) -> None:
     """An int8 SVDF's parameters, in the types and ranges its C kernel (nupes_svdf_s8) computes without
     overflow from the reset state: each filter's int32 feature sum and each unit's int32 sum (the bias and
-    rank newest time weights x a state value less its zero point), shifted left, stay in int32."""
+    rank newest time weights x a state value less its zero point), shifted left, stay in int32. ``carry``
+    (a model whose state is carried, nupes_edge/state.py): every state value may be off its zero point, so
+    a unit's sum is bounded over all of its filters' time weights (TFLite Micro sums them in int32 too:
+    a file whose sums can overflow has no defined result)."""
     what = f"layer '{node.name}'"
     p = params_of(node, p, IntSvdf)
     if len(in_shape) != 1 or len(out_shape) != 1:
@@ -238,9 +241,12 @@ def check_svdf(node, p, in_shape, out_shape) -> None:
     if bits == 16:
         sums = np.abs(wf).sum(axis=1) * max(128 + in_zp, 127 - in_zp)
         span = np.minimum(span, multiply_by_quantized_multiplier(sums, int(p.mult1), int(p.shift1)) + 1)
-    unit = int(((np.abs(wt[:, -1]) * span).reshape(units, rank).sum(axis=1) + np.abs(bias)).max(initial=0))
+    weights = np.abs(wt).sum(axis=1) if carry else np.abs(wt[:, -1])
+    unit = int(((weights * span).reshape(units, rank).sum(axis=1) + np.abs(bias)).max(initial=0))
     if unit << max(int(p.shift2), 0) > INT32[1]:
-        raise NupesError(f"{what}: a unit's sum over its time weights can overflow int32")
+        raise NupesError(f"{what}: a unit's sum over its time weights can overflow int32"
+                         + (" when the state is carried (--state carry: every state value may be off its zero "
+                            "point)" if carry else ""))
     scales = [getattr(p, f) for f in ("feature_scale", "time_scale", "state_scale")]
     if not all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in scales):
         raise NupesError(f"{what}: the feature, time and state scales must be positive finite numbers")
@@ -251,6 +257,8 @@ MAX_TENSOR_ELEMENTS = 1 << 24  # 16 MB of int8: far beyond any microcontroller's
 
 def check_model(qm) -> None:
     """Every node's integer parameters, as the integer reference and the C runtime need them."""
+    from .state import carries
+
     for tensor, shape in qm.graph.shapes.items():
         if math.prod(shape) > MAX_TENSOR_ELEMENTS or min(shape, default=1) < 1:
             raise NupesError(f"tensor '{tensor}': shape {list(shape)[:8]} is empty or larger than "
@@ -272,7 +280,7 @@ def check_model(qm) -> None:
         elif node.op == "lstm":
             check_lstm(node, p, qm.graph.shapes[node.inputs[0]], qm.graph.shapes[node.output])
         elif node.op == "svdf":
-            check_svdf(node, p, qm.graph.shapes[node.inputs[0]], qm.graph.shapes[node.output])
+            check_svdf(node, p, qm.graph.shapes[node.inputs[0]], qm.graph.shapes[node.output], carries(qm))
         elif node.op == "mean":
             _, h, w = qm.graph.shapes[node.inputs[0]]
             check_mean(node, p, h * w)

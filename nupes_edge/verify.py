@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import torch_exec
+from .state import carries
 from .intref import quantize_input, run_int
 from .layout import from_device, to_device
 from .qmodel import QuantModel
@@ -70,7 +71,7 @@ def compare(qm: QuantModel, x: np.ndarray, y: np.ndarray | None, ref: np.ndarray
     xq = quantize_input(x, qm.input_q.scale, qm.input_q.zero_point)
     orig = compare_with_source(qm, to_device(xq), ref_rows)
     diff_rows = np.nonzero((dev.reshape(len(dev), -1) != ref.reshape(len(ref), -1)).any(axis=1))[0]
-    f = torch_exec.run_numpy(qm.graph, x)
+    f = torch_exec.run_numpy(qm.graph, x, carry=carries(qm))
     top = dev.reshape(len(dev), -1).argmax(axis=1)
     first = [{"index": int(i), "reference": ref[i].ravel().tolist(), "device": dev[i].ravel().tolist()} for i in diff_rows[:5]]
     out_q = qm.output_q
@@ -141,6 +142,8 @@ def verify_device(qm: QuantModel, client, x: np.ndarray, y: np.ndarray, profile:
     except NupesError:
         board = None
     kind, div = _count_kind(hello, board)
+    if carries(qm):  # the inputs are one sequence, from the reset state whatever the board ran before
+        client.reset_state()
     outs, counts = [], []
     for row in progress_bar(dev_in, desc=f"verifying on {hello.board}", unit="input", enabled=progress):
         count, out = client.infer(row.tobytes())

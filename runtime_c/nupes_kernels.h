@@ -198,6 +198,11 @@ typedef struct {
     int32_t steps, features, units;
 } nupes_lstm_t;
 void nupes_lstm_s8(const int8_t *in, int8_t *out, const nupes_lstm_t *p, int16_t *scratch);
+/* The same from the carried state (a "carry" model): hidden (units int8) and cell (units int16) hold the
+ * state the steps start from and, on return, the last step's; the model resets them (hidden to its zero
+ * point, cell to 0). scratch: 4 * units int16 (nupes_lstm_carry.c). */
+void nupes_lstm_s8_carry(const int8_t *in, int8_t *out, const nupes_lstm_t *p, int16_t *scratch, int8_t *hidden,
+                         int16_t *cell);
 
 /* TFLite Micro's int8 SVDF from the reset state (nupes_svdf.c): `inputs` int8 values into `units` int8
  * outputs through units x rank filters. From the reset state only each filter's newest state value is
@@ -212,6 +217,10 @@ typedef struct {
     int32_t inputs, units, rank;
 } nupes_svdf_t;
 void nupes_svdf_s8(const int8_t *in, int8_t *out, const nupes_svdf_t *p);
+/* The same from the carried state (a "carry" model, nupes_svdf_carry.c): p->w_time then holds every
+ * filter's `memory` time weights (filters x memory), and state the filters x memory state values (int16,
+ * also for an int8 state), updated in place; the model resets it (to the zero point). */
+void nupes_svdf_s8_carry(const int8_t *in, int8_t *out, const nupes_svdf_t *p, int32_t memory, int16_t *state);
 
 /* Elementwise int8 MUL of two HWC tensors of pixels x c values, either of which may instead hold c
  * values applied at every pixel (TFLite Micro's int8 MUL, bit for bit). */

@@ -96,7 +96,7 @@ def test_each_inference_starts_from_the_reset_state():
 
 
 def test_the_c_table_is_the_one_the_reference_makes():
-    src = open(os.path.join(RUNTIME, "nupes_lstm.c")).read()
+    src = open(os.path.join(RUNTIME, "nupes_lstm_gates.h")).read()
     body = re.search(r"nupes_sigmoid_q16\[256\] = \{([^}]*)\}", src).group(1)
     assert tuple(int(v) for v in body.replace("\n", " ").split(",") if v.strip()) == sigmoid_table()
     t = np.asarray(sigmoid_table())

@@ -6,7 +6,8 @@
  * HELLO -> protocol version, board, model name and hash, sizes and quantization;
  * LOAD (offset + a chunk of the input tensor) -> the offset, acknowledged; RUN (input size and
  * the CRC-32 of the whole input) -> count (u64) + output tensor; PROFILE -> per-layer counts of
- * the last inference; anything malformed -> a typed ERROR frame. Frames stay short (a chunk is at
+ * the last inference; RESET (firmware of a model that carries its state, APP_RESET) -> the model's state
+ * back to the reset state, acknowledged; anything malformed -> a typed ERROR frame. Frames stay short (a chunk is at
  * most LOAD_CHUNK bytes) so that on a noisy link most of them arrive intact, and a corrupted
  * length is refused at once instead of swallowing the frames behind it. Sleeps in WFI while idle.
  */
@@ -23,6 +24,7 @@
 #define T_RUN 0x05u
 #define T_CALIBRATE 0x06u
 #define T_STACK 0x07u
+#define T_RESET 0x08u
 #define T_REPLY 0x80u
 #define T_ERROR 0xEEu
 #define E_BAD_CRC 1u
@@ -46,6 +48,12 @@ static uint8_t tx[TX_PAYLOAD + 10u];
 static int8_t out[APP_OUTPUT_SIZE];
 static uint32_t layer_counts[APP_NUM_LAYERS];
 static uint64_t layer_start;
+#ifdef APP_RESET
+/* A model that carries its state must not run one input twice: a RUN that arrives again without a LOAD
+ * since the last one (its reply was lost and the host asks again) gets the last reply again. */
+static int loaded_since_run = 0, ran = 0;
+static uint64_t last_count;
+#endif
 
 static uint32_t crc32_update(uint32_t crc, const uint8_t *p, uint32_t n)
 {
@@ -139,6 +147,9 @@ static void reply_load(uint32_t seq, uint32_t len)
         return;
     }
     memcpy((uint8_t *)input + off, rx + 4, len - 4u);
+#ifdef APP_RESET
+    loaded_since_run = 1;
+#endif
     put_u32(tx + 6, off);
     send_frame(T_LOAD | T_REPLY, seq, 4u);
 }
@@ -156,11 +167,24 @@ static void reply_run(uint32_t seq, uint32_t len)
         send_error(seq, E_INPUT_CRC, "input crc");
         return;
     }
-    APP_PROFILE_HOOK = profile_hook;
-    memset(layer_counts, 0, sizeof layer_counts);
-    t0 = counter_now();
-    APP_RUN(input, out);
-    t1 = counter_now();
+#ifdef APP_RESET
+    if (ran && !loaded_since_run) { /* the same RUN again: its reply, not a second step of the state */
+        t0 = 0;
+        t1 = last_count;
+    } else
+#endif
+    {
+        APP_PROFILE_HOOK = profile_hook;
+        memset(layer_counts, 0, sizeof layer_counts);
+        t0 = counter_now();
+        APP_RUN(input, out);
+        t1 = counter_now();
+    }
+#ifdef APP_RESET
+    loaded_since_run = 0;
+    ran = 1;
+    last_count = t1 - t0;
+#endif
     put_u32(tx + 6, (uint32_t)(t1 - t0));
     put_u32(tx + 10, (uint32_t)((t1 - t0) >> 32));
     memcpy(tx + 14, out, APP_OUTPUT_SIZE);
@@ -206,6 +230,15 @@ static void reply_stack(uint32_t seq)
     put_u32(tx + 10, (uint32_t)((uintptr_t)&_estack - (uintptr_t)&_ebss));
     send_frame(T_STACK | T_REPLY, seq, 8u);
 }
+
+#ifdef APP_RESET
+static void reply_reset(uint32_t seq)
+{
+    APP_RESET();
+    ran = 0;
+    send_frame(T_RESET | T_REPLY, seq, 0u);
+}
+#endif
 
 static void reply_profile(uint32_t seq)
 {
@@ -281,6 +314,10 @@ int main(void)
                     reply_calibrate(hdr[1], len);
                 } else if (hdr[0] == T_STACK) {
                     reply_stack(hdr[1]);
+#ifdef APP_RESET
+                } else if (hdr[0] == T_RESET) {
+                    reply_reset(hdr[1]);
+#endif
                 } else {
                     send_error(hdr[1], E_UNKNOWN_TYPE, "unknown frame type");
                 }

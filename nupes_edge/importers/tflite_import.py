@@ -167,12 +167,14 @@ OPERATORS = {
     "UNIDIRECTIONAL_SEQUENCE_LSTM": ("lstm (int8 weights per gate, int16 cell state: kept from an int8 file, "
                                      "else quantized by the method)",
                                      "int8 or float32, batch-major, batch 1; no peephole, projection or layer "
-                                     "norm; every inference starts from the reset state",
+                                     "norm; every inference starts from the reset state, or with quantize "
+                                     "--state carry continues from the previous one's",
                                      "kernels/unidirectional_sequence_lstm.cc, lstm_eval.h (LstmStep)"),
     "SVDF": ("svdf (weights kept from the file, or quantized by the method; the state's quantization kept)",
              "int8 input and output, batch 1, with a bias; int16 time weights and state (zero point 0) or int8 "
              "ones; activation NONE, or RELU on an output of zero point -128; every inference starts from the "
-             "reset state", "kernels/svdf.cc, svdf_common.cc (EvalIntegerSvdfReference)"),
+             "reset state, or with quantize --state carry continues from the previous one's",
+             "kernels/svdf.cc, svdf_common.cc (EvalIntegerSvdfReference)"),
     "SOFTMAX": ("softmax (on the device) or left to the caller", "the final operator, over the last axis",
                 "kernels/softmax_common.cc, reference_integer_ops::Softmax"),
 }

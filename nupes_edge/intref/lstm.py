@@ -123,13 +123,25 @@ def _fc16(x: np.ndarray, zp: int, w: np.ndarray, bias, mult: int, shift: int) ->
     return _sat16(multiply_by_quantized_multiplier(acc, mult, shift))
 
 
+def reset_state(p, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite Micro's reset state for n sequences: (hidden = its zero point, cell = 0), each (n, S)."""
+    s = p.w_rec.shape[1]
+    return np.full((n, s), int(p.hid_zp), np.int64), np.zeros((n, s), np.int64)
+
+
 def lstm(x: np.ndarray, p) -> np.ndarray:
     """Run the LSTM on int8 sequences x (N, T, F) from TFLite Micro's reset state (hidden = its zero
     point, cell = 0); returns the int8 hidden states (N, T, S)."""
+    return lstm_from(x, p, *reset_state(p, len(x)))[0]
+
+
+def lstm_from(x: np.ndarray, p, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the LSTM on int8 sequences x (N, T, F) from the state (h, c), each (N, S) (int8 hidden,
+    int16 cell); returns (the int8 hidden states (N, T, S), the final h, the final c)."""
     n, steps, _ = x.shape
     s = p.w_rec.shape[1]
-    h = np.full((n, s), p.hid_zp, np.int64)
-    c = np.zeros((n, s), np.int64)
+    h = np.asarray(h, np.int64).reshape(n, s)
+    c = np.asarray(c, np.int64).reshape(n, s)
     t_mult, t_shift = int(p.tanh_mult), int(p.tanh_shift)
     out = np.empty((n, steps, s), np.int64)
     for t in range(steps):
@@ -151,4 +163,4 @@ def lstm(x: np.ndarray, p) -> np.ndarray:
         th = tanh_int16(c, t_mult, t_shift)
         h = np.clip(multiply_by_quantized_multiplier(th * go, p.hid_mult, p.hid_shift) + p.hid_zp, -128, 127)
         out[:, t] = h
-    return out
+    return out, h, c

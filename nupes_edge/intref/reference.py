@@ -156,9 +156,24 @@ def mean_reduce(x: np.ndarray, node, p: IntMean) -> np.ndarray:
 
 
 def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
-    """Run the integer model on int8 inputs (N, *input_shape); returns int8 outputs."""
+    """Run the integer model on int8 inputs (N, *input_shape); returns int8 outputs. A model whose
+    state mode is "carry" (nupes_edge/state.py) takes the N inputs as one sequence: row by row from
+    the reset state, each stateful node continuing from its state after the previous row."""
+    from ..state import carries
+
+    if carries(qm):
+        state: dict = {}
+        outs = [_run(qm, np.asarray(xq)[i:i + 1], record, state) for i in range(len(xq))]
+        return np.concatenate(outs) if outs else _run(qm, np.asarray(xq), record, None)
     if len(xq) > chunk and record is None:  # bounded memory: the im2col views grow with N
         return np.concatenate([run_int(qm, xq[i:i + chunk]) for i in range(0, len(xq), chunk)])
+    return _run(qm, xq, record, None)
+
+
+def _run(qm, xq: np.ndarray, record, state: dict | None) -> np.ndarray:
+    """One pass over the graph. ``state`` None: every stateful node from the reset state; else a dict
+    (node name -> its state) read for each stateful node's start (absent: the reset state) and
+    updated with its final state (rows of xq: one sequence each, so carry passes one row)."""
     g = qm.graph
     env = {g.input_name: np.asarray(xq, np.int64)}
     for node in g.nodes:
@@ -201,9 +216,18 @@ def run_int(qm, xq: np.ndarray, record=None, chunk: int = 64) -> np.ndarray:
         elif node.op in TABLE_OPS:
             y = np.asarray(p.table, np.int64)[xs[0] + 128]
         elif node.op == "lstm":  # (N, F, 1, T) -> (N, T, F) sequences -> (N, S, 1, T)
-            y = lstm_ref.lstm(xs[0][:, :, 0, :].transpose(0, 2, 1), p).transpose(0, 2, 1)[:, :, None, :]
-        elif node.op == "svdf":  # (N, I) -> (N, U), from the reset state
-            y = svdf_ref.svdf(xs[0], p)
+            seq = xs[0][:, :, 0, :].transpose(0, 2, 1)
+            if state is None:
+                y = lstm_ref.lstm(seq, p)
+            else:
+                y, h, c = lstm_ref.lstm_from(seq, p, *state.get(node.name, lstm_ref.reset_state(p, len(seq))))
+                state[node.name] = (h, c)
+            y = y.transpose(0, 2, 1)[:, :, None, :]
+        elif node.op == "svdf":  # (N, I) -> (N, U), from the reset state or the carried one
+            if state is None:
+                y = svdf_ref.svdf(xs[0], p)
+            else:
+                y, state[node.name] = svdf_ref.svdf_step(xs[0], state.get(node.name, svdf_ref.reset_state(p, len(xs[0]))), p)
         elif node.op == "softmax":
             y = softmax_int8(xs[0].astype(np.int8), p.input_mult, p.input_left_shift, p.diff_min).astype(np.int64)
         else:  # pragma: no cover - infer_shapes rejects unknown ops

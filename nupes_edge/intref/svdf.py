@@ -10,7 +10,7 @@ applies no fused activation to an int8 SVDF: the output is limited to the int8 r
 
 A nupes-edge inference starts from the reset state (TFLite Micro's ResetVariableTensors: an int8 state
 at its zero point, an int16 one at 0), so svdf() runs one invocation from it; svdf_step() is the
-invocation itself, on any state.
+invocation itself, on any state (reference.run_int carries it from row to row for a "carry" model).
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import torch
 from ..errors import NupesError
 from ..ir import Graph, with_device_softmax
 from ..qmodel import QuantModel
+from .. import state as state_mod
 from . import keep as keep_mod
 from . import mixed, powerquant, reconstruct, uniform
 from .biascorr import correct_biases
@@ -45,7 +46,8 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
                    overrides: dict[str, int] | None = None, seed: int = 0, progress: bool = False,
                    recon: reconstruct.ReconConfig | None = None, name: str = "model",
                    bias_correction: bool = True, flash_budget: int | None = None,
-                   recalibrate: bool = False, keep_softmax: bool | None = None, levels: int = 16) -> QuantModel:
+                   recalibrate: bool = False, keep_softmax: bool | None = None, levels: int = 16,
+                   state: str = "reset") -> QuantModel:
     """Calibrate activations, quantize weights with ``method``, derive the integer parameters.
 
     The data-free methods (uniform, uniform-mse, powerquant) get empirical bias correction unless
@@ -64,7 +66,9 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
     ``levels``: 16, the weight tables' levels are int16; 8, they are int8 values times a power of two
     (power.make_lut), what the Cortex-M55's Helium kernels multiply directly (a little coarser for
     non-uniform 3- to 8-bit weights; uniform tables and 2-bit ones are the same either way).
+    ``state``: "reset" or "carry" (nupes_edge/state.py; refused for a model with no LSTM or SVDF).
     """
+    state_mod.check(graph, state)
     if method not in METHODS:
         raise NupesError(f"unknown method '{method}' (one of {', '.join(METHODS)})")
     if levels not in LEVELS:
@@ -143,5 +147,12 @@ def quantize_graph(graph: Graph, x_calib: np.ndarray | None, method: str = "nupe
         meta["levels"] = levels
     if sbits:  # the LSTMs' and SVDFs' bits (the kept ones: 8)
         meta["stateful_bits"] = {k: (sbits[k] if k in redone else 8) for k in sbits}
-    return QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta,
-                      source=graph.source_tflite)
+    if state == "carry":  # only then: a reset model's meta and hash are unchanged
+        meta["state"] = state
+    qm = QuantModel(graph=graph, act=act, weights=weights, params=params, method=method, meta=meta,
+                    source=graph.source_tflite)
+    if state == "carry":  # a carried state reaches sums a reset one cannot (validate.check_svdf): refused now
+        from ..validate import check_model
+
+        check_model(qm)
+    return qm
