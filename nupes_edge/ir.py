@@ -236,7 +236,7 @@ def infer_node_shape(node: Node, in_shapes: list[tuple[int, ...]]) -> tuple[int,
         n_in, n_out = [math.prod(s) for s in in_shapes], math.prod(shape)
         try:
             if node.op == "copy":
-                if a.get("fill", False) not in (True, False):
+                if type(a.get("fill", False)) is not bool:
                     raise moves.MoveError(f"attribute fill = {str(a.get('fill'))[:20]} is not true or false")
                 moves.check_moves(a.get("moves"), n_in, n_out, fill=a.get("fill", False))
             elif len(in_shapes) != 1:

@@ -740,11 +740,7 @@ class _Reader:
             if self.t(i).type != T.INT32:
                 fail(f"the bias (tensor {i}) must be int32")
             biases.append(self.const(i, "bias", "UNIDIRECTIONAL_SEQUENCE_LSTM", raw=True).astype(np.int64).ravel())
-        units, feats = w_codes[0].shape[0] if w_codes[0].ndim == 2 else -1, x_shape[2]
-        if any(w.shape != (units, feats) for w in w_codes[:4]) or any(w.shape != (units, units) for w in w_codes[4:]) \
-                or any(b.shape != (units,) for b in biases) or self.shape_of(out) != [1, x_shape[1], units]:
-            fail(f"weights {[list(w.shape) for w in w_codes]} and biases do not fit {feats} features and the output "
-                 f"{self.shape_of(out)}")
+        self.check_lstm_shapes(w_codes, biases, x_shape, out, fail)
         w_in = np.stack(w_codes[:4]).astype(np.float32) * np.float32(w_scales[:4]).reshape(4, 1, 1)
         w_rec = np.stack(w_codes[4:]).astype(np.float32) * np.float32(w_scales[4:]).reshape(4, 1, 1)
         bias = np.stack(biases).astype(np.float64) * (np.float64(q_in[0]) * np.float64(w_scales[:4])).reshape(4, 1)
@@ -754,15 +750,19 @@ class _Reader:
             "w_in": np.stack(w_codes[:4]), "w_rec": np.stack(w_codes[4:]), "bias": np.stack(biases),
             "w_scales": w_scales, "input": q_in, "hidden": q_h, "cell_scale": float(np.float32(cq.scale[0]))}
 
-    def float_lstm(self, k: int, ins: list[int], out: int, o, x_shape, fail) -> None:
-        """A float32 LSTM: its weights, quantized like any model's (quant/stateful.py), to TFLite Micro's int8 LSTM."""
-        ws = [self.const(i, "weights", "UNIDIRECTIONAL_SEQUENCE_LSTM") for i in ins[1:9]]
-        bs = [self.const(i, "bias", "UNIDIRECTIONAL_SEQUENCE_LSTM").ravel() for i in ins[12:16]]
+    def check_lstm_shapes(self, ws: list, bs: list, x_shape, out: int, fail) -> None:
+        """4 input weights (units x features), 4 recurrent (units x units), 4 biases, output [1, T, units]."""
         units, feats = ws[0].shape[0] if ws[0].ndim == 2 else -1, x_shape[2]
         if any(w.shape != (units, feats) for w in ws[:4]) or any(w.shape != (units, units) for w in ws[4:]) \
                 or any(b.shape != (units,) for b in bs) or self.shape_of(out) != [1, x_shape[1], units]:
             fail(f"weights {[list(w.shape) for w in ws]} and biases do not fit {feats} features and the output "
                  f"{self.shape_of(out)}")
+
+    def float_lstm(self, k: int, ins: list[int], out: int, o, x_shape, fail) -> None:
+        """A float32 LSTM: its weights, quantized like any model's (quant/stateful.py), to TFLite Micro's int8 LSTM."""
+        ws = [self.const(i, "weights", "UNIDIRECTIONAL_SEQUENCE_LSTM") for i in ins[1:9]]
+        bs = [self.const(i, "bias", "UNIDIRECTIONAL_SEQUENCE_LSTM").ravel() for i in ins[12:16]]
+        self.check_lstm_shapes(ws, bs, x_shape, out, fail)
         weight = np.concatenate([np.stack(ws[:4]), np.stack(ws[4:])], axis=2).astype(np.float32)
         self.emit(k, "lstm", [ins[0]], out, {"cell_clip": float(np.float32(o.cellClip)), "cell_act": "tanh"},
                   weight, np.stack(bs).astype(np.float32))

@@ -213,9 +213,9 @@ def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant, requan
     else:
         s_w = np.asarray(requant["w_scales"][:4], np.float64)
         bias = round_half_away(np.asarray(node.bias, np.float64) / (np.float64(np.float32(a_in.scale)) * s_w[:, None]))
-        if np.abs(bias).max(initial=0) > INT32_MAX:
-            raise NupesError(f"layer '{node.name}' (lstm): a gate's bias {np.abs(bias).max():.3g} times its input "
-                             "and weight scales does not fit int32")
+        if not np.all(np.abs(bias) <= INT32_MAX):  # on the floats: a huge one must not wrap in the cast
+            raise NupesError(f"layer '{node.name}' (lstm): a gate's bias {np.abs(bias).max():.3g} on its input x "
+                             "weight grid does not fit int32")
         steps = graph.shapes[node.inputs[0]][2]
         rec = {**requant, "bias": bias.astype(np.int64), "input": (a_in.scale, a_in.zero_point),
                "hidden": (a_out.scale, a_out.zero_point),
@@ -230,9 +230,7 @@ def lower_lstm(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant, requan
     gate = L.mul_multiplier(g, g, s_c)
     hid = L.mul_multiplier(g, g, s_h)
     t_mult, t_shift = L.tanh_params(L.cell_scale_power(s_c))
-    bias = np.asarray(rec["bias"], np.int64)
-    if np.abs(bias).max(initial=0) > INT32_MAX:
-        raise NupesError(f"layer '{node.name}' (lstm): a bias does not fit int32")
+    bias = np.asarray(rec["bias"], np.int64)  # a file's int32, or checked above before the cast
     return IntLstm(w_in=np.asarray(rec["w_in"], np.int8), w_rec=np.asarray(rec["w_rec"], np.int8),
                    bias=bias.astype(np.int32), fc_mult=mult, fc_shift=shift, in_zp=int(a_in.zero_point),
                    hid_zp=int(h_zp), cell_mult=int(cell[0]), cell_shift=int(cell[1]), gate_mult=int(gate[0]),
@@ -260,15 +258,13 @@ def lower_svdf(node: Node, graph: Graph, a_in: ActQuant, a_out: ActQuant, requan
     if requant is not None:
         s_bias = np.float64(np.float32(rec["state"][0])) * np.float64(np.float32(requant["time_scale"]))
         bias = round_half_away(np.asarray(node.bias, np.float64) / s_bias)
-        if np.abs(bias).max(initial=0) > INT32_MAX:
-            raise NupesError(f"layer '{node.name}' (svdf): a bias does not fit int32 on the re-quantized time weights' "
-                             "grid")
+        if not np.all(np.abs(bias) <= INT32_MAX):  # on the floats: a huge one must not wrap in the cast
+            raise NupesError(f"layer '{node.name}' (svdf): a bias {np.abs(bias).max():.3g} on the state x time grid "
+                             "does not fit int32")
         rec = {**rec, **requant, "bias": bias.astype(np.int64)}
     s_state, state_zp = rec["state"]
     (m1, e1), (m2, e2) = effective_scales(a_in.scale, rec["feature_scale"], s_state, rec["time_scale"], a_out.scale)
-    bias = np.asarray(rec["bias"], np.int64)
-    if np.abs(bias).max(initial=0) > INT32_MAX:
-        raise NupesError(f"layer '{node.name}' (svdf): a bias does not fit int32")
+    bias = np.asarray(rec["bias"], np.int64)  # a file's int32, or checked above before the cast
     return IntSvdf(w_feature=np.asarray(rec["w_feature"], np.int8), w_time=np.asarray(rec["w_time"], np.int16),
                    bias=bias.astype(np.int32), rank=int(node.attrs["rank"]), state_bits=int(rec["state_bits"]),
                    in_zp=int(a_in.zero_point), state_zp=int(state_zp), out_zp=int(a_out.zero_point), mult1=int(m1),

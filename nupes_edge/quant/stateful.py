@@ -38,7 +38,7 @@ def int8_levels(w: np.ndarray, method: str, bits: int) -> tuple[np.ndarray, floa
 
 def quantize_lstm(weight: np.ndarray, features: int, method: str, bits: int) -> dict:
     """The IR's (4, S, F + S) float weights -> {"w_in": (4, S, F), "w_rec": (4, S, S) int8, "w_scales": 8
-    float32 scales (input gates, then recurrent), "a": 8 exponents}."""
+    float32 scales (input gates, then recurrent), "bits"}."""
     w_in, w_rec, scales = [], [], []
     for j in range(8):
         g = j % 4
