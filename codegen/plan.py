@@ -960,7 +960,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                             for src, mv in zip(ins, node.attrs["moves"]))
             if node.attrs.get("fill", False):  # a zero insertion: the bytes between hold the zero point
                 zp = c_int(qm.act[node.inputs[0]].zero_point, -128, 127, f"layer '{node.name}': zero point")
-                call = f"nupes_fill_s8({out}, {n_out}, {zp}); {call}"
+                call = f"nupes_fill_s8({out}, {c_int(n_out, 1, 1 << 24, 'output size')}, {zp}); {call}"
         elif node.op in ("reduce_max", "mean_reduce"):
             try:
                 moves.reduce_positions(node.attrs["reduce"], int(np.prod(g.shapes[node.inputs[0]])),
@@ -984,7 +984,7 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
             call = f"{kernel}({ins[0]}, {out}, &{lname}, {scr(i)});"
             scratch = max(scratch, 5 * g.shapes[node.output][0])
             if carry:  # the hidden and cell state persist in static buffers; scratch: the gates' rows
-                units = g.shapes[node.output][0]
+                units = c_int(g.shapes[node.output][0], 1, 1 << 16, f"layer '{node.name}': units")
                 kernel = "nupes_lstm_s8_carry"
                 states += [{"cname": f"{lname}_hidden", "type": "int8_t", "len": units, "reset": int(p.hid_zp),
                             "bytes": units},
@@ -998,7 +998,8 @@ def plan(qm: QuantModel, name: str | None = None, inplace: bool = False, max_ban
                 filters, memory = np.asarray(p.w_time).shape
                 kernel = "nupes_svdf_s8_carry"
                 reset = int(p.state_zp) if int(p.state_bits) == 8 else 0
-                states.append({"cname": f"{lname}_state", "type": "int16_t", "len": filters * memory, "reset": reset,
+                states.append({"cname": f"{lname}_state", "type": "int16_t",
+                               "len": c_int(filters * memory, 1, 1 << 24, f"layer '{node.name}': state size"), "reset": reset,
                                "bytes": 2 * filters * memory})
                 call = f"{kernel}({ins[0]}, {out}, &{lname}, {c_int(memory, 1, 1 << 20, 'memory')}, {lname}_state);"
         elif node.op in TABLE_OPS:
